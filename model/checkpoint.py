@@ -1,0 +1,104 @@
+"""Checkpoints of the RefineVAD head: weights plus everything needed to serve them safely.
+
+A checkpoint carries the full model config (category names and feature dim included), the identity of the
+backbone whose features it was trained on, and metadata (trained or not, seed, metrics, training config). It is
+a plain dict of tensors, strings and numbers, loaded with `weights_only=True` (no pickled code runs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.backbones.identity import BackboneIdentity
+from model.config import RefineVADConfig
+from model.refinevad import RefineVAD
+
+FORMAT = "refinevad-checkpoint/1"
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: RefineVAD
+    config: RefineVADConfig
+    backbone: BackboneIdentity
+    metadata: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+    sha256: str | None = None
+
+    @property
+    def trained(self) -> bool:
+        return bool(self.metadata.get("trained", False))
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: RefineVAD,
+    backbone: BackboneIdentity,
+    metadata: dict[str, Any] | None = None,
+    extra_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write atomically; `extra_state` (optimizer, scheduler, epoch) is for resuming training."""
+    if backbone.dim != model.config.feature_dim:
+        raise ValueError(
+            f"backbone {backbone.key()} gives {backbone.dim}-dim features but the model expects "
+            f"{model.config.feature_dim}"
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "config": model.config.model_dump(mode="json"),
+        "backbone": backbone.model_dump(mode="json"),
+        "metadata": dict(metadata or {}),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    if extra_state:
+        payload["extra_state"] = extra_state
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint_payload(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or foreign files
+        raise ValueError(f"{path} is not a readable RefineVAD checkpoint: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a RefineVAD checkpoint (expected format {FORMAT})")
+    return payload
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Load weights into a fresh model in eval mode."""
+    payload = load_checkpoint_payload(path, map_location)
+    config = RefineVADConfig.model_validate(payload["config"])
+    model = RefineVAD(config)
+    model.load_state_dict(payload["state_dict"])
+    model.to(map_location).eval()
+    return LoadedCheckpoint(
+        model=model,
+        config=config,
+        backbone=BackboneIdentity.model_validate(payload["backbone"]),
+        metadata=dict(payload.get("metadata", {})),
+        path=Path(path),
+        sha256=file_sha256(path),
+    )

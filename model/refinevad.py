@@ -1,0 +1,53 @@
+"""RefineVAD: features [B, T, D] -> MoTAR -> CORE -> per-snippet anomaly scores and category distribution."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from model.config import RefineVADConfig
+from model.core import CORE
+from model.motar import MoTAR
+
+
+class RefineVADOutput(NamedTuple):
+    logits: Tensor  # [B, T] final snippet logits
+    scores: Tensor  # [B, T] sigmoid(logits)
+    rough_logits: Tensor  # [B, T] CORE's rough scorer on the MoTAR features
+    category_logits: Tensor  # [B, C, 2] (normal, anomalous) logits per category
+    category_probs: Tensor  # [B, C] per-category anomaly probability
+    category_weights: Tensor  # [B, C] soft category distribution (sums to 1)
+    category_embedding: Tensor  # [B, d_emb] the soft category embedding v
+
+
+class RefineVAD(nn.Module):
+    def __init__(self, config: RefineVADConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.motar = MoTAR(config) if config.use_motar else nn.Identity()
+        self.core = CORE(config)
+        # Learnable head of the GMM smoothing loss: moves the anomalous component's mean by category (losses.py).
+        self.gmm_mean_head = nn.Linear(config.emb_dim, 1)
+        nn.init.zeros_(self.gmm_mean_head.weight)
+        nn.init.zeros_(self.gmm_mean_head.bias)
+
+    def forward(self, x: Tensor, category: torch.Tensor | None = None) -> RefineVADOutput:
+        """x [B, T, D] (T >= 1); category LongTensor [B] (-1 = normal), used only in training."""
+        temporal = self.motar(x)
+        core = self.core(temporal, category)
+        logits = self.core.score(core.features)
+        return RefineVADOutput(
+            logits,
+            torch.sigmoid(logits),
+            core.rough_logits,
+            core.category_logits,
+            core.category_probs,
+            core.category_weights,
+            core.category_embedding,
+        )
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
