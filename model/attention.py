@@ -8,7 +8,6 @@ parameters at D=768) holds.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
