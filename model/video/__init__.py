@@ -1,0 +1,1 @@
+"""Video input: frame sources (files, frame folders, streams) and their cutting into snippets."""
