@@ -1,0 +1,57 @@
+"""The one interface every feature backbone implements: snippets of frames in, one vector per snippet out."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from model.backbones.identity import BackboneIdentity
+
+
+class Backbone(ABC):
+    """Turns snippets of RGB uint8 frames `[S, F, H, W, 3]` into snippet features `[S, D]` (float32, `device`).
+
+    A snippet's feature depends only on that snippet's frames (and caption, with a text branch), never on
+    earlier calls, so a caller may batch snippets from many videos or streams into one call.
+    """
+
+    identity: BackboneIdentity
+    device: torch.device
+
+    @property
+    def dim(self) -> int:
+        return self.identity.dim
+
+    @property
+    def text_branch(self) -> bool:
+        return self.identity.text_branch
+
+    @abstractmethod
+    def encode_snippets(
+        self, frames: np.ndarray | torch.Tensor, captions: Sequence[str] | None = None
+    ) -> torch.Tensor:
+        """`[S, F, H, W, 3]` uint8 RGB -> `[S, dim]` float32 on `device`.
+
+        `captions` (one per snippet) are required when the backbone has a text branch, ignored otherwise.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most backbones hold nothing to release
+        """Release what the backbone holds (models, thread pools)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.identity.key()}, device={self.device})"
+
+
+def check_snippet_frames(frames: np.ndarray | torch.Tensor) -> tuple[int, int, int, int]:
+    """Validate the `[S, F, H, W, 3]` uint8 layout every backbone takes; returns (S, F, H, W)."""
+    shape = tuple(frames.shape)
+    dtype_ok = frames.dtype == (torch.uint8 if isinstance(frames, torch.Tensor) else np.uint8)
+    if len(shape) != 5 or shape[-1] != 3 or not dtype_ok:
+        raise ValueError(
+            f"snippet frames must be uint8 [snippets, frames, height, width, 3] RGB, "
+            f"got {frames.dtype} {list(shape)}"
+        )
+    return shape[0], shape[1], shape[2], shape[3]

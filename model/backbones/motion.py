@@ -1,0 +1,142 @@
+"""`motion`: the embedded, weight-free backbone, so the whole system runs on a fresh offline machine.
+
+Each snippet is described by hand-made OpenCV/numpy statistics on a spatial grid (4x4 cells over the frame,
+computed on a 160x120 grey copy of every frame):
+
+- motion: dense optical flow (DIS, ultrafast preset) between consecutive sampled frames of the snippet; per
+  cell a histogram of flow direction (8 bins, weighted by flow magnitude) and a histogram of flow speed
+  (4 bins: static, slow, walking pace, fast, as fractions of the cell's pixels);
+- change: per cell mean absolute grey-level difference between consecutive frames;
+- appearance: per cell a histogram of image-gradient orientation (8 unsigned bins, weighted by gradient
+  magnitude), averaged over the snippet's frames.
+
+Magnitudes are square-rooted to compress their range. 16 cells x (8 + 4 + 1 + 8) = 336 dimensions.
+
+What it captures: where in the view things move, how fast and in which direction, how much the image changes,
+and coarse local shape/texture (edges). That is enough to tell a cyclist or a cart (faster, different motion
+pattern) from walking pedestrians in a fixed camera. What it cannot capture: any semantics (what an object
+is, actions such as fighting or stealing, objects that look unusual but move normally), colour, fine detail
+below a cell, or anything about a moving camera beyond "everything moves". Flow speed bins are in pixels per
+sampled-frame pair at 160x120, so sub-sampling frames or a different frame rate shifts the speed scale:
+train and serve with the same snippet geometry. For semantic anomalies use the `clip` backbone.
+
+The descriptor is deterministic and stateless: a snippet's vector depends only on its own frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from model.backbones.base import Backbone, check_snippet_frames
+from model.backbones.identity import BackboneIdentity
+
+# Bump whenever anything below changes the numbers: the version is the identity's "weights".
+DESCRIPTOR_VERSION = "motion-grid-v1"
+WORK_SIZE = (160, 120)  # (width, height) of the grey copy every statistic is computed on
+GRID = (4, 4)  # (columns, rows) of cells
+DIRECTION_BINS = 8
+SPEED_EDGES = np.array([0.25, 1.0, 3.0], dtype=np.float32)  # px per frame pair at WORK_SIZE
+ORIENTATION_BINS = 8
+CELLS = GRID[0] * GRID[1]
+SPEED_BINS = len(SPEED_EDGES) + 1
+MOTION_DIM = CELLS * (DIRECTION_BINS + SPEED_BINS + 1)
+DIM = MOTION_DIM + CELLS * ORIENTATION_BINS
+# Where each statistic sits in the vector; each block is cell-major ([cell, bin]).
+LAYOUT = {
+    "flow_direction": slice(0, CELLS * DIRECTION_BINS),
+    "flow_speed": slice(CELLS * DIRECTION_BINS, CELLS * (DIRECTION_BINS + SPEED_BINS)),
+    "change": slice(CELLS * (DIRECTION_BINS + SPEED_BINS), MOTION_DIM),
+    "orientation": slice(MOTION_DIM, DIM),
+}
+
+
+def _cell_map() -> np.ndarray:
+    w, h = WORK_SIZE
+    cols = np.arange(w) * GRID[0] // w
+    rows = np.arange(h) * GRID[1] // h
+    return (rows[:, None] * GRID[0] + cols[None, :]).astype(np.int64)  # [h, w] cell id of every pixel
+
+
+class MotionBackbone(Backbone):
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.identity = BackboneIdentity(
+            name="motion", architecture="opencv-grid-4x4", weights=DESCRIPTOR_VERSION, dim=DIM
+        )
+        self._cells = _cell_map()
+        self._cell_pixels = np.bincount(self._cells.ravel(), minlength=CELLS).astype(np.float32)
+        self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+
+    def encode_snippets(
+        self, frames: np.ndarray | torch.Tensor, captions: Sequence[str] | None = None
+    ) -> torch.Tensor:
+        s = check_snippet_frames(frames)[0]
+        if isinstance(frames, torch.Tensor):
+            frames = frames.detach().cpu().numpy()
+        features = self.describe(frames) if s else np.zeros((0, DIM), np.float32)
+        return torch.from_numpy(features).to(self.device)
+
+    # -- the descriptor ----------------------------------------------------------------------------------
+    def describe(self, frames: np.ndarray) -> np.ndarray:
+        """[S, F, H, W, 3] uint8 RGB -> [S, DIM] float32."""
+        s, f = frames.shape[:2]
+        # One small grey copy per frame; OpenCV's per-image calls are far faster than numpy on full frames.
+        grey = np.stack(
+            [
+                cv2.resize(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), WORK_SIZE, interpolation=cv2.INTER_AREA)
+                for frame in frames.reshape(s * f, *frames.shape[2:])
+            ]
+        ).reshape(s, f, WORK_SIZE[1], WORK_SIZE[0])
+        appearance = self._orientation_histograms(grey)
+        # One sampled frame per snippet has no frame pair: its motion statistics are zero.
+        motion = self._motion_histograms(grey) if f > 1 else np.zeros((s, MOTION_DIM), np.float32)
+        return np.concatenate([motion, appearance], axis=1)
+
+    def _cell_histograms(self, bins: np.ndarray, weights: np.ndarray, nbins: int) -> np.ndarray:
+        """Sum `weights` [S, K, h, w] per (snippet, cell, bin) and divide by K * cell pixels -> [S, CELLS, nbins]."""
+        s, k = bins.shape[:2]
+        index = (np.arange(s)[:, None, None, None] * CELLS + self._cells) * nbins + bins
+        sums = np.bincount(index.ravel(), weights=weights.ravel(), minlength=s * CELLS * nbins)
+        return (sums.reshape(s, CELLS, nbins) / (k * self._cell_pixels[None, :, None])).astype(np.float32)
+
+    def _orientation_histograms(self, grey: np.ndarray) -> np.ndarray:
+        g = grey.astype(np.float32)
+        gx = np.zeros_like(g)
+        gy = np.zeros_like(g)
+        gx[..., :, 1:-1] = g[..., :, 2:] - g[..., :, :-2]
+        gy[..., 1:-1, :] = g[..., 2:, :] - g[..., :-2, :]
+        w = g.shape[-1]
+        magnitude, angle = cv2.cartToPolar(gx.reshape(-1, w), gy.reshape(-1, w), angleInDegrees=True)
+        orientation = np.mod(angle, 180.0)  # unsigned: an edge and its mirror are the same edge
+        bins = np.minimum((orientation * (ORIENTATION_BINS / 180.0)).astype(np.int64), ORIENTATION_BINS - 1)
+        hist = self._cell_histograms(
+            bins.reshape(g.shape), magnitude.reshape(g.shape) / 255.0, ORIENTATION_BINS
+        )
+        return np.sqrt(hist).reshape(len(g), -1)
+
+    def _motion_histograms(self, grey: np.ndarray) -> np.ndarray:
+        s, f, h, w = grey.shape
+        firsts = grey[:, :-1].reshape(-1, h, w)
+        seconds = grey[:, 1:].reshape(-1, h, w)
+        flow = np.stack([self._flow.calc(a, b, None) for a, b in zip(firsts, seconds, strict=True)])
+        speed, angle = cv2.cartToPolar(
+            np.ascontiguousarray(flow[..., 0]).reshape(-1, w),
+            np.ascontiguousarray(flow[..., 1]).reshape(-1, w),
+            angleInDegrees=True,
+        )
+        shape = (s, f - 1, h, w)
+        speed = speed.reshape(shape)
+        direction = np.minimum((angle * (DIRECTION_BINS / 360.0)).astype(np.int64), DIRECTION_BINS - 1)
+        directions = self._cell_histograms(direction.reshape(shape), speed, DIRECTION_BINS)
+        speed_bin = np.searchsorted(SPEED_EDGES, speed, side="right")
+        speeds = self._cell_histograms(speed_bin, np.ones_like(speed), SPEED_BINS)
+        change = np.abs(grey[:, 1:].astype(np.int16) - grey[:, :-1].astype(np.int16)).astype(np.float32) / 255
+        changes = self._cell_histograms(np.zeros(shape, np.int64), change, 1)
+        return np.concatenate(
+            [np.sqrt(directions).reshape(s, -1), speeds.reshape(s, -1), np.sqrt(changes).reshape(s, -1)],
+            axis=1,
+        )
