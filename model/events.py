@@ -1,0 +1,143 @@
+"""Turning a score timeline into events, with hysteresis so a noisy score does not flap alarms.
+
+An event opens when a snippet's score reaches `enter_threshold`; it closes once the score has stayed below
+`exit_threshold` for `min_gap_s` of media time. Events shorter than `min_duration_s` are discarded, and a new
+event may not open within `cooldown_s` of the last one's end. The same detector serves offline analysis (fed a
+whole video) and live streams (fed one snippet at a time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import BaseModel, Field, model_validator
+
+
+class EventPolicy(BaseModel):
+    enter_threshold: float = Field(0.5, ge=0, le=1)
+    exit_threshold: float = Field(0.4, ge=0, le=1)
+    min_duration_s: float = Field(0.0, ge=0)
+    min_gap_s: float = Field(0.0, ge=0, description="time below the exit threshold before an event closes")
+    cooldown_s: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EventPolicy:
+        if self.exit_threshold > self.enter_threshold:
+            raise ValueError("exit_threshold must not exceed enter_threshold")
+        return self
+
+
+class Event(BaseModel):
+    start_s: float
+    end_s: float
+    start_snippet: int
+    end_snippet: int = Field(description="one past the last snippet of the event")
+    peak_score: float
+    mean_score: float
+    dominant_category: str | None
+    categories: dict[str, float]
+
+
+@dataclass
+class _Open:
+    start_s: float
+    start_snippet: int
+    last_high_end_s: float
+    last_high_snippet: int
+    scores: list[float] = field(default_factory=list)
+    category_sum: np.ndarray | None = None
+
+
+class EventDetector:
+    """Feed snippets in order with `update`; it returns the events that closed (and says when one opened)."""
+
+    def __init__(self, policy: EventPolicy, category_names: list[str]) -> None:
+        self.policy = policy
+        self.category_names = list(category_names)
+        self._open: _Open | None = None
+        self._cooldown_until = float("-inf")
+
+    @property
+    def active(self) -> bool:
+        return self._open is not None
+
+    def update(
+        self, index: int, start_s: float, end_s: float, score: float, categories: np.ndarray | None
+    ) -> tuple[bool, Event | None]:
+        """Returns (opened now, closed event or None)."""
+        p = self.policy
+        current = self._open
+        if current is None:
+            if score >= p.enter_threshold and start_s >= self._cooldown_until:
+                self._open = _Open(start_s, index, end_s, index)
+                self._add(self._open, score, categories)
+                return True, None
+            return False, None
+        self._add(current, score, categories)
+        if score >= p.exit_threshold:
+            current.last_high_end_s, current.last_high_snippet = end_s, index
+            return False, None
+        if end_s - current.last_high_end_s >= p.min_gap_s:
+            return False, self._close()
+        return False, None
+
+    def finish(self) -> Event | None:
+        """Close an event still open at the end of the input."""
+        return self._close() if self._open is not None else None
+
+    @staticmethod
+    def _add(current: _Open, score: float, categories: np.ndarray | None) -> None:
+        current.scores.append(float(score))
+        if categories is not None:
+            c = np.asarray(categories, dtype=np.float64)
+            current.category_sum = c if current.category_sum is None else current.category_sum + c
+
+    def _close(self) -> Event | None:
+        current, self._open = self._open, None
+        assert current is not None
+        n = current.last_high_snippet - current.start_snippet + 1
+        scores = np.asarray(current.scores[:n])
+        duration = current.last_high_end_s - current.start_s
+        self._cooldown_until = current.last_high_end_s + self.policy.cooldown_s
+        if duration < self.policy.min_duration_s:
+            return None
+        distribution: dict[str, float] = {}
+        dominant = None
+        if current.category_sum is not None and self.category_names:
+            total = current.category_sum / max(len(current.scores), 1)
+            distribution = {name: float(v) for name, v in zip(self.category_names, total, strict=True)}
+            dominant = self.category_names[int(np.argmax(total))]
+        return Event(
+            start_s=current.start_s,
+            end_s=current.last_high_end_s,
+            start_snippet=current.start_snippet,
+            end_snippet=current.last_high_snippet + 1,
+            peak_score=float(scores.max()),
+            mean_score=float(scores.mean()),
+            dominant_category=dominant,
+            categories=distribution,
+        )
+
+
+def detect_events(
+    scores: np.ndarray,
+    start_s: np.ndarray,
+    end_s: np.ndarray,
+    categories: np.ndarray | None,
+    category_names: list[str],
+    policy: EventPolicy,
+) -> list[Event]:
+    """All events of a whole score timeline (offline analysis)."""
+    detector = EventDetector(policy, category_names)
+    events: list[Event] = []
+    for i, score in enumerate(scores):
+        _, closed = detector.update(
+            i, float(start_s[i]), float(end_s[i]), float(score), None if categories is None else categories[i]
+        )
+        if closed:
+            events.append(closed)
+    last = detector.finish()
+    if last:
+        events.append(last)
+    return events

@@ -1,0 +1,360 @@
+"""Offline analysis: a video file (or frame folder) -> snippet scores, category distributions and events.
+
+The engine owns one backbone and one RefineVAD head on one device. `analyze` decodes the video in snippet
+batches, encodes each batch with one backbone call, keeps the features on the device, and runs the head once on
+the whole sequence (in chunks of `max_head_snippets` for very long videos). Each snippet's category
+distribution comes from the head run on the window of `category_window` snippets around it, which is what a live
+stream reports for that snippet too; the video-level distribution comes from the whole-video run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+
+from model.backbones.base import Backbone
+from model.backbones.identity import BackboneIdentity
+from model.checkpoint import LoadedCheckpoint, load_checkpoint
+from model.config import RefineVADConfig
+from model.events import Event, EventPolicy, detect_events
+from model.refinevad import RefineVAD
+from model.video.snippets import SnippetSpec, iter_snippet_batches
+from model.video.source import VideoDecodeError, open_source
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "default.pt"
+UNTRAINED_WARNING = (
+    "UNTRAINED MODEL: the head has random weights (no trained checkpoint was found or configured); "
+    "scores and categories are meaningless. Set REFINEVAD_MODEL_CHECKPOINT to a trained checkpoint."
+)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "device 'cuda' was requested but no CUDA GPU is available (set device to auto or cpu)"
+        )
+    return resolved
+
+
+class EngineConfig(BaseModel):
+    checkpoint: Path | None = Field(
+        None, description="trained head; None = the default model shipped in the package"
+    )
+    backbone: Literal["motion", "clip"] | None = Field(None, description="None = the checkpoint's backbone")
+    clip_arch: str = "ViT-B-16"
+    clip_pretrained: str | None = "openai"
+    clip_checkpoint: Path | None = None
+    cache_dir: Path | None = None
+    device: str = "auto"
+    sampled_frames_per_snippet: int | None = Field(None, ge=1, description="None = the checkpoint's value")
+    snippets_per_batch: int = Field(8, ge=1)
+    max_head_snippets: int = Field(4096, ge=32)
+    category_window: int = Field(32, ge=1)
+    category_stride: int = Field(4, ge=1)
+    events: EventPolicy = Field(default_factory=EventPolicy)
+    max_frames: int | None = Field(None, ge=1, description="refuse videos with more decoded frames")
+    max_pixels: int | None = Field(
+        None, ge=1, description="refuse videos with larger frames (width x height)"
+    )
+
+
+class ModelInfo(BaseModel):
+    checkpoint: str
+    sha256: str | None
+    trained: bool
+    category_names: list[str]
+    backbone: BackboneIdentity
+    config: dict[str, Any]
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+class VideoInfo(BaseModel):
+    fps: float
+    frame_count: int | None
+    width: int
+    height: int
+    duration_s: float | None
+
+
+class SnippetScore(BaseModel):
+    index: int
+    start_s: float
+    end_s: float
+    score: float
+    categories: dict[str, float]
+
+
+class AnalysisResult(BaseModel):
+    model: ModelInfo
+    video: VideoInfo
+    snippets: list[SnippetScore]
+    video_categories: dict[str, float] = Field(description="whole-video soft category distribution")
+    category_probs: dict[str, float] = Field(description="whole-video per-category anomaly probability")
+    frame_scores: list[float] | None = None
+    events: list[Event]
+    untrained_warning: str | None = None
+    timings: dict[str, float]
+    frames: int
+    num_snippets: int
+
+
+class AnalysisCancelled(RuntimeError):
+    pass
+
+
+def _load_head(config: EngineConfig, device: torch.device) -> LoadedCheckpoint | None:
+    path = config.checkpoint or (DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.is_file() else None)
+    if path is None:
+        return None
+    return load_checkpoint(path, map_location=device)
+
+
+def _backbone_config(config: EngineConfig, name: str):
+    from model.backbones.registry import BackboneConfig
+
+    return BackboneConfig(
+        name=name,
+        clip_arch=config.clip_arch,
+        clip_pretrained=config.clip_pretrained,
+        clip_checkpoint=config.clip_checkpoint,
+        cache_dir=config.cache_dir,
+    )
+
+
+class AnalysisEngine:
+    def __init__(
+        self,
+        backbone: Backbone,
+        head: RefineVAD,
+        info: ModelInfo,
+        spec: SnippetSpec,
+        config: EngineConfig,
+    ) -> None:
+        self.backbone = backbone
+        self.head = head.eval()
+        self.identity = info
+        self.spec = spec
+        self.config = config
+        self.device = backbone.device
+        self.category_names = list(info.category_names)
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> AnalysisEngine:
+        from model.backbones.registry import load_backbone
+
+        device = resolve_device(config.device)
+        loaded = _load_head(config, device)
+        backbone_name = config.backbone or (loaded.backbone.name if loaded else "motion")
+        backbone = load_backbone(_backbone_config(config, backbone_name), device)
+        if loaded is None:
+            log.warning(UNTRAINED_WARNING)
+            torch.manual_seed(0)
+            head_config = RefineVADConfig(feature_dim=backbone.dim)
+            head = RefineVAD(head_config).to(device)
+            info = ModelInfo(
+                checkpoint="untrained",
+                sha256=None,
+                trained=False,
+                category_names=head_config.category_names,
+                backbone=backbone.identity,
+                config=head_config.model_dump(mode="json"),
+            )
+        else:
+            problem = loaded.backbone.mismatch(backbone.identity)
+            if problem:
+                raise ValueError(
+                    f"{problem}. Configure the backbone the checkpoint was trained with "
+                    f"(REFINEVAD_BACKBONE / clip settings) or a checkpoint trained on this backbone."
+                )
+            head_config = loaded.config
+            head = loaded.model
+            info = ModelInfo(
+                checkpoint=str(loaded.path.name if loaded.path else "checkpoint"),
+                sha256=loaded.sha256,
+                trained=loaded.trained,
+                category_names=head_config.category_names,
+                backbone=loaded.backbone,
+                config=head_config.model_dump(mode="json"),
+                metrics=dict(loaded.metadata.get("metrics", {})),
+            )
+            if not loaded.trained:
+                log.warning(UNTRAINED_WARNING)
+        spec = SnippetSpec(
+            frames_per_snippet=head_config.frames_per_snippet,
+            sampled_frames_per_snippet=config.sampled_frames_per_snippet
+            or head_config.sampled_frames_per_snippet,
+        )
+        return cls(backbone, head, info, spec, config)
+
+    @property
+    def untrained_warning(self) -> str | None:
+        return None if self.identity.trained else UNTRAINED_WARNING
+
+    # -- pieces ----------------------------------------------------------------------------------------------
+    def warmup(self) -> None:
+        """One tiny pass through backbone and head, so the first request does not pay for lazy init."""
+        frames = np.zeros((1, self.spec.sampled_frames_per_snippet, 64, 64, 3), dtype=np.uint8)
+        with torch.inference_mode():
+            features = self.backbone.encode_snippets(frames)
+            self.head(features.unsqueeze(0))
+
+    def probe(self, path: str | Path) -> VideoInfo:
+        with open_source(path) as source:
+            self._check_limits(source.width, source.height, source.frame_count)
+            return self._video_info(source.fps, source.frame_count, source.width, source.height)
+
+    def _check_limits(self, width: int, height: int, frames: int | None) -> None:
+        c = self.config
+        if c.max_pixels and width * height > c.max_pixels:
+            raise VideoDecodeError(
+                f"video frames are {width}x{height}, larger than the limit of {c.max_pixels} pixels per frame"
+            )
+        if c.max_frames and frames and frames > c.max_frames:
+            raise VideoDecodeError(f"video has {frames} frames, more than the limit of {c.max_frames}")
+
+    @staticmethod
+    def _video_info(fps: float, frames: int | None, width: int, height: int) -> VideoInfo:
+        return VideoInfo(
+            fps=fps,
+            frame_count=frames,
+            width=width,
+            height=height,
+            duration_s=frames / fps if frames else None,
+        )
+
+    @torch.inference_mode()
+    def run_head(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """features [T, D] -> (scores [T], video category weights [C], video category probs [C])."""
+        t = features.shape[0]
+        chunk = self.config.max_head_snippets
+        if t <= chunk:
+            out = self.head(features.unsqueeze(0))
+            return out.scores[0], out.category_weights[0], out.category_probs[0]
+        # Very long videos: equal chunks; the video-level distribution is the mean over chunks.
+        n = -(-t // chunk)
+        bounds = np.linspace(0, t, n + 1).astype(int)
+        scores, weights, probs = [], [], []
+        for a, b in itertools.pairwise(bounds):
+            out = self.head(features[a:b].unsqueeze(0))
+            scores.append(out.scores[0])
+            weights.append(out.category_weights[0])
+            probs.append(out.category_probs[0])
+        return torch.cat(scores), torch.stack(weights).mean(0), torch.stack(probs).mean(0)
+
+    @torch.inference_mode()
+    def local_categories(self, features: torch.Tensor) -> torch.Tensor:
+        """Category distribution [T, C] of each snippet: the head on a window of W snippets around it."""
+        t = features.shape[0]
+        w = min(self.config.category_window, t)
+        starts = np.arange(0, t - w + 1, self.config.category_stride)
+        if starts[-1] != t - w:
+            starts = np.append(starts, t - w)
+        windows = features.unfold(0, w, 1)[torch.as_tensor(starts, device=features.device)]  # [N, D, W]
+        weights = []
+        for batch in windows.split(256):
+            weights.append(self.head(batch.transpose(1, 2)).category_weights)
+        per_window = torch.cat(weights)  # [N, C]
+        # Each snippet takes the window whose centre is nearest to it.
+        centres = torch.as_tensor(starts + (w - 1) / 2.0, device=features.device)
+        idx = (torch.arange(t, device=features.device)[:, None] - centres[None, :]).abs().argmin(dim=1)
+        return per_window[idx]
+
+    def encode(
+        self,
+        path: str | Path,
+        progress: Callable[[float], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, VideoInfo, int, dict[str, float]]:
+        """Decode and encode a video: (features [T, D] on device, start frames, end frames, info, frames, timings)."""
+        timings = {"decode_s": 0.0, "backbone_s": 0.0}
+        features: list[torch.Tensor] = []
+        starts: list[np.ndarray] = []
+        ends: list[np.ndarray] = []
+        with open_source(path) as source:
+            self._check_limits(source.width, source.height, source.frame_count)
+            batches = iter_snippet_batches(source, self.spec, self.config.snippets_per_batch)
+            frames_done = 0
+            while True:
+                t0 = time.perf_counter()
+                batch = next(batches, None)
+                timings["decode_s"] += time.perf_counter() - t0
+                if batch is None:
+                    break
+                if should_stop is not None and should_stop():
+                    raise AnalysisCancelled("analysis cancelled")
+                t0 = time.perf_counter()
+                with torch.inference_mode():
+                    features.append(self.backbone.encode_snippets(batch.frames))
+                timings["backbone_s"] += time.perf_counter() - t0
+                starts.append(batch.start_frames)
+                ends.append(batch.end_frames)
+                frames_done = int(batch.end_frames[-1])
+                if self.config.max_frames and frames_done > self.config.max_frames:
+                    raise VideoDecodeError(
+                        f"video has more than the limit of {self.config.max_frames} frames"
+                    )
+                if progress is not None and source.frame_count:
+                    progress(min(frames_done / source.frame_count, 0.99))
+            if not features:
+                raise VideoDecodeError(f"{path}: no frames could be decoded")
+            info = self._video_info(source.fps, frames_done, source.width, source.height)
+        return torch.cat(features), np.concatenate(starts), np.concatenate(ends), info, frames_done, timings
+
+    def analyze(
+        self,
+        path: str | Path,
+        progress: Callable[[float], None] | None = None,
+        frame_scores: bool = False,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> AnalysisResult:
+        features, starts, ends, info, frames, timings = self.encode(path, progress, should_stop)
+        t0 = time.perf_counter()
+        scores, video_weights, video_probs = self.run_head(features)
+        local = self.local_categories(features)
+        scores_np = scores.float().cpu().numpy()
+        local_np = local.float().cpu().numpy()
+        timings["head_s"] = time.perf_counter() - t0
+        names = self.category_names
+        start_s, end_s = starts / info.fps, ends / info.fps
+        snippets = [
+            SnippetScore(
+                index=i,
+                start_s=float(start_s[i]),
+                end_s=float(end_s[i]),
+                score=float(scores_np[i]),
+                categories=dict(zip(names, local_np[i].tolist(), strict=True)),
+            )
+            for i in range(len(scores_np))
+        ]
+        per_frame = None
+        if frame_scores:
+            per_frame = np.repeat(scores_np, self.spec.frames_per_snippet)[:frames].tolist()
+        events = detect_events(scores_np, start_s, end_s, local_np, names, self.config.events)
+        if progress is not None:
+            progress(1.0)
+        return AnalysisResult(
+            model=self.identity,
+            video=info,
+            snippets=snippets,
+            video_categories=dict(zip(names, video_weights.float().cpu().tolist(), strict=True)),
+            category_probs=dict(zip(names, video_probs.float().cpu().tolist(), strict=True)),
+            frame_scores=per_frame,
+            events=events,
+            untrained_warning=self.untrained_warning,
+            timings=timings,
+            frames=frames,
+            num_snippets=len(snippets),
+        )

@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from model.events import EventDetector, EventPolicy, detect_events
+
+NAMES = ["Biking", "Vehicle"]
+
+
+def timeline(scores):
+    s = np.asarray(scores, dtype=float)
+    starts = np.arange(len(s)) * 1.0
+    return s, starts, starts + 1.0
+
+
+def test_hysteresis_keeps_one_event_through_a_dip_between_thresholds() -> None:
+    s, a, b = timeline([0.1, 0.8, 0.45, 0.9, 0.2, 0.1])
+    cats = np.tile([0.2, 0.8], (len(s), 1))
+    events = detect_events(s, a, b, cats, NAMES, EventPolicy(enter_threshold=0.5, exit_threshold=0.4))
+    assert len(events) == 1
+    e = events[0]
+    assert (e.start_s, e.end_s, e.start_snippet, e.end_snippet) == (1.0, 4.0, 1, 4)
+    assert e.peak_score == pytest.approx(0.9) and e.dominant_category == "Vehicle"
+    assert e.categories["Vehicle"] == pytest.approx(0.8)
+
+
+def test_without_hysteresis_the_dip_splits_the_event() -> None:
+    s, a, b = timeline([0.1, 0.8, 0.45, 0.9, 0.2])
+    events = detect_events(s, a, b, None, NAMES, EventPolicy(enter_threshold=0.5, exit_threshold=0.5))
+    assert len(events) == 2 and events[0].dominant_category is None
+
+
+def test_min_duration_cooldown_and_open_event_at_end() -> None:
+    s, a, b = timeline([0.9, 0.1, 0.1, 0.9, 0.9, 0.1, 0.9, 0.9])
+    short = detect_events(s, a, b, None, NAMES, EventPolicy(min_duration_s=1.5))
+    assert [(e.start_s, e.end_s) for e in short] == [(3.0, 5.0), (6.0, 8.0)]
+    cooled = detect_events(s, a, b, None, NAMES, EventPolicy(cooldown_s=2.5))
+    # the second rise (t=3) starts inside the 2.5 s cooldown after t=1; t=4 is past it, t=6 is not
+    assert [e.start_s for e in cooled] == [0.0, 4.0]
+
+
+def test_min_gap_delays_closing() -> None:
+    detector = EventDetector(EventPolicy(min_gap_s=2.0), NAMES)
+    opened, closed = detector.update(0, 0.0, 1.0, 0.9, None)
+    assert opened and closed is None
+    assert detector.update(1, 1.0, 2.0, 0.1, None) == (False, None)
+    _, closed = detector.update(2, 2.0, 3.0, 0.1, None)
+    assert closed is not None and closed.end_s == 1.0 and not detector.active
+
+
+def test_policy_rejects_exit_above_enter() -> None:
+    with pytest.raises(ValueError):
+        EventPolicy(enter_threshold=0.3, exit_threshold=0.6)

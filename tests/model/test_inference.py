@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+import torch
+
+from model import RefineVAD, RefineVADConfig
+from model.backbones.identity import BackboneIdentity
+from model.checkpoint import save_checkpoint
+from model.inference import AnalysisEngine, EngineConfig
+from model.video.source import VideoDecodeError
+from tests.footage import encode_ped2_clip
+
+
+@pytest.fixture(scope="module")
+def untrained_engine() -> AnalysisEngine:
+    return AnalysisEngine.from_config(EngineConfig(checkpoint=None, device="cpu"))
+
+
+def test_analyze_real_clip(tmp_path, untrained_engine: AnalysisEngine) -> None:
+    video = encode_ped2_clip(tmp_path / "clip.mp4", max_frames=70)
+    result = untrained_engine.analyze(video, frame_scores=True)
+    assert result.frames == 70 and result.num_snippets == 5  # ceil(70 / 16)
+    assert result.snippets[-1].end_s == pytest.approx(7.0)
+    assert result.snippets[1].start_s == pytest.approx(1.6)
+    assert len(result.frame_scores) == 70
+    assert all(abs(sum(s.categories.values()) - 1) < 1e-4 for s in result.snippets)
+    assert abs(sum(result.video_categories.values()) - 1) < 1e-4
+    assert set(result.timings) == {"decode_s", "backbone_s", "head_s"}
+
+
+def test_untrained_model_is_flagged(untrained_engine: AnalysisEngine, tmp_path) -> None:
+    if untrained_engine.identity.trained:
+        pytest.skip("a trained default model is installed")
+    assert untrained_engine.untrained_warning and "UNTRAINED" in untrained_engine.untrained_warning
+
+
+def test_backbone_mismatch_is_refused(tmp_path) -> None:
+    config = RefineVADConfig(feature_dim=512, transformer_ff=64, proj_dim=16)
+    wrong = BackboneIdentity(name="motion", architecture="other", weights="v0", dim=512)
+    path = save_checkpoint(tmp_path / "head.pt", RefineVAD(config), wrong, {"trained": True})
+    with pytest.raises(ValueError, match="backbone mismatch"):
+        AnalysisEngine.from_config(EngineConfig(checkpoint=path, device="cpu"))
+
+
+def test_trained_checkpoint_is_used(tmp_path, untrained_engine: AnalysisEngine) -> None:
+    identity = untrained_engine.backbone.identity
+    config = RefineVADConfig(
+        feature_dim=identity.dim, category_names=["A", "B"], transformer_ff=64, proj_dim=16
+    )
+    path = save_checkpoint(
+        tmp_path / "head.pt", RefineVAD(config), identity, {"trained": True, "metrics": {"auc": 0.9}}
+    )
+    engine = AnalysisEngine.from_config(EngineConfig(checkpoint=path, device="cpu"))
+    assert engine.identity.trained and engine.untrained_warning is None
+    assert engine.identity.category_names == ["A", "B"] and engine.identity.metrics == {"auc": 0.9}
+
+
+def test_limits_and_bad_files(tmp_path) -> None:
+    engine = AnalysisEngine.from_config(EngineConfig(device="cpu", max_pixels=1000, max_frames=20))
+    video = encode_ped2_clip(tmp_path / "clip.mp4", max_frames=40)
+    with pytest.raises(VideoDecodeError, match="pixels"):
+        engine.probe(video)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(VideoDecodeError):
+        engine.analyze(empty)
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video")
+    with pytest.raises(VideoDecodeError):
+        engine.analyze(text)
+
+
+def test_local_categories_match_windowed_head(untrained_engine: AnalysisEngine) -> None:
+    torch.manual_seed(1)
+    features = torch.randn(50, untrained_engine.backbone.dim)
+    local = untrained_engine.local_categories(features)
+    assert local.shape == (50, len(untrained_engine.category_names))
+    with torch.no_grad():
+        first = untrained_engine.head(features[:32].unsqueeze(0)).category_weights[0]
+    assert torch.allclose(local[0], first, atol=1e-5)
+    assert np.allclose(local.sum(-1).numpy(), 1, atol=1e-5)
