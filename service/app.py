@@ -1,0 +1,112 @@
+"""The app factory: `create_app()` builds a FastAPI app whose lifespan opens the database, loads the model in the
+background, recovers interrupted jobs, starts the job workers and any further components, and stops them in reverse.
+
+Run with `refinevad serve`, or `uvicorn --factory service.app:create_app`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from cli.main import package_version
+from service.api import analyze, health, jobs
+from service.auth import API_KEY_HEADER, ApiKeyAuth
+from service.context import ServiceContext
+from service.errors import install_error_handlers
+from service.jobs import JobManager
+from service.metrics import RequestMetricsMiddleware, ServiceMetrics
+from service.model_service import ModelService
+from service.settings import ServiceSettings, log_settings
+from service.storage import Database, EventStore, JobStore
+from service.uploads import PARTIAL_SUFFIX
+
+logger = logging.getLogger(__name__)
+
+# Routers of every area of the API, in the order they appear in the OpenAPI document.
+ROUTERS = (health.public, health.protected, analyze.router, jobs.router)
+
+
+def build_context(settings: ServiceSettings, metrics: ServiceMetrics) -> ServiceContext:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.upload_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_path)
+    job_store = JobStore(db)
+    model = ModelService(settings, metrics)
+    return ServiceContext(
+        settings=settings,
+        metrics=metrics,
+        auth=ApiKeyAuth(settings.api_key_values()),
+        db=db,
+        job_store=job_store,
+        event_store=EventStore(db),
+        model=model,
+        jobs=JobManager(
+            job_store, model, metrics, workers=settings.job_workers, max_attempts=settings.job_max_attempts
+        ),
+    )
+
+
+def _clean_spool(ctx: ServiceContext) -> None:
+    """Uploads that no unfinished job refers to are leftovers of a crash mid-upload or mid-cleanup."""
+    in_use = {Path(p).resolve() for p in ctx.job_store.upload_paths_in_use()}
+    for path in ctx.settings.upload_dir.iterdir():
+        if path.is_file() and (path.suffix == PARTIAL_SUFFIX or path.resolve() not in in_use):
+            logger.info("removing orphaned upload %s", path)
+            path.unlink(missing_ok=True)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    ctx: ServiceContext = app.state.services
+    log_settings(ctx.settings)
+    ctx.model.start()
+    ctx.jobs.recover()
+    _clean_spool(ctx)
+    ctx.jobs.start()
+    started: list = []
+    try:
+        for component in ctx.components:
+            await component.start()
+            started.append(component)
+        logger.info("service started; database %s (%s)", ctx.db.path, ctx.db.journal_mode())
+        yield
+    finally:
+        for component in reversed(started):
+            try:
+                await component.stop()
+            except Exception:
+                logger.exception("error while stopping %r", component)
+        await asyncio.to_thread(ctx.jobs.stop)
+        ctx.db.close()
+        logger.info("service stopped")
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    settings = settings or ServiceSettings()
+    metrics = ServiceMetrics()
+    app = FastAPI(
+        title="RefineVAD",
+        version=package_version(),
+        summary="Video anomaly detection: anomaly scores with a category breakdown for video files and streams.",
+        lifespan=lifespan,
+    )
+    app.state.services = build_context(settings, metrics)
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=[API_KEY_HEADER, "Authorization", "Content-Type"],
+        )
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    return app

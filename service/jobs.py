@@ -1,0 +1,296 @@
+"""The analysis job queue: worker threads take job ids from a priority queue and run the engine on the spooled upload.
+
+The database is the source of truth; the in-memory queue only orders work. A job is claimed with an atomic
+`queued -> running` update, so a deleted or cancelled job is never run. Analysis runs in plain threads (torch and
+OpenCV release the GIL), leaving the event loop free; requests that wait for a result await an asyncio future that
+the worker resolves through `call_soon_threadsafe`.
+
+At start-up, jobs found `running` were interrupted by a crash: each is re-queued if its upload is still on disk and it
+has attempts left, otherwise failed with the reason. A graceful shutdown re-queues the running job without counting
+the attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from model.inference import AnalysisCancelled, AnalysisResult
+from model.video.source import VideoDecodeError
+from service.metrics import ServiceMetrics
+from service.model_service import ModelService
+from service.storage import EventRecord, JobRecord, JobStore
+
+logger = logging.getLogger(__name__)
+
+PRIORITY_WAITING = 0  # a client holds a connection open for this one
+PRIORITY_BACKGROUND = 1
+_PROGRESS_WRITE_INTERVAL_S = 0.5
+_STOP = (-1, -1, "")
+
+
+@dataclass
+class _Running:
+    job_id: str
+    cancel: threading.Event = field(default_factory=threading.Event)
+    progress: float = 0.0
+    last_write: float = 0.0
+
+
+class JobManager:
+    def __init__(
+        self,
+        store: JobStore,
+        model: ModelService,
+        metrics: ServiceMetrics,
+        *,
+        workers: int = 1,
+        max_attempts: int = 2,
+    ) -> None:
+        self.store = store
+        self.model = model
+        self.metrics = metrics
+        self.workers = workers
+        self.max_attempts = max_attempts
+        self._queue: queue.PriorityQueue[tuple[int, int, str]] = queue.PriorityQueue()
+        self._seq = itertools.count()
+        self._shutdown = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._running: dict[str, _Running] = {}
+        self._waiters: dict[
+            str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[JobRecord | None]]]
+        ] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------------------- lifecycle
+
+    def recover(self) -> None:
+        """Re-queue or fail what a previous process left unfinished (call before `start`)."""
+        for job_id in self.store.ids_with_status("running"):
+            job = self.store.get(job_id)
+            if job is None:
+                continue
+            upload = Path(job.upload_path) if job.upload_path else None
+            if upload is None or not upload.is_file():
+                reason = "interrupted by a server crash or restart, and its upload is no longer on disk"
+                self.store.finish(job_id, "failed", error=reason, error_code="interrupted")
+                logger.warning("job %s failed: %s", job_id, reason)
+            elif job.attempts >= self.max_attempts:
+                reason = (
+                    f"interrupted by a server crash or restart {job.attempts} times "
+                    f"(limit {self.max_attempts}); not retried again"
+                )
+                self.store.finish(job_id, "failed", error=reason, error_code="interrupted")
+                self._remove_upload(job)
+                logger.warning("job %s failed: %s", job_id, reason)
+            else:
+                self.store.requeue(
+                    job_id, note=f"resumed after an interrupted attempt ({job.attempts} so far)"
+                )
+                logger.warning("job %s was interrupted by a crash or restart; re-queued", job_id)
+        for job_id in self.store.ids_with_status("queued"):
+            self.enqueue(job_id, PRIORITY_BACKGROUND)
+
+    def start(self) -> None:
+        for index in range(self.workers):
+            thread = threading.Thread(target=self._work, name=f"job-worker-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._shutdown.set()
+        with self._lock:
+            for running in self._running.values():
+                running.cancel.set()
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                logger.warning("%s did not stop within %.0fs", thread.name, timeout)
+
+    # ------------------------------------------------------------------------------------------ public API
+
+    def enqueue(self, job_id: str, priority: int = PRIORITY_BACKGROUND) -> None:
+        self._queue.put((priority, next(self._seq), job_id))
+        self.metrics.queue_depth.labels(queue="jobs").set(self.queue_depth)
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def progress(self, job_id: str) -> float | None:
+        running = self._running.get(job_id)
+        return None if running is None else running.progress
+
+    def cancel(self, job_id: str) -> bool:
+        """Ask a running job to stop; True if it was running here."""
+        with self._lock:
+            running = self._running.get(job_id)
+            if running is None:
+                return False
+            running.cancel.set()
+            return True
+
+    async def wait(self, job_id: str) -> JobRecord | None:
+        """Until the job is final (or deleted: None)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[JobRecord | None] = loop.create_future()
+        with self._lock:
+            self._waiters.setdefault(job_id, []).append((loop, future))
+        # The job may have finished before the waiter was registered.
+        job = self.store.get(job_id)
+        if job is None or job.terminal:
+            self._notify(job_id, job)
+        return await future
+
+    # ------------------------------------------------------------------------------------------ the worker
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            self.metrics.queue_depth.labels(queue="jobs").set(self.queue_depth)
+            if item == _STOP or self._shutdown.is_set():
+                return
+            if not self.model.wait_until_loaded():
+                job_id = item[2]
+                error = f"the model failed to load: {self.model.error}"
+                if self.store.finish(job_id, "failed", error=error, error_code="model_failed"):
+                    self._after_terminal(job_id, "failed", 0.0)
+                continue
+            try:
+                self._run(item[2])
+            except Exception:
+                # A bug here must not kill the worker thread; the job is failed with the reason.
+                logger.exception("job %s: unexpected error in the worker", item[2])
+                error = "internal error in the job worker (logged)"
+                if self.store.finish(item[2], "failed", error=error, error_code="internal_error"):
+                    self._after_terminal(item[2], "failed", 0.0)
+
+    def _run(self, job_id: str) -> None:
+        job = self.store.mark_running(job_id)
+        if job is None:
+            return  # deleted or cancelled while queued
+        running = _Running(job_id)
+        with self._lock:
+            self._running[job_id] = running
+        self.metrics.jobs_running.inc()
+        started = time.perf_counter()
+        status, error, error_code, result = "failed", None, "analysis_failed", None
+        try:
+            result = self.model.engine().analyze(
+                Path(job.upload_path or ""),
+                progress=lambda fraction: self._on_progress(running, fraction),
+                frame_scores=job.frame_scores,
+                should_stop=running.cancel.is_set,
+            )
+        except AnalysisCancelled:
+            pass  # the cancel flag says why
+        except VideoDecodeError as exc:
+            error, error_code = f"the video could not be decoded: {exc}", "undecodable_video"
+        except Exception as exc:
+            logger.exception("job %s: analysis failed", job_id)
+            error = f"analysis failed: {type(exc).__name__}: {exc}"
+        finally:
+            with self._lock:
+                self._running.pop(job_id, None)
+            self.metrics.jobs_running.dec()
+        elapsed = time.perf_counter() - started
+
+        if running.cancel.is_set():
+            if self._shutdown.is_set():
+                self.store.requeue(
+                    job_id, note="interrupted by a server shutdown; resumed", refund_attempt=True
+                )
+                logger.info("job %s re-queued for the next start (shutdown)", job_id)
+                return
+            status = "cancelled"
+            finished = self.store.finish(job_id, status, error="cancelled by request", error_code="cancelled")
+        elif result is not None:
+            status = "succeeded"
+            finished = self.store.finish(
+                job_id,
+                status,
+                result_json=result.model_dump_json(),
+                events=_events_of(job_id, result),
+            )
+            self._count_work(result)
+        else:
+            finished = self.store.finish(job_id, "failed", error=error, error_code=error_code)
+        if finished:
+            self._after_terminal(job_id, status, elapsed)
+        self._remove_upload(job)
+
+    def _on_progress(self, running: _Running, fraction: float) -> None:
+        running.progress = min(max(float(fraction), 0.0), 1.0)
+        now = time.monotonic()
+        if now - running.last_write >= _PROGRESS_WRITE_INTERVAL_S:
+            running.last_write = now
+            self.store.set_progress(running.job_id, running.progress)
+
+    def _count_work(self, result: AnalysisResult) -> None:
+        timings = result.timings
+        self.metrics.frames.labels(source="file").inc(result.frames)
+        self.metrics.snippets.labels(source="file").inc(result.num_snippets)
+        for key, histogram in (
+            ("decode_s", self.metrics.decode_latency),
+            ("backbone_s", self.metrics.backbone_latency),
+            ("head_s", self.metrics.head_latency),
+        ):
+            if key in timings:
+                histogram.labels(source="file").observe(timings[key])
+
+    def _after_terminal(self, job_id: str, status: str, elapsed: float) -> None:
+        self.metrics.jobs_finished.labels(status=status).inc()
+        self.metrics.job_duration.labels(status=status).observe(elapsed)
+        self._notify(job_id, self.store.get(job_id))
+
+    def _notify(self, job_id: str, job: JobRecord | None) -> None:
+        with self._lock:
+            waiters = self._waiters.pop(job_id, [])
+        for loop, future in waiters:
+            loop.call_soon_threadsafe(_resolve, future, job)
+
+    @staticmethod
+    def _remove_upload(job: JobRecord) -> None:
+        if job.upload_path:
+            Path(job.upload_path).unlink(missing_ok=True)
+
+    def forget(self, job: JobRecord) -> None:
+        """After a job was deleted: stop it if running, drop its upload, release anyone waiting on it."""
+        self.cancel(job.id)
+        if not self._is_running(job.id):
+            self._remove_upload(job)
+        self._notify(job.id, None)
+
+    def _is_running(self, job_id: str) -> bool:
+        with self._lock:
+            return job_id in self._running
+
+
+def _resolve(future: asyncio.Future[JobRecord | None], job: JobRecord | None) -> None:
+    if not future.done():
+        future.set_result(job)
+
+
+def _events_of(job_id: str, result: AnalysisResult) -> list[EventRecord]:
+    return [
+        EventRecord(
+            source_kind="job",
+            source_id=job_id,
+            start_s=event.start_s,
+            end_s=event.end_s,
+            peak_score=event.peak_score,
+            mean_score=event.mean_score,
+            dominant_category=event.dominant_category,
+            categories=dict(event.categories),
+        )
+        for event in result.events
+    ]

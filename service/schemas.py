@@ -1,0 +1,74 @@
+"""Request and response models of the HTTP API (the OpenAPI schema is generated from these)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from model.inference import AnalysisResult, ModelInfo, VideoInfo
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx answer of the API has this shape."""
+
+    error: str = Field(description="stable machine-readable code, e.g. `not_a_video`, `payload_too_large`")
+    message: str = Field(description="what went wrong, for people")
+    detail: Any = Field(default=None, description="structured detail where useful (e.g. validation problems)")
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+def timestamp(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, tz=UTC)
+
+
+class JobSummary(BaseModel):
+    id: str
+    status: JobStatus
+    progress: float = Field(ge=0.0, le=1.0, description="fraction of the video analysed")
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    filename: str = Field(description="the uploaded file's name as the client sent it")
+    size_bytes: int
+    frame_scores: bool = Field(description="whether frame-level scores were requested")
+    video: VideoInfo | None = Field(
+        default=None, description="what the decoder found when the file was probed"
+    )
+    error: str | None = Field(default=None, description="why the job failed or was cancelled")
+    note: str | None = Field(default=None, description="e.g. that the job was resumed after a restart")
+    attempts: int = Field(description="how many times a worker started this job")
+
+
+class Job(JobSummary):
+    result: AnalysisResult | None = Field(default=None, description="present once the job has succeeded")
+
+
+class JobList(BaseModel):
+    items: list[JobSummary]
+    total: int = Field(description="jobs matching the filter, over all pages")
+    limit: int
+    offset: int
+
+
+class Health(BaseModel):
+    status: str = Field(description="`ok` whenever the process answers")
+    version: str
+
+
+class Readiness(BaseModel):
+    ready: bool = Field(description="model loaded, warmed up, and the job workers running")
+    state: str = Field(description="`loading`, `ready` or `failed`")
+    error: str | None = Field(default=None, description="why the model could not be loaded")
+    model: ModelInfo | None = None
+    device: str | None = None
+    queue_depth: int = 0

@@ -1,0 +1,159 @@
+"""Service configuration: environment variables (prefix `REFINEVAD_`) over an optional YAML file over defaults.
+
+The YAML file is named by `REFINEVAD_CONFIG` (the `--config` option of `refinevad serve` sets it), its keys are the
+field names below without the prefix. List-valued settings (`api_keys`, `cors_origins`, `allowed_schemes`) are
+comma-separated in the environment and YAML lists in the file.
+
+Later parts of the service add their own fields here; keep every field defaulted so the service starts with no
+configuration at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+logger = logging.getLogger(__name__)
+
+ENV_PREFIX = "REFINEVAD_"
+CONFIG_ENV = f"{ENV_PREFIX}CONFIG"
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    config: Path | None = Field(default=None, description="YAML file the settings were read from")
+
+    # Where the service keeps its state.
+    data_dir: Path = Field(default=Path("data"), description="SQLite database and upload spool")
+
+    # Network.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    cors_origins: CommaList = Field(
+        default_factory=list, description="allowed CORS origins; empty = CORS off"
+    )
+
+    # Security.
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="accepted API keys; empty = the service runs open"
+    )
+    allowed_schemes: CommaList = Field(
+        default_factory=lambda: ["rtsp", "rtsps", "http", "https"],
+        description="source URL schemes streams may use; add `file` to allow replay of local files",
+    )
+
+    # Model.
+    model_checkpoint: Path | None = Field(default=None, description="None = the model shipped in the package")
+    backbone: Literal["motion", "clip"] | None = Field(default=None, description="None = the checkpoint's")
+    clip_arch: str | None = None
+    clip_pretrained: str | None = None
+    clip_checkpoint: Path | None = None
+    cache_dir: Path | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    event_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+
+    # File analysis.
+    max_upload_mb: float = Field(default=512.0, gt=0)
+    sync_max_seconds: float = Field(
+        default=30.0, ge=0, description="videos up to this duration are answered synchronously"
+    )
+    max_video_pixels: int = Field(default=3840 * 2160, gt=0, description="largest frame (width x height)")
+    max_video_frames: int = Field(default=30 * 60 * 60 * 2, gt=0, description="longest video, in frames")
+    job_workers: int = Field(default=1, ge=1, le=16, description="videos analysed at the same time")
+    job_max_attempts: int = Field(
+        default=2, ge=1, description="a job interrupted by a crash this many times is failed, not resumed"
+    )
+
+    @field_validator("api_keys", "cors_origins", "allowed_schemes", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _no_blank_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        return [key for key in value if key.get_secret_value().strip()]
+
+    @field_validator("allowed_schemes")
+    @classmethod
+    def _lower_schemes(cls, value: list[str]) -> list[str]:
+        return [scheme.lower() for scheme in value]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_ENV)
+        if config_file:
+            path = Path(config_file)
+            if not path.is_file():
+                raise ValueError(f"configuration file {path} (from {CONFIG_ENV}) does not exist")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "refinevad.sqlite3"
+
+    @property
+    def upload_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    def api_key_values(self) -> list[bytes]:
+        return [key.get_secret_value().encode() for key in self.api_keys]
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as JSON-ready values with secrets replaced, for logs."""
+        data = self.model_dump(mode="json")
+        data["api_keys"] = ["***"] * len(self.api_keys)
+        return data
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> ServiceSettings:
+    """Read the settings; `config_file` takes the place of `REFINEVAD_CONFIG` for this process."""
+    if config_file is not None:
+        os.environ[CONFIG_ENV] = str(config_file)
+    return ServiceSettings(**overrides)
+
+
+def log_settings(settings: ServiceSettings) -> None:
+    for name, value in settings.masked().items():
+        logger.info("setting %s = %s", name, value)
+    if not settings.api_keys:
+        logger.warning(
+            "NO API KEYS CONFIGURED: the service is OPEN to anyone who can reach %s:%s. "
+            "Set %sAPI_KEYS to require a key.",
+            settings.host,
+            settings.port,
+            ENV_PREFIX,
+        )

@@ -1,0 +1,227 @@
+"""Video uploads streamed from the request body straight to a spool file, with the size limit enforced as bytes
+arrive (and up front from Content-Length), so an oversized or hostile upload never sits in memory or fills the disk.
+
+Only the multipart field `file` is kept; its name must end in a video extension and its part content type must be
+`video/*` or `application/octet-stream` (what most clients send for files). Whether the bytes really are a video is
+decided later by probing with the decoder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import BinaryIO
+
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+
+from service.errors import ApiError
+
+logger = logging.getLogger(__name__)
+
+FILE_FIELD = "file"
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp", ".ogv"}
+)
+GENERIC_CONTENT_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})
+# Multipart framing and small form fields ride on top of the file's own bytes.
+MULTIPART_OVERHEAD = 64 * 1024
+PARTIAL_SUFFIX = ".part"
+
+
+@dataclass
+class ReceivedUpload:
+    path: Path
+    filename: str
+    content_type: str | None
+    size: int
+
+
+@dataclass
+class _Part:
+    name: str = ""
+    filename: str | None = None
+    content_type: str | None = None
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+class _UploadReceiver:
+    """python-multipart callbacks that write the `file` part to disk and account for every byte."""
+
+    def __init__(self, dest: Path, max_bytes: int) -> None:
+        self.dest = dest
+        self.max_bytes = max_bytes
+        self.part = _Part()
+        self.header_name = b""
+        self.header_value = b""
+        self.file: BinaryIO | None = None
+        self.writing = False
+        self.file_seen = False
+        self.received: _Part | None = None
+        self.size = 0
+        self.other_bytes = 0
+
+    # -- callbacks (raising here aborts parser.write with the error) --
+
+    def on_part_begin(self) -> None:
+        self.part = _Part()
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self.part.headers.append((self.header_name.lower().strip(), self.header_value.strip()))
+        self.header_name = b""
+        self.header_value = b""
+
+    def on_headers_finished(self) -> None:
+        headers = dict(self.part.headers)
+        _, options = parse_options_header(headers.get(b"content-disposition", b""))
+        self.part.name = options.get(b"name", b"").decode("utf-8", "replace")
+        if b"filename" in options:
+            self.part.filename = options[b"filename"].decode("utf-8", "replace")
+        if b"content-type" in headers:
+            self.part.content_type = headers[b"content-type"].decode("latin-1").strip().lower() or None
+        self.writing = self.part.name == FILE_FIELD
+        if not self.writing:
+            return
+        if self.file_seen:
+            raise ApiError(
+                400, "too_many_files", f"send exactly one file in the multipart field {FILE_FIELD!r}"
+            )
+        self.file_seen = True
+        check_file_type(self.part.filename, self.part.content_type)
+        self.file = self.dest.open("wb")
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        length = end - start
+        if not self.writing:
+            self.other_bytes += length
+            if self.other_bytes > MULTIPART_OVERHEAD:
+                raise ApiError(400, "form_too_large", "form fields other than the file are limited to 64 KiB")
+            return
+        self.size += length
+        if self.size > self.max_bytes:
+            raise too_large(self.max_bytes)
+        assert self.file is not None
+        self.file.write(data[start:end])
+
+    def on_part_end(self) -> None:
+        if self.writing and self.file is not None:
+            self.file.close()
+            self.file = None
+            self.received = self.part
+        self.writing = False
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def too_large(max_bytes: int) -> ApiError:
+    return ApiError(
+        413, "payload_too_large", f"the upload exceeds the limit of {max_bytes / (1024 * 1024):g} MiB"
+    )
+
+
+def check_file_type(filename: str | None, content_type: str | None) -> None:
+    if not filename:
+        raise ApiError(
+            400, "missing_filename", f"the {FILE_FIELD!r} part must be a file upload with a filename"
+        )
+    suffix = PurePath(filename).suffix.lower()
+    if suffix not in VIDEO_EXTENSIONS:
+        raise ApiError(
+            415,
+            "unsupported_file_type",
+            f"{filename!r} does not have a video file extension; accepted: {', '.join(sorted(VIDEO_EXTENSIONS))}",
+        )
+    if content_type is not None:
+        base = content_type.split(";", 1)[0].strip()
+        if not (base.startswith("video/") or base in GENERIC_CONTENT_TYPES):
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                f"the file part has content type {base!r}; send a video/* type or application/octet-stream",
+            )
+
+
+def video_suffix(filename: str) -> str:
+    return PurePath(filename).suffix.lower()
+
+
+async def receive_video_upload(request: Request, dest: Path, max_bytes: int) -> ReceivedUpload:
+    """Stream the request's multipart `file` part into `dest`; on any failure `dest` does not exist afterwards."""
+    content_type = request.headers.get("content-type", "")
+    media_type, params = parse_options_header(content_type)
+    if media_type != b"multipart/form-data":
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"send the video as multipart/form-data in a field named {FILE_FIELD!r} (got {content_type or 'none'})",
+        )
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise ApiError(400, "bad_multipart", "the multipart Content-Type has no boundary")
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            declared_bytes = int(declared)
+        except ValueError:
+            raise ApiError(400, "bad_request", "Content-Length is not a number") from None
+        if declared_bytes > max_bytes + MULTIPART_OVERHEAD:
+            raise too_large(max_bytes)
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    receiver = _UploadReceiver(dest, max_bytes)
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": receiver.on_part_begin,
+            "on_part_data": receiver.on_part_data,
+            "on_part_end": receiver.on_part_end,
+            "on_header_field": receiver.on_header_field,
+            "on_header_value": receiver.on_header_value,
+            "on_header_end": receiver.on_header_end,
+            "on_headers_finished": receiver.on_headers_finished,
+        },
+    )
+    total = 0
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > max_bytes + MULTIPART_OVERHEAD:
+                raise too_large(max_bytes)
+            parser.write(chunk)
+        parser.finalize()
+    except FormParserError as exc:
+        receiver.close()
+        dest.unlink(missing_ok=True)
+        raise ApiError(400, "bad_multipart", f"the multipart body could not be parsed: {exc}") from None
+    except BaseException:
+        receiver.close()
+        dest.unlink(missing_ok=True)
+        raise
+    receiver.close()
+    if receiver.received is None:
+        with contextlib.suppress(FileNotFoundError):
+            dest.unlink()
+        if receiver.file_seen:
+            raise ApiError(400, "bad_multipart", f"the {FILE_FIELD!r} part ended before the body did")
+        raise ApiError(400, "missing_file", f"no multipart field named {FILE_FIELD!r} with a video file")
+    if receiver.size == 0:
+        dest.unlink(missing_ok=True)
+        raise ApiError(422, "empty_file", f"the uploaded file {receiver.received.filename!r} is empty")
+    return ReceivedUpload(
+        path=dest,
+        filename=receiver.received.filename or "",
+        content_type=receiver.received.content_type,
+        size=receiver.size,
+    )
