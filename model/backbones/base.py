@@ -38,6 +38,10 @@ class Backbone(ABC):
         `captions` (one per snippet) are required when the backbone has a text branch, ignored otherwise.
         """
 
+    def captions_for(self, video: str) -> list[str]:
+        """Per-snippet captions of `video` from the configured captions file (text branch only)."""
+        raise KeyError(f"{type(self).__name__} has no text branch, so no captions for {video!r}")
+
     def close(self) -> None:  # noqa: B027 - optional hook, most backbones hold nothing to release
         """Release what the backbone holds (models, thread pools)."""
 
