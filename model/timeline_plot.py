@@ -24,7 +24,6 @@ def plot_analysis(result: AnalysisResult, path: Path, title: str | None = None) 
     for event in result.events:
         ax.axvspan(event.start_s, event.end_s, color="#f5b041", alpha=0.35, lw=0)
         ax.text(event.start_s, 1.02, event.dominant_category or "", fontsize=8, va="bottom")
-    ax.axhline(result.model.config.get("tau", 0.5), color="grey", ls=":", lw=0.8)
     ax.set(xlim=(0, ends[-1]), ylim=(0, 1.1), xlabel="time (s)", ylabel="anomaly score")
     ax.set_title(title or "anomaly score", fontsize=10)
     if result.untrained_warning:

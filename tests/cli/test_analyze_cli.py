@@ -1,0 +1,23 @@
+import json
+
+from cli.main import main
+from tests.footage import encode_ped2_clip
+
+
+def test_analyze_prints_scores_and_writes_plot_and_json(tmp_path, capsys) -> None:
+    video = encode_ped2_clip(tmp_path / "clip.mp4", clip="testing/frames/02", max_frames=48)
+    plot, out = tmp_path / "timeline.png", tmp_path / "result.json"
+    assert main(["analyze", str(video), "--device", "cpu", "--plot", str(plot), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "snippet  start_s" in printed and "events (" in printed
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = json.loads(out.read_text())
+    assert result["num_snippets"] == 3 and result["frames"] == 48
+    assert result["model"]["backbone"]["name"]
+
+
+def test_analyze_rejects_a_non_video_with_a_clear_error(tmp_path, caplog) -> None:
+    bogus = tmp_path / "notes.mp4"
+    bogus.write_text("hello")
+    assert main(["analyze", str(bogus), "--device", "cpu"]) == 2
+    assert "cannot" in caplog.text.lower()
