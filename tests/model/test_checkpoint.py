@@ -6,7 +6,9 @@ from model.backbones.identity import BackboneIdentity
 from model.checkpoint import load_checkpoint, save_checkpoint
 
 
-def test_round_trip_keeps_weights_config_backbone_and_metadata(tmp_path, small_config: RefineVADConfig) -> None:
+def test_round_trip_keeps_weights_config_backbone_and_metadata(
+    tmp_path, small_config: RefineVADConfig
+) -> None:
     model = RefineVAD(small_config).eval()
     backbone = BackboneIdentity(name="motion", architecture="flow-hog", weights="v1", dim=32)
     path = save_checkpoint(tmp_path / "head.pt", model, backbone, {"trained": True, "seed": 3})

@@ -1,7 +1,14 @@
 import torch
 
 from model import RefineVAD, RefineVADConfig
-from model.losses import LossConfig, category_loss, gmm_smoothing_loss, mil_ranking_loss, topk_mean, total_loss
+from model.losses import (
+    LossConfig,
+    category_loss,
+    gmm_smoothing_loss,
+    mil_ranking_loss,
+    topk_mean,
+    total_loss,
+)
 
 
 def test_topk_mean_uses_k_from_length() -> None:
@@ -29,7 +36,9 @@ def test_ranking_loss_zero_without_pairs_and_regularisers_only_on_anomalous() ->
     smooth = torch.full((1, 16), 0.2)
     jagged = torch.tensor([[0.0, 0.4] * 8])
     lab = torch.ones(1)
-    assert float(mil_ranking_loss(jagged, lab, lambda_sparse=0)) > float(mil_ranking_loss(smooth, lab, lambda_sparse=0))
+    assert float(mil_ranking_loss(jagged, lab, lambda_sparse=0)) > float(
+        mil_ranking_loss(smooth, lab, lambda_sparse=0)
+    )
 
 
 def test_gmm_loss_prefers_smooth_two_level_curves_to_spikes() -> None:

@@ -65,7 +65,9 @@ def test_category_weights_softmax_of_anomalous_logits_when_one_passes(small_conf
     assert hard.tolist() == [[1.0, 0.0, 0.0]]
 
 
-def test_ground_truth_prototype_added_only_for_anomalous_training_videos(small_config: RefineVADConfig) -> None:
+def test_ground_truth_prototype_added_only_for_anomalous_training_videos(
+    small_config: RefineVADConfig,
+) -> None:
     model = RefineVAD(small_config.model_copy(update={"dropout": 0.0}))
     x = torch.randn(3, 8, 32)
     model.train()
