@@ -1,0 +1,215 @@
+"""Inference backends of the RefineVAD head: eager torch, TorchScript and ONNX Runtime behind one interface.
+
+    backend = load_head_backend("onnx", "model.pt", "cuda")
+    out = backend(features)  # features [B, T, D] -> {"scores": [B, T], "category_probs": [B, C], ...}
+
+Every backend takes and returns torch tensors on its device. Given a checkpoint (.pt) and kind torchscript or
+onnx, the head is exported once into a cache keyed by the checkpoint's SHA-256 and the export settings; given an
+exported file (.ts / .onnx), that file is loaded with the metadata embedded in it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import Tensor
+
+from exporters.head import InferenceHead
+from exporters.metadata import (
+    DEFAULT_MAX_SNIPPETS,
+    DEFAULT_OPSET,
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    ExportMetadata,
+    HeadKind,
+)
+from exporters.onnx import export_onnx, read_onnx_metadata
+from exporters.torchscript import export_torchscript, load_torchscript
+from model.checkpoint import LoadedCheckpoint, file_sha256, load_checkpoint
+
+log = logging.getLogger(__name__)
+
+HEAD_KINDS: tuple[HeadKind, ...] = ("torch", "torchscript", "onnx")
+# File suffix of each exported format; anything else is read as a checkpoint.
+EXPORT_SUFFIXES: dict[str, HeadKind] = {".ts": "torchscript", ".onnx": "onnx"}
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "refinevad" / "exports"
+
+
+class HeadBackend(ABC):
+    """A loaded head: call it with features [B, T, D] float32 on `device`."""
+
+    kind: HeadKind
+
+    def __init__(self, metadata: ExportMetadata, device: torch.device) -> None:
+        self.metadata = metadata
+        self.device = device
+
+    @property
+    def feature_dim(self) -> int:
+        return self.metadata.feature_dim
+
+    @property
+    def category_names(self) -> list[str]:
+        return self.metadata.category_names
+
+    @property
+    def max_snippets(self) -> int:
+        return self.metadata.max_snippets
+
+    def check_input(self, x: Tensor) -> Tensor:
+        if x.dim() != 3:
+            raise ValueError(f"features must be [B, T, D], got shape {tuple(x.shape)}")
+        b, t, d = x.shape
+        if d != self.feature_dim:
+            raise ValueError(f"features have dim {d} but the head expects {self.feature_dim}")
+        if b < 1 or not 1 <= t <= self.max_snippets:
+            raise ValueError(f"need B >= 1 and 1 <= T <= {self.max_snippets}, got B={b}, T={t}")
+        if not x.is_floating_point():
+            raise ValueError(f"features must be floating point, got {x.dtype}")
+        return x.to(self.device, torch.float32).contiguous()
+
+    def __call__(self, x: Tensor) -> dict[str, Tensor]:
+        return self.run(self.check_input(x))
+
+    @abstractmethod
+    def run(self, x: Tensor) -> dict[str, Tensor]:
+        """x: validated contiguous float32 [B, T, D] on self.device."""
+
+
+class TorchHeadBackend(HeadBackend):
+    kind: HeadKind = "torch"
+
+    def __init__(self, head: InferenceHead, metadata: ExportMetadata, device: torch.device) -> None:
+        super().__init__(metadata, device)
+        self.head = head.to(device).eval()
+
+    def run(self, x: Tensor) -> dict[str, Tensor]:
+        with torch.inference_mode():
+            return dict(zip(OUTPUT_NAMES, self.head(x), strict=True))
+
+
+class TorchScriptHeadBackend(HeadBackend):
+    kind: HeadKind = "torchscript"
+
+    def __init__(self, path: str | os.PathLike[str], device: torch.device) -> None:
+        module, metadata = load_torchscript(path, device)
+        super().__init__(metadata, device)
+        self.module = module
+        self.path = Path(path)
+
+    def run(self, x: Tensor) -> dict[str, Tensor]:
+        with torch.inference_mode():
+            return dict(zip(self.metadata.output_names, self.module(x), strict=True))
+
+
+class OnnxHeadBackend(HeadBackend):
+    """ONNX Runtime with IOBinding: inputs and outputs are bound to torch buffers, so nothing is copied through
+    numpy and, with the CUDA execution provider, nothing leaves the GPU."""
+
+    kind: HeadKind = "onnx"
+
+    def __init__(self, path: str | os.PathLike[str], device: torch.device) -> None:
+        super().__init__(read_onnx_metadata(path), device)
+        self.path = Path(path)
+        providers: list[str | tuple[str, dict[str, str]]] = ["CPUExecutionProvider"]
+        if device.type == "cuda":
+            if "CUDAExecutionProvider" in ort.get_available_providers():
+                index = device.index if device.index is not None else torch.cuda.current_device()
+                providers.insert(0, ("CUDAExecutionProvider", {"device_id": str(index)}))
+            else:
+                log.warning("ONNX Runtime has no CUDA execution provider; the head runs on the CPU")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        on_cuda = self.session.get_providers()[0] == "CUDAExecutionProvider"
+        # Where ORT reads and writes: the requested GPU when its provider loaded, else host memory.
+        self.run_device = device if on_cuda else torch.device("cpu")
+        if on_cuda and self.run_device.index is None:
+            self.run_device = torch.device("cuda", torch.cuda.current_device())
+
+    def _bind_args(self, tensor: Tensor) -> tuple[str, int, type, tuple[int, ...], int]:
+        device_type = "cuda" if tensor.device.type == "cuda" else "cpu"
+        return device_type, tensor.device.index or 0, np.float32, tuple(tensor.shape), tensor.data_ptr()
+
+    def run(self, x: Tensor) -> dict[str, Tensor]:
+        x = x.to(self.run_device)
+        b, t = x.shape[0], x.shape[1]
+        c = len(self.metadata.category_names)
+        shapes = {"scores": (b, t), "logits": (b, t), "category_probs": (b, c), "category_weights": (b, c)}
+        outputs = {
+            name: torch.empty(shapes[name], dtype=torch.float32, device=self.run_device)
+            for name in self.metadata.output_names
+        }
+        binding = self.session.io_binding()
+        binding.bind_input(INPUT_NAME, *self._bind_args(x))
+        for name, tensor in outputs.items():
+            binding.bind_output(name, *self._bind_args(tensor))
+        if self.run_device.type == "cuda":
+            # ORT runs on its own stream: the input written on torch's stream must be complete first.
+            torch.cuda.current_stream(self.run_device).synchronize()
+        self.session.run_with_iobinding(binding)
+        return {name: tensor.to(self.device) for name, tensor in outputs.items()}
+
+
+def torch_metadata(checkpoint: LoadedCheckpoint, max_snippets: int) -> ExportMetadata:
+    return ExportMetadata.from_checkpoint(checkpoint, "torch", "eager", max_snippets)
+
+
+def cached_export_path(cache_dir: Path, sha256: str, kind: HeadKind, opset: int, max_snippets: int) -> Path:
+    suffix = {"torchscript": ".ts", "onnx": ".onnx"}[kind]
+    settings = f"T{max_snippets}" + (f"-opset{opset}" if kind == "onnx" else "")
+    return cache_dir / f"{sha256[:16]}-{settings}-torch{torch.__version__.split('+')[0]}{suffix}"
+
+
+def load_head_backend(
+    kind: HeadKind,
+    path: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    opset: int = DEFAULT_OPSET,
+    max_snippets: int = DEFAULT_MAX_SNIPPETS,
+) -> HeadBackend:
+    """The head at `path` (checkpoint or exported file) on `device`, run by backend `kind`."""
+    if kind not in HEAD_KINDS:
+        raise ValueError(f"unknown head backend {kind!r}; choose one of {', '.join(HEAD_KINDS)}")
+    device = torch.device(device)
+    path = Path(path)
+    exported_kind = EXPORT_SUFFIXES.get(path.suffix)
+    if exported_kind is not None:
+        if exported_kind != kind:
+            raise ValueError(f"{path} is a {exported_kind} export; it cannot run on the {kind} backend")
+        return _load_exported(kind, path, device)
+
+    if kind == "torch":
+        checkpoint = load_checkpoint(path, map_location=device)
+        return TorchHeadBackend(
+            InferenceHead(checkpoint.model), torch_metadata(checkpoint, max_snippets), device
+        )
+
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = cached_export_path(cache, file_sha256(path), kind, opset, max_snippets)
+    if not target.is_file():
+        log.info("exporting %s to %s (cached for later runs)", path, target)
+        checkpoint = load_checkpoint(path)
+        if kind == "onnx":
+            export_onnx(checkpoint, target, opset=opset, max_snippets=max_snippets)
+        else:
+            export_torchscript(checkpoint, target, max_snippets=max_snippets)
+    return _load_exported(kind, target, device)
+
+
+def _load_exported(kind: HeadKind, path: Path, device: torch.device) -> HeadBackend:
+    if kind == "onnx":
+        return OnnxHeadBackend(path, device)
+    return TorchScriptHeadBackend(path, device)
