@@ -36,6 +36,8 @@ from model.checkpoint import LoadedCheckpoint
 log = logging.getLogger(__name__)
 
 EXPORTER = "torch.onnx.export(dynamo=True)"
+# The dynamo exporter's operator library (onnxscript torchlib) emits opset 18 or newer.
+MIN_OPSET = 18
 # Control-flow operators: the head's graph must have none (no loop over time, no data-dependent branch).
 CONTROL_FLOW_OPS = frozenset({"Loop", "If", "Scan"})
 # Shape of the example input; T is the training length so nothing is specialised to 0 or 1.
@@ -76,6 +78,8 @@ def export_onnx(
     """Write the head as ONNX to `out` with its metadata in metadata_props and beside it as JSON."""
     if max_snippets < 2:
         raise ValueError(f"max_snippets must be at least 2, got {max_snippets}")
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset {opset} is not supported: the exporter emits opset {MIN_OPSET} or newer")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     config = checkpoint.config
@@ -101,9 +105,9 @@ def export_onnx(
     found = control_flow_ops(model)
     if found:
         raise RuntimeError(f"exported head has control flow {dict(found)}; the graph must be loop-free")
-    metadata = ExportMetadata.from_checkpoint(
-        checkpoint, "onnx", EXPORTER, max_snippets, opset=default_opset(model)
-    )
+    if default_opset(model) != opset:
+        raise RuntimeError(f"asked for opset {opset} but the exporter wrote opset {default_opset(model)}")
+    metadata = ExportMetadata.from_checkpoint(checkpoint, "onnx", EXPORTER, max_snippets, opset=opset)
     del model.metadata_props[:]
     model.metadata_props.add(key=METADATA_KEY, value=metadata.to_json())
     model.producer_name = "refinevad"
