@@ -1,0 +1,50 @@
+"""Schema-based fuzzing (schemathesis) of every operation of the live server: no input may cause a 5xx, and every
+answer must match the OpenAPI schema (status code, content type, body). Bounded: a few examples per operation."""
+
+from __future__ import annotations
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.service.conftest import ServerProcess
+
+pytestmark = pytest.mark.integration
+
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+EXAMPLES_PER_OPERATION = 15
+
+
+def test_no_operation_answers_5xx_or_off_schema(server: ServerProcess) -> None:
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    labels = {op.label for op in operations}
+    assert {
+        "POST /analyze",
+        "GET /jobs",
+        "GET /jobs/{job_id}",
+        "DELETE /jobs/{job_id}",
+        "GET /ready",
+    } <= labels
+
+    for with_key in (True, False):
+        headers = server.headers if with_key else {}
+        for operation in operations:
+
+            @given(case=operation.as_strategy())
+            @settings(
+                max_examples=EXAMPLES_PER_OPERATION,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
+            def fuzz(case: schemathesis.Case, headers: dict[str, str] = headers) -> None:
+                case.call_and_validate(base_url=server.url, headers=headers, checks=CHECKS, timeout=30)
+
+            fuzz()
