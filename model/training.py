@@ -1,0 +1,344 @@
+"""Training of the RefineVAD head on snippet features (weak supervision: video-level labels only).
+
+AdamW with a linear warm-up then a cosine decay per step; balanced normal/anomalous batches; a validation split
+held out from the training videos (never the test set) drives best-checkpoint selection and early stopping.
+
+Validation criterion: video-level ROC-AUC of each held-out video's top-k mean snippet score (the MIL video score)
+against its video label, computed on the full-length features; ties (within `min_delta`, e.g. both 1.0 on an easy
+set) are broken by the validation loss (the training loss on the held-out videos, resampled to T bins). When frame
+labels of the held-out videos are supplied (`validation_frame_labels`), frame-level ROC-AUC is used instead.
+
+Output folder: `best.pt` (the selected epoch, what `evaluate` and the service load), `last.pt` (latest epoch plus
+optimizer, scheduler, RNG state and history, what `--resume` continues from) and `history.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+from sklearn.metrics import roc_auc_score
+from tqdm.auto import tqdm
+
+from model.checkpoint import load_checkpoint_payload, save_checkpoint
+from model.config import RefineVADConfig
+from model.data.datasets import (
+    BalancedBatches,
+    FeatureSet,
+    VideoRecord,
+    resample_to_bins,
+    split_train_validation,
+)
+from model.evaluation.scoring import score_features
+from model.losses import LossConfig, topk_mean, total_loss
+from model.refinevad import RefineVAD
+
+log = logging.getLogger(__name__)
+
+BEST = "best.pt"
+LAST = "last.pt"
+HISTORY = "history.json"
+
+
+class TrainConfig(BaseModel):
+    """Everything that decides a training run (the model's own switches live in RefineVADConfig)."""
+
+    seed: int = 42
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=2, description="normal + anomalous videos per batch (half each)")
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up length, in epochs")
+    min_lr_ratio: float = Field(0.01, ge=0, le=1, description="cosine floor as a fraction of lr")
+    grad_clip: float | None = Field(5.0, gt=0)
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    patience: int | None = Field(
+        5, ge=1, description="epochs without improvement before stopping; None = never"
+    )
+    min_delta: float = Field(1e-4, ge=0)
+    sample_crops: bool = True
+    cache_bytes: int = Field(1 << 30, ge=0, description="memory for resampled training features")
+    device: str = "auto"
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; None = torch's default")
+    loss: LossConfig = Field(default_factory=LossConfig)
+
+
+@dataclass
+class TrainResult:
+    best_checkpoint: Path
+    last_checkpoint: Path
+    best_epoch: int
+    best_metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """Learning-rate multiplier: linear warm-up to 1, then cosine decay to `min_ratio` at `total_steps`."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+@dataclass
+class ValidationSet:
+    features: FeatureSet
+    records: list[VideoRecord]
+    num_segments: int
+    frame_labels: Mapping[str, np.ndarray] | None = None  # per-snippet 0/1 of held-out videos, if known
+
+    def __post_init__(self) -> None:
+        self._full = [self.features.load(r) for r in self.records]
+        self._resampled = torch.from_numpy(
+            np.stack([resample_to_bins(x, self.num_segments) for x in self._full])
+        )
+        self._labels = torch.tensor([float(r.label) for r in self.records])
+        self._categories = torch.tensor(
+            [self.features.category_index(r) for r in self.records], dtype=torch.long
+        )
+
+    @torch.no_grad()
+    def evaluate(self, model: RefineVAD, loss_config: LossConfig, device: torch.device) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        out = model(self._resampled.to(device))
+        loss, _ = total_loss(model, out, self._labels.to(device), self._categories.to(device), loss_config)
+        video_scores, snippet_scores, snippet_labels = [], [], []
+        for record, x in zip(self.records, self._full, strict=True):
+            scores = score_features(model, torch.from_numpy(x).to(device)).scores
+            video_scores.append(float(topk_mean(scores[None], loss_config.topk_divisor)[0]))
+            if self.frame_labels is not None:
+                snippet_scores.append(scores.cpu().numpy())
+                snippet_labels.append(np.asarray(self.frame_labels[record.name])[: scores.shape[0]])
+        model.train(was_training)
+        labels = self._labels.numpy()
+        metrics = {"val_loss": float(loss), "val_video_auc": float(roc_auc_score(labels, video_scores))}
+        if self.frame_labels is not None:
+            flat_labels = np.concatenate(snippet_labels)
+            if 0 < flat_labels.sum() < flat_labels.size:
+                metrics["val_frame_auc"] = float(roc_auc_score(flat_labels, np.concatenate(snippet_scores)))
+        metrics["val_auc"] = metrics.get("val_frame_auc", metrics["val_video_auc"])
+        return metrics
+
+
+def _improved(metrics: dict[str, float], best: dict[str, float] | None, min_delta: float) -> bool:
+    if best is None:
+        return True
+    if metrics["val_auc"] > best["val_auc"] + min_delta:
+        return True
+    return (
+        abs(metrics["val_auc"] - best["val_auc"]) <= min_delta
+        and metrics["val_loss"] < best["val_loss"] - min_delta
+    )
+
+
+def _config_fingerprint(train: TrainConfig, model: RefineVADConfig) -> dict[str, Any]:
+    return {
+        "train": train.model_dump(mode="json", exclude={"device", "cache_bytes", "threads"}),
+        "model": model.model_dump(mode="json"),
+    }
+
+
+def train(
+    features: FeatureSet,
+    out_dir: str | os.PathLike[str],
+    config: TrainConfig | None = None,
+    model_config: RefineVADConfig | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after_epochs: int | None = None,
+    validation_frame_labels: Mapping[str, np.ndarray] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> TrainResult:
+    """Train on `features` (split into train/validation by `config.val_fraction`) and write checkpoints.
+
+    `model_config` defaults to RefineVADConfig with the feature set's dim and categories; its `feature_dim` and
+    `category_names` must match the feature set. `stop_after_epochs` ends this call early (as an interruption
+    would); `resume=True` then continues from `last.pt` with the same schedule.
+    """
+    config = config or TrainConfig()
+    model_config = model_config or RefineVADConfig(
+        feature_dim=features.feature_dim, category_names=list(features.category_names)
+    )
+    if model_config.feature_dim != features.feature_dim:
+        raise ValueError(
+            f"model expects {model_config.feature_dim}-dim features, the set has {features.feature_dim}"
+        )
+    if list(model_config.category_names) != list(features.category_names):
+        raise ValueError(
+            f"model categories {model_config.category_names} differ from the feature set's {features.category_names}"
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    fingerprint = _config_fingerprint(config, model_config)
+
+    train_records, val_records = split_train_validation(
+        list(features.records), config.val_fraction, config.seed
+    )
+    log.info(
+        "training on %d videos (%d anomalous), validating on %d held-out training videos (%d anomalous)",
+        len(train_records),
+        sum(r.label for r in train_records),
+        len(val_records),
+        sum(r.label for r in val_records),
+    )
+    batches = BalancedBatches(
+        features,
+        train_records,
+        model_config.train_snippets,
+        config.batch_size,
+        config.seed,
+        config.sample_crops,
+        config.cache_bytes,
+    )
+    validation = ValidationSet(
+        features,
+        val_records,
+        model_config.train_snippets,
+        None
+        if validation_frame_labels is None
+        else {
+            r.name: validation_frame_labels[r.name] for r in val_records if r.name in validation_frame_labels
+        },
+    )
+
+    _seed_everything(config.seed)
+    model = RefineVAD(model_config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = len(batches)
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, warmup_steps, total_steps, config.min_lr_ratio)
+    )
+
+    start_epoch, history = 0, []
+    best: dict[str, float] | None = None
+    best_epoch, bad_epochs = -1, 0
+    last_path, best_path = out / LAST, out / BEST
+    if resume and last_path.is_file():
+        payload = load_checkpoint_payload(last_path, map_location=device)
+        state = payload.get("extra_state") or {}
+        if state.get("fingerprint") != json.dumps(fingerprint, sort_keys=True):
+            raise ValueError(f"{last_path} was written by a run with another configuration; cannot resume it")
+        model.load_state_dict(payload["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"])
+        start_epoch = int(state["epoch"]) + 1
+        history = json.loads(state["history"])
+        best = json.loads(state["best"]) if state.get("best") else None
+        best_epoch, bad_epochs = int(state["best_epoch"]), int(state["bad_epochs"])
+        log.info("resuming from %s at epoch %d", last_path, start_epoch + 1)
+    elif resume:
+        log.warning("--resume: no %s yet, starting from scratch", last_path)
+
+    base_metadata = {
+        "trained": True,
+        "seed": config.seed,
+        "train_config": config.model_dump(mode="json"),
+        "feature_source": features.source,
+        "num_train_videos": len(train_records),
+        "num_val_videos": len(val_records),
+        **dict(metadata or {}),
+    }
+    stopped_early = False
+    for epoch in range(start_epoch, config.epochs):
+        if bad_epochs >= (config.patience or math.inf):
+            stopped_early = True
+            break
+        if stop_after_epochs is not None and epoch - start_epoch >= stop_after_epochs:
+            break
+        model.train()
+        sums: dict[str, float] = {}
+        bar = tqdm(
+            batches.epoch(epoch),
+            total=steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            disable=not progress,
+            leave=False,
+        )
+        for batch in bar:
+            output = model(batch.features.to(device), batch.categories.to(device))
+            loss, parts = total_loss(
+                model, output, batch.labels.to(device), batch.categories.to(device), config.loss
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + float(value)
+            bar.set_postfix(loss=f"{float(parts['total']):.4f}")
+        record = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0]}
+        record |= {f"train_{k}": v / steps_per_epoch for k, v in sums.items()}
+        record |= validation.evaluate(model, config.loss, device)
+        history.append(record)
+        if _improved(record, best, config.min_delta):
+            best, best_epoch, bad_epochs = record, epoch, 0
+            save_checkpoint(
+                best_path,
+                model,
+                features.backbone,
+                base_metadata | {"epoch": epoch + 1, "metrics": {"validation": record}},
+            )
+        else:
+            bad_epochs += 1
+        log.info(
+            "epoch %d: loss %.4f, val_auc %.4f, val_loss %.4f%s",
+            epoch + 1,
+            record.get("train_total", float("nan")),
+            record["val_auc"],
+            record["val_loss"],
+            " (best)" if best_epoch == epoch else "",
+        )
+        extra = {
+            "fingerprint": json.dumps(fingerprint, sort_keys=True),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "epoch": epoch,
+            "history": json.dumps(history),
+            "best": json.dumps(best),
+            "best_epoch": best_epoch,
+            "bad_epochs": bad_epochs,
+        }
+        if device.type == "cuda":
+            extra["cuda_rng"] = torch.cuda.get_rng_state()
+        save_checkpoint(last_path, model, features.backbone, base_metadata | {"epoch": epoch + 1}, extra)
+        (out / HISTORY).write_text(json.dumps(history, indent=1))
+    if stopped_early:
+        log.info(
+            "early stopping: no improvement for %d epochs; best epoch %d", config.patience, best_epoch + 1
+        )
+    if best is None:
+        raise RuntimeError("no epoch was trained")
+    return TrainResult(best_path, last_path, best_epoch + 1, best, history, stopped_early)
