@@ -211,13 +211,12 @@ class EventStore:
             "SELECT * FROM events WHERE source_kind = ? AND source_id = ? ORDER BY start_s, id",
             (source_kind, source_id),
         )
-        return [
-            EventRecord(
-                **{k: row[k] for k in row if k != "categories_json"},
-                categories=json.loads(row["categories_json"]),
-            )
-            for row in rows
-        ]
+        records = []
+        for row in rows:
+            data = dict(row)
+            data["categories"] = json.loads(data.pop("categories_json"))
+            records.append(EventRecord(**data))
+        return records
 
 
 class JobStore:

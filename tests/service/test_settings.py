@@ -1,0 +1,94 @@
+"""Service settings: defaults, environment, YAML file, precedence and secret masking."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from service.settings import CONFIG_ENV, ServiceSettings, load_settings, log_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("REFINEVAD_"):
+            monkeypatch.delenv(key)
+
+
+def test_defaults_need_no_configuration() -> None:
+    settings = ServiceSettings()
+    assert settings.api_keys == [] and settings.cors_origins == []
+    assert settings.data_dir == Path("data")
+    assert settings.database_path == Path("data/refinevad.sqlite3")
+    assert settings.backbone is None and settings.model_checkpoint is None
+    assert settings.device == "auto"
+    assert "file" not in settings.allowed_schemes
+    assert settings.max_upload_bytes == 512 * 1024 * 1024
+
+
+def test_environment_lists_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REFINEVAD_API_KEYS", " k1, k2 ,,")
+    monkeypatch.setenv("REFINEVAD_CORS_ORIGINS", "http://a.example,http://b.example")
+    monkeypatch.setenv("REFINEVAD_ALLOWED_SCHEMES", "RTSP,file")
+    monkeypatch.setenv("REFINEVAD_SYNC_MAX_SECONDS", "12.5")
+    monkeypatch.setenv("REFINEVAD_BACKBONE", "clip")
+    settings = ServiceSettings()
+    assert settings.api_key_values() == [b"k1", b"k2"]
+    assert settings.cors_origins == ["http://a.example", "http://b.example"]
+    assert settings.allowed_schemes == ["rtsp", "file"]
+    assert settings.sync_max_seconds == 12.5
+    assert settings.backbone == "clip"
+
+
+def test_yaml_file_under_environment_under_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "refinevad.yaml"
+    config.write_text("port: 9001\nhost: 0.0.0.0\napi_keys: [from-file]\nmax_upload_mb: 3\n")
+    monkeypatch.setenv("REFINEVAD_PORT", "9002")
+    settings = load_settings(config, host="127.0.0.2")
+    assert settings.config == config
+    assert settings.port == 9002  # environment over file
+    assert settings.host == "127.0.0.2"  # command line over both
+    assert settings.api_key_values() == [b"from-file"]
+    assert settings.max_upload_mb == 3
+
+
+def test_invalid_values_and_missing_file_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REFINEVAD_BACKBONE", "resnet")
+    with pytest.raises(ValidationError, match="backbone"):
+        ServiceSettings()
+    monkeypatch.delenv("REFINEVAD_BACKBONE")
+    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "missing.yaml"))
+    with pytest.raises(ValueError, match="does not exist"):
+        ServiceSettings()
+    monkeypatch.delenv(CONFIG_ENV)
+    (tmp_path / "typo.yaml").write_text("prot: 1\n")
+    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "typo.yaml"))
+    with pytest.raises(ValidationError, match="prot"):
+        ServiceSettings()
+
+
+def test_secrets_are_masked_in_the_start_up_log(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("REFINEVAD_API_KEYS", "super-secret-1,super-secret-2")
+    settings = ServiceSettings()
+    masked = settings.masked()
+    assert masked["api_keys"] == ["***", "***"]
+    assert "super-secret" not in json.dumps(masked)
+    with caplog.at_level(logging.INFO, logger="service.settings"):
+        log_settings(settings)
+    assert "super-secret" not in caplog.text
+    assert "api_keys" in caplog.text and "OPEN" not in caplog.text
+
+
+def test_running_open_is_announced_loudly(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="service.settings"):
+        log_settings(ServiceSettings())
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings and "NO API KEYS" in warnings[0].getMessage()
