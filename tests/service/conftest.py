@@ -51,7 +51,7 @@ class ServerProcess:
     def client(self, timeout: float = 60.0) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers=self.headers, timeout=timeout)
 
-    def start(self, timeout: float = 60.0) -> ServerProcess:
+    def start(self, timeout: float = 60.0, until: str = "/ready") -> ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("REFINEVAD_")}
         env.update(
             {
@@ -78,7 +78,7 @@ class ServerProcess:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
                 try:
-                    if client.get("/ready").status_code == 200:
+                    if client.get(until).status_code == 200:
                         return self
                 except httpx.TransportError:
                     pass

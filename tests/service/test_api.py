@@ -66,6 +66,9 @@ def test_health_is_open_everything_else_needs_a_key(server: ServerProcess) -> No
             assert_error(anon.request(method, path, headers={"Authorization": f"Basic {API_KEY}"}), 401)
         assert anon.get("/jobs", headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 200
         assert anon.get("/jobs", headers={"X-API-Key": API_KEY}).status_code == 200
+        # CORS is off unless origins are configured.
+        cross = anon.get("/jobs", headers={"X-API-Key": API_KEY, "Origin": "https://console.example"})
+        assert "access-control-allow-origin" not in cross.headers
 
 
 def test_ready_reports_the_model(server: ServerProcess) -> None:
