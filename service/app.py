@@ -16,21 +16,32 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from cli.main import package_version
-from service.api import analyze, health, jobs
+from service.api import analyze, events, health, jobs, streams
 from service.auth import API_KEY_HEADER, ApiKeyAuth
 from service.context import ServiceContext
 from service.errors import install_error_handlers
 from service.jobs import JobManager
+from service.live.manager import LiveStreamManager
 from service.metrics import RequestMetricsMiddleware, ServiceMetrics
 from service.model_service import ModelService
 from service.settings import ServiceSettings, log_settings
 from service.storage import Database, EventStore, JobStore
 from service.uploads import PARTIAL_SUFFIX
+from service.web import routes as web
 
 logger = logging.getLogger(__name__)
 
 # Routers of every area of the API, in the order they appear in the OpenAPI document.
-ROUTERS = (health.public, health.protected, analyze.router, jobs.router)
+ROUTERS = (
+    health.public,
+    health.protected,
+    analyze.router,
+    jobs.router,
+    streams.router,
+    streams.live_router,
+    events.router,
+    web.router,
+)
 
 
 def build_context(settings: ServiceSettings, metrics: ServiceMetrics) -> ServiceContext:
@@ -39,7 +50,7 @@ def build_context(settings: ServiceSettings, metrics: ServiceMetrics) -> Service
     db = Database(settings.database_path)
     job_store = JobStore(db)
     model = ModelService(settings, metrics)
-    return ServiceContext(
+    ctx = ServiceContext(
         settings=settings,
         metrics=metrics,
         auth=ApiKeyAuth(settings.api_key_values()),
@@ -51,6 +62,9 @@ def build_context(settings: ServiceSettings, metrics: ServiceMetrics) -> Service
             job_store, model, metrics, workers=settings.job_workers, max_attempts=settings.job_max_attempts
         ),
     )
+    ctx.live = LiveStreamManager(settings, db, model, metrics)
+    ctx.components.append(ctx.live)
+    return ctx
 
 
 def _clean_spool(ctx: ServiceContext) -> None:

@@ -5,7 +5,7 @@ by the app's lifespan, in order and in reverse."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from starlette.requests import HTTPConnection
 
@@ -15,6 +15,9 @@ from service.metrics import ServiceMetrics
 from service.model_service import ModelService
 from service.settings import ServiceSettings
 from service.storage import Database, EventStore, JobStore
+
+if TYPE_CHECKING:
+    from service.live.manager import LiveStreamManager
 
 
 class Component(Protocol):
@@ -34,6 +37,7 @@ class ServiceContext:
     model: ModelService
     jobs: JobManager
     components: list[Component] = field(default_factory=list)
+    live: LiveStreamManager | None = None
 
 
 def get_context(conn: HTTPConnection) -> ServiceContext:

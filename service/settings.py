@@ -84,7 +84,29 @@ class ServiceSettings(BaseSettings):
         default=2, ge=1, description="a job interrupted by a crash this many times is failed, not resumed"
     )
 
-    @field_validator("api_keys", "cors_origins", "allowed_schemes", mode="before")
+    # Live streams (service/live).
+    allowed_hosts: CommaList = Field(
+        default_factory=list, description="hosts stream URLs may name; empty = any host"
+    )
+    live_window: int = Field(default=32, ge=2, le=1024, description="W: snippets the head sees per stream")
+    live_max_streams: int = Field(default=64, ge=1, description="streams that may be registered at once")
+    live_reconnect_initial_s: float = Field(default=0.5, gt=0, description="first reconnection delay")
+    live_reconnect_max_s: float = Field(default=30.0, gt=0, description="cap of the exponential backoff")
+    live_open_timeout_s: float = Field(default=10.0, gt=0, description="connecting to a camera")
+    live_read_timeout_s: float = Field(default=10.0, gt=0, description="no frame for this long = dropped")
+    live_client_queue: int = Field(
+        default=256, ge=1, description="messages a WebSocket client may fall behind before it is dropped"
+    )
+    live_replay: int = Field(default=1024, ge=0, description="recent messages per stream kept for resume")
+    live_send_timeout_s: float = Field(
+        default=10.0, gt=0, description="a WebSocket send stuck this long drops the client"
+    )
+    live_webhook_url: SecretStr | None = Field(
+        default=None, description="POSTed every live event start and end (retried with backoff)"
+    )
+    live_webhook_attempts: int = Field(default=5, ge=1, le=20)
+
+    @field_validator("api_keys", "cors_origins", "allowed_schemes", "allowed_hosts", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _split_commas(value)

@@ -1,0 +1,58 @@
+"""Anomaly events of live streams and analysed files, newest first, with filters."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query
+
+from service.api.responses import AUTH_ERRORS, errors
+from service.auth import require_api_key
+from service.context import ServiceContext, get_context
+from service.errors import ApiError
+from service.live.events import EventFilter
+from service.live.schemas import EventList, event_view
+
+router = APIRouter(
+    prefix="/events", tags=["events"], dependencies=[Depends(require_api_key)], responses=errors(*AUTH_ERRORS)
+)
+
+
+@router.get("", response_model=EventList, summary="List events, newest first", responses=errors(422))
+async def list_events(
+    stream: str | None = Query(default=None, max_length=200, description="only this stream's events"),
+    job: str | None = Query(default=None, max_length=200, description="only this analysis job's events"),
+    source: Literal["stream", "job"] | None = Query(
+        default=None, description="only live or only file events"
+    ),
+    since: datetime | None = Query(default=None, description="events still going on at or after this time"),
+    until: datetime | None = Query(default=None, description="events that started at or before this time"),
+    category: str | None = Query(default=None, max_length=200, description="dominant category"),
+    min_score: float | None = Query(default=None, ge=0, le=1, description="peak score at least this"),
+    status: Literal["open", "closed", "interrupted"] | None = Query(default=None),
+    limit: int = Query(default=100, ge=1, le=1000),
+    offset: int = Query(default=0, ge=0, le=2**31),
+    ctx: ServiceContext = Depends(get_context),
+) -> EventList:
+    if stream is not None and job is not None:
+        raise ApiError(422, "invalid_request", "filter by stream or by job, not both")
+    if since is not None and until is not None and since > until:
+        raise ApiError(422, "invalid_request", "`since` is after `until`")
+    if ctx.live is None:
+        raise ApiError(503, "live_disabled", "live streams are not enabled in this service")
+    source_kind = "stream" if stream is not None else "job" if job is not None else source
+    rows, total = ctx.live.event_store.query(
+        EventFilter(
+            source_kind=source_kind,
+            source_id=stream if stream is not None else job,
+            since=since.timestamp() if since is not None else None,
+            until=until.timestamp() if until is not None else None,
+            category=category,
+            min_score=min_score,
+            status=status,
+            limit=limit,
+            offset=offset,
+        )
+    )
+    return EventList(items=[event_view(r) for r in rows], total=total, limit=limit, offset=offset)

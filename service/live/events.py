@@ -1,0 +1,332 @@
+"""Live events: a hysteresis detector per stream fed with final scores, stored in SQLite, announced to clients and
+to an optional webhook.
+
+An event is announced (stored, `start` notice, webhook) only once it has lasted `min_duration_s`, so a short blip
+that the policy would discard never raises an alarm. Events share the `events` table with file analysis
+(`source_kind = "stream"`, `source_id` = stream id); this module adds wall-clock start/end and a status column.
+Events left open by a crash are marked `interrupted` at the next start-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+import numpy as np
+
+from model.events import Event, EventDetector, EventPolicy
+from service.live.messages import EventNotice
+from service.live.urls import mask_url
+from service.storage import Database, EventStore
+
+logger = logging.getLogger(__name__)
+
+SOURCE_KIND = "stream"
+EventStatus = Literal["open", "closed", "interrupted"]
+
+_EVENTS_LIVE_V1 = (
+    "ALTER TABLE events ADD COLUMN started_at REAL",
+    "ALTER TABLE events ADD COLUMN ended_at REAL",
+    "ALTER TABLE events ADD COLUMN status TEXT NOT NULL DEFAULT 'closed'",
+    "CREATE INDEX events_by_started ON events (started_at)",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    source_kind: str | None = None
+    source_id: str | None = None
+    since: float | None = None  # wall clock, Unix seconds
+    until: float | None = None
+    category: str | None = None
+    min_score: float | None = None
+    status: str | None = None
+    limit: int = 100
+    offset: int = 0
+
+
+class LiveEventStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        EventStore(db)  # makes sure the shared events table exists
+        db.migrate("events_live_v1", _EVENTS_LIVE_V1)
+
+    def open(self, stream_id: str, start_s: float, started_at: float, peak: float) -> int:
+        with self.db.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO events (source_kind, source_id, start_s, peak_score, categories_json, created_at, "
+                "started_at, status) VALUES (?, ?, ?, ?, '{}', ?, ?, 'open')",
+                (SOURCE_KIND, stream_id, start_s, peak, time.time(), started_at),
+            )
+            return int(cur.lastrowid)
+
+    def close(
+        self,
+        event_id: int,
+        *,
+        end_s: float,
+        ended_at: float,
+        peak: float,
+        mean: float,
+        dominant: str | None,
+        categories: dict[str, float],
+    ) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "UPDATE events SET end_s = ?, ended_at = ?, peak_score = ?, mean_score = ?, dominant_category = ?, "
+                "categories_json = ?, status = 'closed' WHERE id = ?",
+                (end_s, ended_at, peak, mean, dominant, json.dumps(categories), event_id),
+            )
+
+    def mark_interrupted(self) -> int:
+        """Events a crash or shutdown left open; they keep their start, with no end."""
+        with self.db.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE events SET status = 'interrupted', ended_at = ? WHERE source_kind = ? AND status = 'open'",
+                (time.time(), SOURCE_KIND),
+            )
+            return cur.rowcount
+
+    def query(self, f: EventFilter) -> tuple[list[dict[str, Any]], int]:
+        where, params = [], []
+        for column, value in (
+            ("source_kind", f.source_kind),
+            ("source_id", f.source_id),
+            ("status", f.status),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if f.category is not None:
+            where.append("dominant_category = ?")
+            params.append(f.category)
+        if f.min_score is not None:
+            where.append("peak_score >= ?")
+            params.append(f.min_score)
+        # File events have no wall-clock start; their creation time stands in.
+        if f.since is not None:
+            where.append("COALESCE(ended_at, started_at, created_at) >= ?")
+            params.append(f.since)
+        if f.until is not None:
+            where.append("COALESCE(started_at, created_at) <= ?")
+            params.append(f.until)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self.db.query(
+            f"SELECT * FROM events {clause} ORDER BY COALESCE(started_at, created_at) DESC, id DESC LIMIT ? OFFSET ?",
+            (*params, f.limit, f.offset),
+        )
+        total = self.db.query(f"SELECT COUNT(*) FROM events {clause}", params)[0][0]
+        items = []
+        for row in rows:
+            data = dict(row)
+            data["categories"] = json.loads(data.pop("categories_json") or "{}")
+            items.append(data)
+        return items, int(total)
+
+    def delete_for_stream(self, stream_id: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "DELETE FROM events WHERE source_kind = ? AND source_id = ?", (SOURCE_KIND, stream_id)
+            )
+
+
+class WebhookSender:
+    """POSTs event notices to one URL from its own thread, retrying failures with capped exponential backoff.
+
+    The queue is bounded: when the receiver is down for long, the oldest undelivered notices are dropped (logged).
+    """
+
+    def __init__(
+        self, url: str, attempts: int = 5, initial_delay_s: float = 0.5, max_delay_s: float = 30.0
+    ) -> None:
+        self.url = url
+        self.display_url = mask_url(url)
+        self.attempts = attempts
+        self.initial_delay_s = initial_delay_s
+        self.max_delay_s = max_delay_s
+        self.delivered = 0
+        self.failed = 0
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=1000)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="event-webhook", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        self._stop.set()
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
+        self._thread.join(timeout_s)
+
+    def send(self, payload: dict[str, Any]) -> None:
+        try:
+            self._queue.put_nowait(payload)
+        except queue.Full:
+            try:
+                dropped = self._queue.get_nowait()
+                logger.warning(
+                    "webhook queue full; dropping the oldest notice %s", (dropped or {}).get("type")
+                )
+            except queue.Empty:
+                pass
+            self._queue.put_nowait(payload)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=5.0) as client:
+            while not self._stop.is_set():
+                payload = self._queue.get()
+                if payload is None:
+                    break
+                self._deliver(client, payload)
+
+    def _deliver(self, client: httpx.Client, payload: dict[str, Any]) -> None:
+        for attempt in range(self.attempts):
+            try:
+                response = client.post(self.url, json=payload)
+                if 200 <= response.status_code < 300:
+                    self.delivered += 1
+                    return
+                problem = f"HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                problem = type(exc).__name__
+            delay = min(self.max_delay_s, self.initial_delay_s * 2**attempt)
+            logger.warning(
+                "webhook %s: %s (attempt %d/%d)%s",
+                self.display_url,
+                problem,
+                attempt + 1,
+                self.attempts,
+                f", retrying in {delay:.1f}s" if attempt + 1 < self.attempts else "",
+            )
+            if attempt + 1 < self.attempts and self._stop.wait(delay):
+                break
+        self.failed += 1
+        logger.error("webhook %s: giving up on a %s notice", self.display_url, payload.get("type"))
+
+
+class StreamEvents:
+    """One stream's live event detector, turning final scores into stored, announced events."""
+
+    def __init__(
+        self,
+        stream_id: str,
+        stream_name: str,
+        policy: EventPolicy,
+        category_names: list[str],
+        store: LiveEventStore,
+        webhook: WebhookSender | None,
+    ) -> None:
+        self.stream_id = stream_id
+        self.stream_name = stream_name
+        self.policy = policy
+        self.names = category_names
+        self.store = store
+        self.webhook = webhook
+        self.detector = EventDetector(policy, category_names)
+        self._start_s = 0.0
+        self._started_at = 0.0
+        self._peak = 0.0
+        self._event_id: int | None = None  # set once the open event is confirmed (announced)
+
+    def update(
+        self,
+        index: int,
+        start_s: float,
+        end_s: float,
+        captured_at: float,
+        score: float,
+        categories: np.ndarray,
+    ) -> list[EventNotice]:
+        was_active = self.detector.active
+        opened, closed = self.detector.update(index, start_s, end_s, score, categories)
+        notices: list[EventNotice] = []
+        if opened:
+            self._start_s, self._started_at, self._peak, self._event_id = (
+                start_s,
+                captured_at - (end_s - start_s),
+                score,
+                None,
+            )
+        elif self.detector.active:
+            self._peak = max(self._peak, score)
+        if (
+            self.detector.active
+            and self._event_id is None
+            and end_s - self._start_s >= self.policy.min_duration_s
+        ):
+            self._event_id = self.store.open(self.stream_id, self._start_s, self._started_at, self._peak)
+            notices.append(self._notice("start", categories))
+        if closed is not None and self._event_id is not None:
+            notices.append(self._close(closed, captured_at - (end_s - closed.end_s)))
+        elif was_active and not self.detector.active:
+            self._event_id = None  # too short: discarded by the policy, never announced
+        for notice in notices:
+            self._hook(notice)
+        return notices
+
+    def finish(self, ended_at: float) -> EventNotice | None:
+        """The stream goes away: close an announced open event at its last high score."""
+        closed = self.detector.finish()
+        if closed is None or self._event_id is None:
+            self._event_id = None
+            return None
+        notice = self._close(closed, ended_at)
+        self._hook(notice)
+        return notice
+
+    def _close(self, closed: Event, ended_at: float) -> EventNotice:
+        assert self._event_id is not None
+        self.store.close(
+            self._event_id,
+            end_s=closed.end_s,
+            ended_at=ended_at,
+            peak=closed.peak_score,
+            mean=closed.mean_score,
+            dominant=closed.dominant_category,
+            categories=closed.categories,
+        )
+        notice = EventNotice(
+            type="end",
+            event_id=self._event_id,
+            start_s=closed.start_s,
+            end_s=closed.end_s,
+            started_at=self._started_at,
+            ended_at=ended_at,
+            peak_score=closed.peak_score,
+            dominant_category=closed.dominant_category,
+            categories=closed.categories,
+        )
+        self._event_id = None
+        return notice
+
+    def _notice(self, kind: Literal["start", "end"], categories: np.ndarray) -> EventNotice:
+        distribution = {n: float(v) for n, v in zip(self.names, categories, strict=True)}
+        dominant = self.names[int(np.argmax(categories))] if len(self.names) else None
+        assert self._event_id is not None
+        return EventNotice(
+            type=kind,
+            event_id=self._event_id,
+            start_s=self._start_s,
+            started_at=self._started_at,
+            peak_score=self._peak,
+            dominant_category=dominant,
+            categories=distribution,
+        )
+
+    def _hook(self, notice: EventNotice) -> None:
+        if self.webhook is not None:
+            payload = {
+                "type": f"event.{notice.type}",
+                "stream_id": self.stream_id,
+                "stream_name": self.stream_name,
+            }
+            payload["event"] = notice.model_dump(mode="json")
+            self.webhook.send(payload)

@@ -1,0 +1,243 @@
+"""The live-stream component of the service: registry, readers, scheduler, hub, events and webhook together.
+
+Started and stopped by the app's lifespan. Registered streams are persisted and resumed at start-up; readers start
+once the model is loaded (its snippet geometry decides how frames are cut), and meanwhile show as `connecting`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+
+from pydantic import ValidationError
+
+from model.events import EventPolicy
+from model.video.snippets import SnippetSpec
+from service.live import log_masking
+from service.live.events import LiveEventStore, WebhookSender
+from service.live.hub import LiveHub
+from service.live.metrics import LiveMetrics
+from service.live.readers import Backoff, StreamReader
+from service.live.scheduler import LiveScheduler, LiveStream
+from service.live.schemas import EventPolicyOverrides, EventPolicyView, StreamCreate, StreamView
+from service.live.store import StreamRecord, StreamStore
+from service.live.urls import check_source_url, mask_url
+from service.metrics import ServiceMetrics
+from service.model_service import ModelService
+from service.settings import ServiceSettings
+from service.storage import Database
+
+logger = logging.getLogger(__name__)
+
+# Live defaults against alert fatigue: an event closes only after 2 snippets (at 10 fps) below the exit
+# threshold, and the next one may not open within 5 s of its end. Streams can override each.
+DEFAULT_MIN_GAP_S = 3.2
+DEFAULT_COOLDOWN_S = 5.0
+
+
+class StreamLimitReached(RuntimeError):
+    pass
+
+
+class InvalidStreamOptions(ValueError):
+    pass
+
+
+def _time(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, tz=UTC)
+
+
+class LiveStreamManager:
+    def __init__(
+        self, settings: ServiceSettings, db: Database, model: ModelService, metrics: ServiceMetrics
+    ) -> None:
+        self.settings = settings
+        self.model = model
+        self.store = StreamStore(db)
+        self.event_store = LiveEventStore(db)
+        self.metrics = LiveMetrics(metrics)
+        self.hub = LiveHub(settings.live_client_queue, settings.live_replay, self.metrics.clients_dropped.inc)
+        webhook_url = settings.live_webhook_url
+        self.webhook = (
+            WebhookSender(webhook_url.get_secret_value(), attempts=settings.live_webhook_attempts)
+            if webhook_url is not None
+            else None
+        )
+        self.scheduler = LiveScheduler(
+            model, self.hub, self.event_store, self.webhook, self.metrics, settings.live_window
+        )
+        self._records: dict[str, StreamRecord] = {}
+        self._spec: SnippetSpec | None = None
+        self._resume_task: asyncio.Task | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        log_masking.install()
+        self.hub.bind(asyncio.get_running_loop())
+        interrupted = self.event_store.mark_interrupted()
+        if interrupted:
+            logger.warning(
+                "%d live events were open when the service last stopped; marked interrupted", interrupted
+            )
+        if self.webhook is not None:
+            self.webhook.start()
+        self.scheduler.start()
+        for record in self.store.all():
+            self._records[record.id] = record
+            self.hub.open_channel(record.id)
+        if self._records:
+            logger.info("resuming %d registered streams once the model is loaded", len(self._records))
+        self._resume_task = asyncio.create_task(self._launch_when_ready())
+
+    async def _launch_when_ready(self) -> None:
+        loaded = await asyncio.to_thread(self.model.wait_until_loaded)
+        if not loaded:
+            logger.error("live streams are not started: the model failed to load")
+            return
+        self._spec = self.model.engine().spec
+        for record in list(self._records.values()):
+            self._launch(record)
+
+    async def stop(self) -> None:
+        if self._resume_task is not None:
+            self._resume_task.cancel()
+        streams = self.scheduler.streams()
+        for stream in streams:
+            stream.reader.stop()
+        await asyncio.to_thread(self.scheduler.stop)
+        if self.webhook is not None:
+            await asyncio.to_thread(self.webhook.stop)
+
+    # -- registry ------------------------------------------------------------------------------------------
+    def _policy(self, overrides: EventPolicyOverrides) -> EventPolicy:
+        enter = self.settings.event_threshold
+        defaults = {
+            "enter_threshold": enter,
+            "exit_threshold": max(0.0, enter - 0.1),
+            "min_duration_s": 0.0,
+            "min_gap_s": DEFAULT_MIN_GAP_S,
+            "cooldown_s": DEFAULT_COOLDOWN_S,
+        }
+        given = overrides.model_dump(exclude_none=True)
+        if "enter_threshold" in given and "exit_threshold" not in given:
+            defaults["exit_threshold"] = max(0.0, given["enter_threshold"] - 0.1)
+        try:
+            return EventPolicy(**{**defaults, **given})
+        except ValidationError as exc:
+            raise InvalidStreamOptions(
+                "; ".join(str(e.get("msg", "")).removeprefix("Value error, ") for e in exc.errors())
+            ) from None
+
+    def add(self, request: StreamCreate) -> StreamView:
+        """Register and start a stream; raises InvalidSourceUrl, InvalidStreamOptions or StreamLimitReached."""
+        if len(self._records) >= self.settings.live_max_streams:
+            raise StreamLimitReached(
+                f"{len(self._records)} streams are registered, the limit is {self.settings.live_max_streams} "
+                "(REFINEVAD_LIVE_MAX_STREAMS)"
+            )
+        url = check_source_url(request.url, self.settings.allowed_schemes, self.settings.allowed_hosts)
+        self._policy(request.events)
+        record = StreamRecord(
+            id=uuid.uuid4().hex[:16],
+            name=request.name,
+            url=url,
+            events=request.events,
+            loop=request.loop,
+            created_at=time.time(),
+        )
+        self.store.add(record)
+        self._records[record.id] = record
+        self.hub.open_channel(record.id)
+        logger.info("stream %s (%s) registered: %s", record.id, record.name, mask_url(url))
+        if self._spec is not None:
+            self._launch(record)
+        return self.view(record.id)  # type: ignore[return-value]
+
+    def _launch(self, record: StreamRecord) -> None:
+        assert self._spec is not None
+        if any(s.id == record.id for s in self.scheduler.streams()) or record.id not in self._records:
+            return
+        s = self.settings
+        reader = StreamReader(
+            record.id,
+            record.url,
+            self._spec,
+            wake=self.scheduler.wake,
+            backoff=Backoff(s.live_reconnect_initial_s, s.live_reconnect_max_s),
+            open_timeout_s=s.live_open_timeout_s,
+            read_timeout_s=s.live_read_timeout_s,
+            loop_files=record.loop,
+        )
+        stream = LiveStream(record.id, record.name, reader, self._policy(record.events), record.created_at)
+        self.scheduler.add(stream)
+        reader.start()
+
+    def remove(self, stream_id: str) -> bool:
+        record = self._records.pop(stream_id, None)
+        if record is None:
+            return False
+        stream = self.scheduler.remove(stream_id)
+        if stream is not None:
+            stream.reader.stop()
+        self.hub.close_stream(stream_id)
+        self.store.delete(stream_id)
+        logger.info("stream %s (%s) removed", stream_id, record.name)
+        return True
+
+    def exists(self, stream_id: str) -> bool:
+        return stream_id in self._records
+
+    # -- views ---------------------------------------------------------------------------------------------
+    def view(self, stream_id: str) -> StreamView | None:
+        record = self._records.get(stream_id)
+        if record is None:
+            return None
+        running = {s.id: s for s in self.scheduler.streams()}.get(stream_id)
+        policy = self._policy(record.events)
+        base = {
+            "id": record.id,
+            "name": record.name,
+            "url": mask_url(record.url),
+            "created_at": _time(record.created_at),
+            "clients": self.hub.subscriber_count(stream_id),
+            "events": EventPolicyView(**policy.model_dump()),
+        }
+        if running is None:
+            return StreamView(
+                **base,
+                state="connecting",
+                note="waiting for the model to load" if self._spec is None else None,
+                fps_in=0.0,
+                fps_processed=0.0,
+                frames_in=0,
+                snippets_processed=0,
+                dropped_frames=0,
+                connect_attempts=0,
+                reconnects=0,
+            )
+        st = running.reader.stats
+        return StreamView(
+            **base,
+            state=st.state,
+            last_error=st.last_error,
+            note=st.note,
+            connected_since=_time(st.connected_since),
+            width=st.width,
+            height=st.height,
+            source_fps=st.source_fps,
+            fps_in=round(st.rate_in.rate(), 2),
+            fps_processed=round(running.rate_processed.rate(), 2),
+            frames_in=st.frames_in,
+            snippets_processed=running.snippets_processed,
+            dropped_frames=st.dropped_frames,
+            connect_attempts=st.connect_attempts,
+            reconnects=st.reconnects,
+            last_score=running.last_score,
+            last_latency_s=None if running.last_latency_s is None else round(running.last_latency_s, 4),
+        )
+
+    def views(self) -> list[StreamView]:
+        return [v for sid in list(self._records) if (v := self.view(sid)) is not None]

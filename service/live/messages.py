@@ -1,0 +1,73 @@
+"""The JSON messages a live WebSocket client receives (one model per `type`), and the event notices they carry."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from service.live.readers import Gap, StreamState
+
+
+class GapInfo(BaseModel):
+    """Frames between the previous scored snippet and this one that were not scored."""
+
+    dropped_frames: int = Field(
+        description="frames received but not scored (lag) or cut short (disconnection)"
+    )
+    reasons: list[Literal["lag", "reconnect"]]
+    outage_s: float = Field(description="wall-clock seconds the source was unreachable, for `reconnect`")
+
+    @classmethod
+    def of(cls, gap: Gap | None) -> GapInfo | None:
+        if gap is None:
+            return None
+        return cls(
+            dropped_frames=gap.dropped_frames, reasons=list(gap.reasons), outage_s=round(gap.outage_s, 3)
+        )
+
+
+class EventNotice(BaseModel):
+    type: Literal["start", "end"]
+    event_id: int
+    start_s: float = Field(description="media time of the event's first snippet")
+    end_s: float | None = Field(default=None, description="media time the event ended (`end` only)")
+    started_at: float = Field(description="wall clock (Unix seconds) of the event's first snippet")
+    ended_at: float | None = None
+    peak_score: float
+    dominant_category: str | None = None
+    categories: dict[str, float] = Field(default_factory=dict)
+
+
+class SnippetMessage(BaseModel):
+    type: Literal["snippet"] = "snippet"
+    stream_id: str
+    index: int = Field(description="snippet i covers the stream's frames [16 i, 16 i + 16)")
+    status: Literal["provisional", "final"] = Field(
+        description="the newest snippet is provisional (MoTAR reads the next one); it is re-sent final one snippet later"
+    )
+    start_s: float
+    end_s: float
+    captured_at: float = Field(description="wall clock (Unix seconds) when the snippet's last frame was read")
+    wall_clock: float = Field(description="wall clock (Unix seconds) when this message was produced")
+    latency_s: float = Field(description="from the capture of the snippet's last frame to this message")
+    score: float
+    categories: dict[str, float] = Field(description="category distribution of the window ending here")
+    dominant_category: str | None
+    gap: GapInfo | None = Field(default=None, description="what was skipped just before this snippet")
+    events: list[EventNotice] = Field(default_factory=list, description="events that started or ended here")
+
+
+class StateMessage(BaseModel):
+    type: Literal["state"] = "state"
+    stream_id: str
+    state: StreamState
+    last_error: str | None = None
+    wall_clock: float
+
+
+class NoticeMessage(BaseModel):
+    type: Literal["notice"] = "notice"
+    code: Literal["dropped", "replay_gap", "stream_removed"]
+    message: str
+    resume_from: int | None = Field(default=None, description="the snippet index to resume from (`?since=`)")

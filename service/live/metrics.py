@@ -1,0 +1,41 @@
+"""Prometheus metrics of the live pipeline, registered in the app's registry (no per-stream labels, so adding and
+removing streams never grows the metric set)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from service.metrics import ServiceMetrics
+
+_LATENCY = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+
+
+class LiveMetrics:
+    def __init__(self, service: ServiceMetrics) -> None:
+        r = service.registry
+        self.service = service
+        self.latency = Histogram(
+            "refinevad_live_latency_seconds",
+            "from the capture of a snippet's last frame to its provisional score message",
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.dropped_frames = Counter(
+            "refinevad_live_dropped_frames", "frames not scored because processing lagged", registry=r
+        )
+        self.streams = Gauge("refinevad_live_streams", "registered streams, by state", ["state"], registry=r)
+        self.clients = Gauge("refinevad_live_websocket_clients", "connected WebSocket clients", registry=r)
+        self.clients_dropped = Counter(
+            "refinevad_live_websocket_clients_dropped",
+            "WebSocket clients dropped for falling behind",
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "refinevad_live_batch_snippets",
+            "snippets (one per stream) in one scheduler batch",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
+        self.errors = Counter("refinevad_live_scheduler_errors", "scheduler cycles that failed", registry=r)
+        for state in ("connecting", "live", "reconnecting", "stopped"):
+            self.streams.labels(state=state).set(0)

@@ -1,0 +1,320 @@
+"""One reader thread per stream: connect, cut the frames into snippets, hand over only the newest one.
+
+A reader never gives up: any failure (first connection included, camera gone, a read that times out, even an
+unexpected exception) puts it in `connecting`/`reconnecting` with the error kept in `last_error`, and it tries
+again after a capped, jittered exponential backoff. Each reader owns its thread and its capture, so a crash in
+one cannot touch another.
+
+Lag never piles up: the reader keeps at most one complete snippet waiting for the scheduler. When a newer one is
+complete before the scheduler took the waiting one, the older is dropped, its frames are counted in
+`dropped_frames`, and the newer snippet carries a `Gap` saying what was skipped. Local files (replay) are read at
+their own frame rate, as a camera would deliver them.
+
+Snippet i of a stream covers its frames [16 i, 16 i + 16) counted since the reader started (across reconnects), so
+indices and media times line up with offline analysis of the same footage. A partial snippet cut short by a
+disconnection is discarded and its slot skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Literal
+from urllib.parse import parse_qsl, urlsplit
+
+import numpy as np
+
+from model.video.snippets import SnippetSpec, sample_indices
+from model.video.source import VideoSource, open_source
+from service.live.urls import MASK, SECRET_QUERY_KEYS, mask_url
+
+logger = logging.getLogger(__name__)
+
+StreamState = Literal["connecting", "live", "reconnecting", "stopped"]
+GapReason = Literal["lag", "reconnect"]
+SourceOpener = Callable[..., VideoSource]
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """What was skipped just before a snippet: frames dropped for lag and/or an outage."""
+
+    dropped_frames: int = 0
+    reasons: tuple[GapReason, ...] = ()
+    outage_s: float = 0.0
+
+    def merge(self, other: Gap | None) -> Gap:
+        if other is None:
+            return self
+        reasons = tuple(dict.fromkeys(self.reasons + other.reasons))
+        return Gap(self.dropped_frames + other.dropped_frames, reasons, self.outage_s + other.outage_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Snippet:
+    stream_id: str
+    index: int
+    frames: np.ndarray  # [F_sampled, H, W, 3] uint8 RGB
+    start_s: float
+    end_s: float
+    captured_at: float  # wall clock (time.time()) when the snippet's last frame was read
+    captured_mono: float  # the same instant on the monotonic clock, for latency measurements
+    gap: Gap | None = None
+
+
+@dataclass
+class Backoff:
+    """Capped exponential backoff with +-20% jitter (cameras restarted together do not reconnect in lockstep)."""
+
+    initial_s: float = 0.5
+    max_s: float = 30.0
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        delay = min(self.max_s, self.initial_s * (2.0**self.attempt))
+        self.attempt += 1
+        return delay * random.uniform(0.8, 1.2)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class RateMeter:
+    """Events per second over the last few seconds."""
+
+    def __init__(self, horizon_s: float = 5.0) -> None:
+        self.horizon_s = horizon_s
+        self._samples: deque[tuple[float, int]] = deque()
+        self._total = 0
+
+    def add(self, n: int, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self._total += n
+        self._samples.append((now, self._total))
+        while self._samples and now - self._samples[0][0] > self.horizon_s:
+            self._samples.popleft()
+
+    def rate(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        if not self._samples or now - self._samples[-1][0] > self.horizon_s:
+            return 0.0
+        first_t, first_total = self._samples[0]
+        span = now - first_t
+        return (self._total - first_total) / span if span > 0.5 else 0.0
+
+
+@dataclass
+class ReaderStats:
+    state: StreamState = "connecting"
+    last_error: str | None = None
+    connected_since: float | None = None
+    connect_attempts: int = 0
+    reconnects: int = 0
+    frames_in: int = 0
+    snippets_out: int = 0
+    dropped_frames: int = 0
+    width: int | None = None
+    height: int | None = None
+    source_fps: float | None = None
+    note: str | None = None
+    rate_in: RateMeter = field(default_factory=RateMeter)
+
+
+class StreamReader:
+    def __init__(
+        self,
+        stream_id: str,
+        url: str,
+        spec: SnippetSpec,
+        *,
+        wake: Callable[[], None],
+        backoff: Backoff | None = None,
+        open_timeout_s: float = 10.0,
+        read_timeout_s: float = 10.0,
+        loop_files: bool = False,
+        opener: SourceOpener = open_source,
+    ) -> None:
+        self.stream_id = stream_id
+        self._url = url
+        self.display_url = mask_url(url)
+        self.spec = spec
+        self.replay = "://" not in url
+        self.loop_files = loop_files
+        self._wake = wake
+        self._backoff = backoff or Backoff()
+        self._open_timeout_s = open_timeout_s
+        self._read_timeout_s = read_timeout_s
+        self._opener = opener
+        self._secrets = _secrets_of(url)
+        self._sampled = sample_indices(spec)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._pending: Snippet | None = None
+        self._carry_gap: Gap | None = None
+        self._next_frame = 0  # media frame counter across connections
+        self.stats = ReaderStats()
+        self._thread = threading.Thread(target=self._run, name=f"reader-{stream_id}", daemon=True)
+
+    # -- control -------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, join_timeout_s: float = 0.0) -> None:
+        """Ask the thread to end; it does at its next frame batch or timeout (it owns the capture and closes it)."""
+        self._stop.set()
+        with self._lock:
+            self._pending = None
+        if join_timeout_s > 0:
+            self._thread.join(join_timeout_s)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def take(self) -> Snippet | None:
+        """The waiting snippet (at most one), for the scheduler."""
+        with self._lock:
+            snippet, self._pending = self._pending, None
+        return snippet
+
+    # -- the thread ----------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        ever_live = False
+        outage_started = time.monotonic()
+        while not self._stop.is_set():
+            self.stats.connect_attempts += 1
+            try:
+                source = self._opener(
+                    self._url, open_timeout_s=self._open_timeout_s, read_timeout_s=self._read_timeout_s
+                )
+            except Exception as exc:
+                self._failed(exc, "reconnecting" if ever_live else "connecting")
+                continue
+            try:
+                if ever_live:
+                    self.stats.reconnects += 1
+                    outage = Gap(0, ("reconnect",), time.monotonic() - outage_started)
+                    self._carry_gap = outage.merge(self._carry_gap)
+                    logger.info("stream %s: reconnected to %s", self.stream_id, self.display_url)
+                else:
+                    logger.info("stream %s: connected to %s", self.stream_id, self.display_url)
+                ever_live = True
+                with source:
+                    self._connected(source)
+                    ended_cleanly = self._pump(source)
+            except Exception as exc:
+                self._failed(exc, "reconnecting")
+                outage_started = time.monotonic()
+                continue
+            outage_started = time.monotonic()
+            if self._stop.is_set():
+                break
+            if self.replay and ended_cleanly and not self.loop_files:
+                self.stats.note = "end of file replay"
+                logger.info("stream %s: end of file replay %s", self.stream_id, self.display_url)
+                break
+            if not self.replay:
+                self._failed(ConnectionError("the stream ended or stopped sending frames"), "reconnecting")
+        self.stats.state = "stopped"
+        self.stats.connected_since = None
+
+    def _connected(self, source: VideoSource) -> None:
+        s = self.stats
+        s.state, s.last_error, s.connected_since = "live", None, time.time()
+        s.width, s.height, s.source_fps = source.width, source.height, source.fps
+
+    def _failed(self, exc: BaseException, state: StreamState) -> None:
+        message = self._scrub(f"{type(exc).__name__}: {exc}")
+        self.stats.state, self.stats.last_error, self.stats.connected_since = state, message, None
+        if self._stop.is_set():
+            return
+        delay = self._backoff.next_delay()
+        logger.warning("stream %s: %s; retrying in %.1fs", self.stream_id, message, delay)
+        self._stop.wait(delay)
+
+    def _pump(self, source: VideoSource) -> bool:
+        """Read snippets until the source ends or fails; True if it ended (file end), False if stopped."""
+        f = self.spec.frames_per_snippet
+        fps = source.fps
+        paced_start = time.monotonic()
+        frames_this_connection = 0
+        while not self._stop.is_set():
+            batch = source.read_batch(f)
+            k = len(batch)
+            now_mono = time.monotonic()
+            self.stats.frames_in += k
+            self.stats.rate_in.add(k, now_mono)
+            if k < f:
+                if k:
+                    # The partial snippet's slot is skipped so later snippets keep their 16-frame grid.
+                    self._skip_snippet(k)
+                return True
+            frames_this_connection += k
+            if self.replay:
+                # A file plays at its own frame rate: hand the snippet over when its last frame is "due".
+                due = paced_start + frames_this_connection / fps
+                if self._stop.wait(max(0.0, due - time.monotonic())):
+                    return False
+                now_mono = time.monotonic()
+            self._deliver(batch, fps, now_mono)
+            # A camera that delivered a whole snippet is healthy again: the next outage starts the backoff afresh.
+            self._backoff.reset()
+        return False
+
+    def _skip_snippet(self, frames: int) -> None:
+        self._next_frame += self.spec.frames_per_snippet
+        self.stats.dropped_frames += frames
+        self._carry_gap = Gap(frames, ("reconnect",)).merge(self._carry_gap)
+
+    def _deliver(self, batch: np.ndarray, fps: float, captured_mono: float) -> None:
+        f = self.spec.frames_per_snippet
+        start = self._next_frame
+        self._next_frame += f
+        frames = batch if len(self._sampled) == f else batch[self._sampled]
+        snippet = Snippet(
+            stream_id=self.stream_id,
+            index=start // f,
+            frames=frames,
+            start_s=start / fps,
+            end_s=(start + f) / fps,
+            captured_at=time.time(),
+            captured_mono=captured_mono,
+            gap=self._carry_gap,
+        )
+        self._carry_gap = None
+        with self._lock:
+            replaced = self._pending
+            if replaced is not None:
+                # Newest wins: the scheduler has not taken the previous snippet, so it is dropped.
+                self.stats.dropped_frames += f
+                lag = Gap(f, ("lag",)).merge(replaced.gap)
+                snippet = replace(snippet, gap=lag.merge(snippet.gap))
+            self._pending = snippet
+        self.stats.snippets_out += 1
+        self._wake()
+
+    def _scrub(self, text: str) -> str:
+        text = text.replace(self._url, self.display_url)
+        for secret in self._secrets:
+            text = text.replace(secret, MASK)
+        return text
+
+
+def _secrets_of(url: str) -> list[str]:
+    """Substrings of the URL that must never appear in messages: user info and secret query values."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return [url]
+    secrets = []
+    if "@" in parts.netloc:
+        userinfo = parts.netloc.rpartition("@")[0]
+        secrets += [userinfo, *userinfo.split(":")]
+    secrets += [v for k, v in parse_qsl(parts.query) if k.lower() in SECRET_QUERY_KEYS and v]
+    # Longest first, so a password is not half-replaced by a shorter secret it contains.
+    return sorted({s for s in secrets if s}, key=len, reverse=True)

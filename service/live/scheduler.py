@@ -1,0 +1,314 @@
+"""The live scheduler: one thread that scores every stream's newest snippet with shared, batched model calls.
+
+Each cycle it takes the waiting snippet of every stream (at most one each; readers drop older ones), encodes them
+with ONE backbone call per frame size (cameras of the same resolution share a call), appends the features to the
+streams' device-side windows, and runs the head once per group of streams whose windows hold the same number
+of snippets (all full windows share one call). From each window it reads two scores:
+
+- the newest snippet's, sent as `provisional`: MoTAR's temporal shift mixes in the next snippet, which is not
+  there yet;
+- the previous snippet's, now that its next neighbour exists, sent as `final`. Only final scores feed the
+  event detector.
+
+Messages are serialised once here and handed to the hub on the event loop. A failing cycle is logged and
+counted, never fatal; a snippet whose frames make the backbone fail is skipped alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from model.events import EventPolicy
+from model.inference import AnalysisEngine
+from service.live.events import LiveEventStore, StreamEvents, WebhookSender
+from service.live.hub import LiveHub
+from service.live.messages import EventNotice, GapInfo, SnippetMessage, StateMessage
+from service.live.metrics import LiveMetrics
+from service.live.readers import RateMeter, Snippet, StreamReader
+from service.live.window import FeatureWindows
+from service.model_service import ModelService
+
+logger = logging.getLogger(__name__)
+
+IDLE_WAIT_S = 0.5
+
+
+@dataclass(eq=False)
+class LiveStream:
+    """A registered stream's runtime: its reader, and what the scheduler keeps for it."""
+
+    id: str
+    name: str
+    reader: StreamReader
+    policy: EventPolicy
+    created_at: float
+    slot: int | None = None
+    events: StreamEvents | None = None
+    previous: Snippet | None = None
+    snippets_processed: int = 0
+    last_latency_s: float | None = None
+    last_score: float | None = None
+    rate_processed: RateMeter = field(default_factory=RateMeter)
+    published_state: tuple[str, str | None] | None = None
+
+
+class LiveScheduler:
+    def __init__(
+        self,
+        model: ModelService,
+        hub: LiveHub,
+        event_store: LiveEventStore,
+        webhook: WebhookSender | None,
+        metrics: LiveMetrics,
+        window: int,
+    ) -> None:
+        self.model = model
+        self.hub = hub
+        self.event_store = event_store
+        self.webhook = webhook
+        self.metrics = metrics
+        self.window = window
+        self._streams: dict[str, LiveStream] = {}
+        self._removed: list[LiveStream] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="live-scheduler", daemon=True)
+        self._windows: FeatureWindows | None = None
+        self.cycles = 0
+
+    # -- registry (any thread) -----------------------------------------------------------------------------
+    def add(self, stream: LiveStream) -> None:
+        with self._lock:
+            self._streams[stream.id] = stream
+        self.wake()
+
+    def remove(self, stream_id: str) -> LiveStream | None:
+        with self._lock:
+            stream = self._streams.pop(stream_id, None)
+            if stream is not None:
+                self._removed.append(stream)
+        self.wake()
+        return stream
+
+    def streams(self) -> list[LiveStream]:
+        with self._lock:
+            return list(self._streams.values())
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def windows_in_use(self) -> int:
+        return self._windows.in_use if self._windows is not None else 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout_s)
+
+    # -- the thread ----------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set() and not self.model.wait_until_loaded(timeout=IDLE_WAIT_S):
+            self._publish_states()
+            if self.model.state == "failed":
+                logger.error("live scheduler: the model failed to load; streams are read but not scored")
+                self._stop.wait(30.0)
+        if self._stop.is_set():
+            return
+        engine = self.model.engine()
+        self._windows = FeatureWindows(self.window, engine.backbone.dim, engine.device)
+        logger.info("live scheduler running: window %d snippets on %s", self.window, engine.device)
+        while not self._stop.is_set():
+            self._wake.wait(IDLE_WAIT_S)
+            self._wake.clear()
+            try:
+                self._release_removed()
+                self._publish_states()
+                items = self._collect(engine)
+                if items:
+                    self._process(engine, items)
+                    self.cycles += 1
+            except Exception:
+                self.metrics.errors.inc()
+                logger.exception("live scheduler cycle failed; continuing")
+        self._release_removed()
+        for stream in self.streams():
+            self._finish_events(stream)
+
+    def _release_removed(self) -> None:
+        with self._lock:
+            removed, self._removed = self._removed, []
+        for stream in removed:
+            self._finish_events(stream)
+            if stream.slot is not None and self._windows is not None:
+                self._windows.release(stream.slot)
+                stream.slot = None
+
+    def _finish_events(self, stream: LiveStream) -> None:
+        """A stream going away closes its open event at the last scored snippet."""
+        if stream.events is not None and stream.previous is not None:
+            notice = stream.events.finish(ended_at=stream.previous.captured_at)
+            if notice is not None:
+                logger.info("stream %s: closed its open event %d on removal", stream.id, notice.event_id)
+
+    def _publish_states(self) -> None:
+        counts = {"connecting": 0, "live": 0, "reconnecting": 0, "stopped": 0}
+        for stream in self.streams():
+            stats = stream.reader.stats
+            counts[stats.state] += 1
+            state = (stats.state, stats.last_error)
+            if state != stream.published_state:
+                stream.published_state = state
+                text = StateMessage(
+                    stream_id=stream.id,
+                    state=stats.state,
+                    last_error=stats.last_error,
+                    wall_clock=time.time(),
+                ).model_dump_json()
+                self.hub.publish_threadsafe(stream.id, [(None, text)])
+        for state, n in counts.items():
+            self.metrics.streams.labels(state=state).set(n)
+
+    def _collect(self, engine: AnalysisEngine) -> list[tuple[LiveStream, Snippet]]:
+        assert self._windows is not None
+        items = []
+        for stream in self.streams():
+            snippet = stream.reader.take()
+            if snippet is None:
+                continue
+            if stream.slot is None:
+                stream.slot = self._windows.acquire()
+                stream.events = StreamEvents(
+                    stream.id,
+                    stream.name,
+                    stream.policy,
+                    engine.category_names,
+                    self.event_store,
+                    self.webhook,
+                )
+            items.append((stream, snippet))
+        return items
+
+    def _encode(self, engine: AnalysisEngine, snippets: list[Snippet]) -> tuple[torch.Tensor, np.ndarray]:
+        """Features `[k, D]` and a mask of the snippets that encoded; one backbone call per frame shape."""
+        features = torch.zeros(len(snippets), engine.backbone.dim, device=engine.device)
+        ok = np.ones(len(snippets), dtype=bool)
+        shapes: dict[tuple[int, ...], list[int]] = {}
+        for i, snippet in enumerate(snippets):
+            shapes.setdefault(snippet.frames.shape, []).append(i)
+        for indices in shapes.values():
+            try:
+                batch = np.stack([snippets[i].frames for i in indices])
+                features[indices] = engine.backbone.encode_snippets(batch).to(features.dtype)
+            except Exception:
+                # Isolate the culprit: encode this group one snippet at a time.
+                logger.exception(
+                    "live backbone call failed for %d snippets; retrying one by one", len(indices)
+                )
+                for i in indices:
+                    try:
+                        features[i] = engine.backbone.encode_snippets(snippets[i].frames[None])[0]
+                    except Exception as exc:
+                        ok[i] = False
+                        logger.warning(
+                            "stream %s: snippet %d skipped: %s", snippets[i].stream_id, snippets[i].index, exc
+                        )
+        return features, ok
+
+    @torch.inference_mode()
+    def _process(self, engine: AnalysisEngine, items: list[tuple[LiveStream, Snippet]]) -> None:
+        assert self._windows is not None
+        snippets = [snippet for _, snippet in items]
+        t0 = time.perf_counter()
+        features, ok = self._encode(engine, snippets)
+        t1 = time.perf_counter()
+        self.metrics.service.backbone_latency.labels(source="live").observe(t1 - t0)
+        self.metrics.batch_size.observe(len(items))
+        if not ok.all():
+            keep = np.flatnonzero(ok)
+            items = [items[i] for i in keep]
+            features = features[torch.as_tensor(keep, device=features.device)]
+            if not items:
+                return
+        slots = np.array([stream.slot for stream, _ in items], dtype=np.int64)
+        counts = self._windows.append(slots, features)
+        k = len(items)
+        newest = np.empty(k, dtype=np.float64)
+        previous = np.full(k, np.nan)
+        weights = np.empty((k, len(engine.category_names)), dtype=np.float64)
+        for n in np.unique(counts):
+            sel = np.flatnonzero(counts == n)
+            out = engine.head(self._windows.gather(slots[sel], int(n)))
+            scores = out.scores.float().cpu().numpy()
+            newest[sel] = scores[:, -1]
+            if n >= 2:
+                previous[sel] = scores[:, -2]
+            weights[sel] = out.category_weights.float().cpu().numpy()
+        self.metrics.service.head_latency.labels(source="live").observe(time.perf_counter() - t1)
+        frames = engine.spec.frames_per_snippet
+        self.metrics.service.snippets.labels(source="live").inc(k)
+        self.metrics.service.frames.labels(source="live").inc(k * frames)
+        names = engine.category_names
+        for b, (stream, snippet) in enumerate(items):
+            distribution = dict(zip(names, weights[b].tolist(), strict=True))
+            dominant = names[int(np.argmax(weights[b]))]
+            out_items: list[tuple[int | None, str]] = []
+            prev = stream.previous
+            if prev is not None and not np.isnan(previous[b]) and stream.events is not None:
+                notices = stream.events.update(
+                    prev.index, prev.start_s, prev.end_s, prev.captured_at, float(previous[b]), weights[b]
+                )
+                out_items.append(
+                    (
+                        prev.index,
+                        self._message(prev, "final", float(previous[b]), distribution, dominant, notices),
+                    )
+                )
+            message = self._message(snippet, "provisional", float(newest[b]), distribution, dominant, [])
+            out_items.append((snippet.index, message))
+            latency = time.monotonic() - snippet.captured_mono
+            self.metrics.latency.observe(latency)
+            stream.last_latency_s = latency
+            stream.last_score = float(newest[b])
+            stream.previous = snippet
+            stream.snippets_processed += 1
+            stream.rate_processed.add(frames)
+            if snippet.gap is not None and "lag" in snippet.gap.reasons:
+                self.metrics.dropped_frames.inc(snippet.gap.dropped_frames)
+            self.hub.publish_threadsafe(stream.id, out_items)
+
+    @staticmethod
+    def _message(
+        snippet: Snippet,
+        status: str,
+        score: float,
+        distribution: dict[str, float],
+        dominant: str,
+        notices: list[EventNotice],
+    ) -> str:
+        now = time.time()
+        return SnippetMessage(
+            stream_id=snippet.stream_id,
+            index=snippet.index,
+            status=status,  # type: ignore[arg-type]
+            start_s=snippet.start_s,
+            end_s=snippet.end_s,
+            captured_at=snippet.captured_at,
+            wall_clock=now,
+            latency_s=round(now - snippet.captured_at, 4),
+            score=score,
+            categories=distribution,
+            dominant_category=dominant,
+            gap=GapInfo.of(snippet.gap),
+            events=notices,
+        ).model_dump_json()

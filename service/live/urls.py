@@ -1,0 +1,102 @@
+"""Stream source URLs: checking them against the allow-lists, and masking the credentials they may carry.
+
+Camera URLs often hold `user:password@` (or a bare token as the user part, or a `password=`/`token=` query
+parameter). The full URL is kept only where the reader needs it to connect and in the database; everything that
+leaves the process (API answers, logs, WebSocket messages) uses `mask_url`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+# Query parameters that commonly carry secrets in camera and streaming-server URLs.
+SECRET_QUERY_KEYS = frozenset(
+    {
+        "password",
+        "passwd",
+        "pwd",
+        "pass",
+        "token",
+        "access_token",
+        "auth",
+        "key",
+        "api_key",
+        "apikey",
+        "secret",
+        "sig",
+    }
+)
+MASK = "***"
+
+
+class InvalidSourceUrl(ValueError):
+    """The URL is malformed or not allowed by the service's configuration."""
+
+
+def mask_url(url: str) -> str:
+    """The URL with any user info and secret-looking query values replaced by `***`."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return MASK
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{MASK}@{netloc.rpartition('@')[2]}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, MASK if k.lower() in SECRET_QUERY_KEYS else v) for k, v in pairs], safe="*")
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
+def check_source_url(url: str, allowed_schemes: list[str], allowed_hosts: list[str]) -> str:
+    """The URL to open (a plain path becomes `file://`-style local replay), or `InvalidSourceUrl` saying why.
+
+    Network URLs need a host, and the host must be in `allowed_hosts` when that list is not empty. Local files
+    (a `file://` URL or an absolute path) need `file` among the allowed schemes and must exist.
+    """
+    text = url.strip()
+    if not text:
+        raise InvalidSourceUrl("the stream URL is empty")
+    if any(ch in text for ch in "\r\n\t\x00"):
+        raise InvalidSourceUrl("the stream URL contains control characters")
+    if "://" not in text:
+        if not text.startswith("/"):
+            raise InvalidSourceUrl(
+                f"{mask_url(text)!r} is not a URL: use scheme://host/path (allowed schemes: "
+                f"{', '.join(allowed_schemes)}), or an absolute file path when file replay is enabled"
+            )
+        text = f"file://{text}"
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidSourceUrl(f"malformed stream URL {mask_url(text)}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in allowed_schemes:
+        raise InvalidSourceUrl(
+            f"URL scheme {scheme!r} is not allowed (allowed: {', '.join(allowed_schemes) or 'none'}; "
+            "the REFINEVAD_ALLOWED_SCHEMES setting controls this)"
+        )
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise InvalidSourceUrl("file URLs must be local: file:///absolute/path")
+        path = Path(parts.path)
+        if not path.is_absolute() or not path.exists():
+            raise InvalidSourceUrl(f"no such file or frame folder for replay: {parts.path}")
+        return str(path)
+    host = parts.hostname
+    if not host:
+        raise InvalidSourceUrl(f"malformed stream URL {mask_url(text)}: no host")
+    if port == 0:
+        raise InvalidSourceUrl(f"malformed stream URL {mask_url(text)}: port 0")
+    if allowed_hosts and host.lower() not in {h.lower() for h in allowed_hosts}:
+        raise InvalidSourceUrl(
+            f"host {host!r} is not allowed (the REFINEVAD_ALLOWED_HOSTS setting lists the allowed hosts)"
+        )
+    return text
+
+
+def is_file_source(url: str) -> bool:
+    return "://" not in url
