@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "embedded in the file and written beside it as <file>.json."
         ),
     )
-    parser.add_argument("checkpoint", type=Path, help="RefineVAD checkpoint (.pt)")
+    parser.add_argument("checkpoint", type=Path, nargs="?", help="RefineVAD checkpoint (.pt)")
     parser.add_argument("--format", choices=sorted(SUFFIXES), required=True, dest="export_format")
     parser.add_argument(
         "--out", type=Path, help="output file (default: the checkpoint's name with .ts/.onnx)"
@@ -38,6 +38,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         dest="max_snippets",
         help="largest number of snippets per call the export accepts (default %(default)s)",
     )
+    clip = parser.add_argument_group(
+        "CLIP image encoder", "with --clip-arch, export the CLIP image tower to ONNX instead of a head"
+    )
+    clip.add_argument("--clip-arch", help="open_clip architecture, e.g. ViT-B-16, ViT-L-14")
+    clip.add_argument(
+        "--clip-pretrained", default="openai", help="open_clip pretrained tag, or 'none' for random weights"
+    )
+    clip.add_argument("--clip-checkpoint", type=Path, help="local open_clip weights file (overrides the tag)")
     parser.set_defaults(func=run)
 
 
@@ -47,6 +55,11 @@ def run(args: argparse.Namespace) -> int:
     from exporters.torchscript import export_torchscript
     from model.checkpoint import load_checkpoint
 
+    if args.clip_arch:
+        return run_clip(args)
+    if args.checkpoint is None:
+        log.error("give a CHECKPOINT to export (or --clip-arch for the CLIP image encoder)")
+        return 2
     if args.max_snippets < 2:
         log.error("--max-T must be at least 2")
         return 2
@@ -68,4 +81,33 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {out} ({args.export_format}{opset}, T 1..{metadata.max_snippets}, D {metadata.feature_dim})"
     )
     print(f"metadata {sidecar_path(out)}")
+    return 0
+
+
+def run_clip(args: argparse.Namespace) -> int:
+    from exporters.clip_onnx import export_clip_backbone
+    from exporters.onnx import MIN_OPSET
+    from model.backbones.registry import BackboneConfig, load_backbone
+
+    if args.export_format != "onnx":
+        log.error("the CLIP image encoder exports to ONNX only")
+        return 2
+    if args.opset < MIN_OPSET:
+        log.error("--opset must be at least %d", MIN_OPSET)
+        return 2
+    options: dict[str, object] = {"name": "clip", "clip_arch": args.clip_arch, "precision": "fp32"}
+    options["clip_pretrained"] = None if args.clip_pretrained.lower() == "none" else args.clip_pretrained
+    if args.clip_checkpoint is not None:
+        options["clip_checkpoint"] = args.clip_checkpoint
+    try:
+        backbone = load_backbone(BackboneConfig.model_validate(options), "cpu")
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        log.error("%s", exc)
+        return 2
+    out: Path = args.out or Path(f"clip-{args.clip_arch}.onnx")
+    metadata = export_clip_backbone(backbone, out, opset=args.opset)
+    print(
+        f"wrote {out} (CLIP {metadata.backbone.key()}, opset {metadata.opset}, input [N, 3, "
+        f"{metadata.image_size[0]}, {metadata.image_size[1]}] -> [N, {metadata.embedding_dim}])"
+    )
     return 0

@@ -48,4 +48,9 @@ def test_export_reports_bad_checkpoint(tmp_path: Path):
     good = make_checkpoint(tmp_path / "good.pt", CONFIGS["no_motar_uniform"])
     assert main(["export", "--format", "onnx", str(good), "--opset", "17"]) == 2
     assert main(["export", "--format", "torchscript", str(good), "--max-T", "1"]) == 2
+    assert main(["export", "--format", "onnx"]) == 2  # neither a checkpoint nor --clip-arch
+    assert main(["export", "--format", "torchscript", "--clip-arch", "ViT-B-32"]) == 2
+    assert (
+        main(["export", "--format", "onnx", "--clip-arch", "no-such-arch", "--clip-pretrained", "none"]) == 2
+    )
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob("*.ts"))
