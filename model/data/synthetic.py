@@ -31,7 +31,7 @@ class SyntheticSpec(BaseModel):
     )
     shared_weight: float = Field(0.5, ge=0, description="share of the pattern common to every category")
     scene_std: float = Field(0.5, ge=0)
-    ar: float = Field(0.8, ge=0, lt=1, description="AR(1) coefficient of the background noise")
+    ar: float = Field(0.3, ge=0, lt=1, description="AR(1) coefficient of the background noise")
     frames_per_snippet: int = 16
     pattern_seed: int = Field(1234, description="seed of the category directions (shared by all splits)")
 

@@ -1,0 +1,140 @@
+"""End-to-end training on synthetic features: learning, validation-based selection, early stopping, resume."""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from model.checkpoint import load_checkpoint, load_checkpoint_payload
+from model.config import RefineVADConfig
+from model.data.datasets import FeatureSet
+from model.data.synthetic import SyntheticGenerator, SyntheticSpec
+from model.evaluation.runner import evaluate_store
+from model.losses import LossConfig
+from model.training import TrainConfig, train, warmup_cosine
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    gen = SyntheticGenerator(SyntheticSpec(dim=32))
+    train_store, _ = gen.write_store(root / "train", 60, 60, seed=1, prefix="train")
+    test_store, test_labels = gen.write_store(root / "test", 20, 20, seed=2, prefix="test")
+    return FeatureSet.from_store(train_store), test_store, test_labels
+
+
+def small_model(features: FeatureSet, **switches) -> RefineVADConfig:
+    return RefineVADConfig(
+        feature_dim=features.feature_dim,
+        category_names=list(features.category_names),
+        transformer_ff=64,
+        proj_dim=64,
+        emb_dim=16,
+        classifier_hidden=32,
+        **switches,
+    )
+
+
+def small_train(**overrides) -> TrainConfig:
+    return TrainConfig(
+        **({"epochs": 15, "batch_size": 16, "patience": None, "threads": 1, "val_fraction": 0.15} | overrides)
+    )
+
+
+def test_warmup_then_cosine():
+    lrs = [warmup_cosine(s, 4, 20, 0.1) for s in range(21)]
+    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert lrs[4] == pytest.approx(1.0) and lrs[20] == pytest.approx(0.1)
+    assert all(a >= b for a, b in itertools.pairwise(lrs[4:]))
+
+
+@pytest.mark.integration
+def test_full_model_learns_synthetic_anomalies_and_beats_chance(synthetic, tmp_path):
+    features, test_store, test_labels = synthetic
+    result = train(features, tmp_path, small_train(), small_model(features), progress=False)
+    assert (tmp_path / "best.pt").is_file() and (tmp_path / "last.pt").is_file()
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert len(history) == 15 and history[-1]["train_total"] < history[0]["train_total"]
+    metrics = evaluate_store(result.best_checkpoint, test_store, test_labels, scores_dir=tmp_path / "scores")
+    assert metrics["num_videos"] == 40
+    # On this small synthetic set the full model separates videos well but localises less sharply than the base
+    # model (its temporal Transformer and category injection spread video-level evidence over all snippets), so
+    # the frame AUC bar is "clearly above chance"; the base model below is held to > 0.9.
+    assert metrics["auc"] > 0.7, metrics
+    scores_dir = tmp_path / "scores"
+    video_scores = [np.load(scores_dir / f"{e.name}.npy").max() for e in test_store]
+    assert roc_auc_score([e.label for e in test_store], video_scores) > 0.8
+    ck = load_checkpoint(result.best_checkpoint)
+    assert ck.trained and ck.backbone == features.backbone
+    assert ck.config.category_names == list(features.category_names)
+    assert ck.metadata["epoch"] == result.best_epoch
+    assert ck.metadata["metrics"]["validation"]["val_auc"] == result.best_metrics["val_auc"]
+    # The best epoch is the best on validation (ties broken by validation loss).
+    best = max(history, key=lambda h: (round(h["val_auc"], 4), -h["val_loss"]))
+    assert result.best_metrics["val_auc"] == pytest.approx(best["val_auc"], abs=1e-4)
+    # Score folder: one score per snippet and a category distribution per video.
+    entry = next(iter(test_store))
+    assert np.load(tmp_path / "scores" / f"{entry.name}.npy").shape == (entry.num_snippets,)
+    dist = np.load(tmp_path / "scores" / f"{entry.name}.categories.npy")
+    assert dist.shape == (3,) and dist.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_base_model_reaches_high_auc(synthetic, tmp_path):
+    features, test_store, test_labels = synthetic
+    base = small_model(features, use_motar=False, injection="none")
+    config = small_train(epochs=8, loss=LossConfig(use_cat=False, use_gmm=False))
+    result = train(features, tmp_path, config, base, progress=False)
+    assert evaluate_store(result.best_checkpoint, test_store, test_labels)["auc"] > 0.9
+
+
+def test_training_is_deterministic_under_a_seed(synthetic, tmp_path):
+    features, _, _ = synthetic
+    config = small_train(epochs=2)
+    a = train(features, tmp_path / "a", config, small_model(features), progress=False)
+    b = train(features, tmp_path / "b", config, small_model(features), progress=False)
+    sa = load_checkpoint_payload(a.last_checkpoint)["state_dict"]
+    sb = load_checkpoint_payload(b.last_checkpoint)["state_dict"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    c = train(features, tmp_path / "c", small_train(epochs=2, seed=7), small_model(features), progress=False)
+    sc = load_checkpoint_payload(c.last_checkpoint)["state_dict"]
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_resume_continues_exactly(synthetic, tmp_path):
+    features, _, _ = synthetic
+    config = small_train(epochs=4)
+    straight = train(features, tmp_path / "straight", config, small_model(features), progress=False)
+    partial = train(
+        features, tmp_path / "resumed", config, small_model(features), progress=False, stop_after_epochs=2
+    )
+    assert len(partial.history) == 2
+    resumed = train(
+        features, tmp_path / "resumed", config, small_model(features), progress=False, resume=True
+    )
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    s1 = load_checkpoint_payload(straight.last_checkpoint)["state_dict"]
+    s2 = load_checkpoint_payload(resumed.last_checkpoint)["state_dict"]
+    assert all(torch.allclose(s1[k], s2[k], atol=1e-6) for k in s1)
+    assert resumed.best_epoch == straight.best_epoch
+    with pytest.raises(ValueError, match="another configuration"):
+        train(
+            features, tmp_path / "resumed", small_train(epochs=4, lr=1e-4), small_model(features), resume=True
+        )
+
+
+def test_early_stopping(synthetic, tmp_path):
+    features, _, _ = synthetic
+    # An improvement must beat the best by more than min_delta: with a huge one, only epoch 1 counts.
+    config = small_train(epochs=10, patience=2, min_delta=10.0)
+    result = train(features, tmp_path, config, small_model(features), progress=False)
+    assert result.stopped_early
+    assert len(result.history) == 3 and result.best_epoch == 1
+
+
+def test_mismatched_model_config_is_refused(synthetic, tmp_path):
+    features, _, _ = synthetic
+    with pytest.raises(ValueError, match="dim"):
+        train(features, tmp_path, small_train(), RefineVADConfig(feature_dim=16, category_names=["Fire"]))
