@@ -28,7 +28,9 @@ def run(args: argparse.Namespace) -> int:
         truth = FrameLabels.load(args.frame_labels).to_truth()
     else:
         raise SystemExit("--list needs --annotations or --frame-labels (the test set's ground truth)")
-    scores_dir = args.scores_out or Path(args.checkpoint).parent / f"scores-{Path(args.features or args.list).stem}"
+    scores_dir = (
+        args.scores_out or Path(args.checkpoint).parent / f"scores-{Path(args.features or args.list).stem}"
+    )
     metrics = evaluate_features(
         args.checkpoint,
         features,
@@ -57,11 +59,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "backbone must match the features'."
         ),
     )
-    parser.add_argument("checkpoint", type=Path, help="trained checkpoint (e.g. OUT/best.pt of refinevad train)")
+    parser.add_argument(
+        "checkpoint", type=Path, help="trained checkpoint (e.g. OUT/best.pt of refinevad train)"
+    )
     add_feature_arguments(parser, "test")
     add_ground_truth_arguments(parser, required=False)
     parser.set_defaults(snippet_frames=None)
-    parser.add_argument("--scores-out", type=Path, help="score folder to write (default: next to the checkpoint)")
+    parser.add_argument(
+        "--scores-out", type=Path, help="score folder to write (default: next to the checkpoint)"
+    )
     parser.add_argument("--metrics-out", type=Path, help="also write the metrics JSON to this file")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")

@@ -22,12 +22,18 @@ def add_feature_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--features", type=Path, help=f"project feature store folder with the {what} videos")
     group.add_argument("--list", type=Path, help=f"public-release CSV list (path,label) of the {what} videos")
-    parser.add_argument("--root", type=Path, help="local folder holding the release's .npy files (with --list)")
+    parser.add_argument(
+        "--root", type=Path, help="local folder holding the release's .npy files (with --list)"
+    )
     parser.add_argument(
         "--dataset", choices=("auto", "ucf-crime", "xd-violence"), default="auto", help="label set of --list"
     )
-    parser.add_argument("--release-prefix", help="the list's path prefix to replace by --root (default: common)")
-    parser.add_argument("--crops", help="comma-separated crop indices to use from --list (default: all listed)")
+    parser.add_argument(
+        "--release-prefix", help="the list's path prefix to replace by --root (default: common)"
+    )
+    parser.add_argument(
+        "--crops", help="comma-separated crop indices to use from --list (default: all listed)"
+    )
     parser.add_argument(
         "--backbone-json",
         type=Path,
