@@ -54,7 +54,7 @@ def feature_set_from_args(args: argparse.Namespace) -> FeatureSet:
     return FeatureSet.from_release(release, backbone, source=str(args.list))
 
 
-def _json_arg(text: str | None) -> dict:
+def json_argument(text: str | None) -> dict:
     if not text:
         return {}
     path = Path(text)
@@ -63,7 +63,7 @@ def _json_arg(text: str | None) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     features = feature_set_from_args(args)
-    train_config = TrainConfig.model_validate(_json_arg(args.train_config))
+    train_config = TrainConfig.model_validate(json_argument(args.train_config))
     overrides = {
         "seed": args.seed,
         "epochs": args.epochs,
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     train_config = train_config.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     train_config = TrainConfig.model_validate(train_config.model_dump())
     model_fields = {"feature_dim": features.feature_dim, "category_names": list(features.category_names)}
-    model_config = RefineVADConfig.model_validate(_json_arg(args.model_config) | model_fields)
+    model_config = RefineVADConfig.model_validate(json_argument(args.model_config) | model_fields)
     result = train(
         features,
         args.out,

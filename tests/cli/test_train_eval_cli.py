@@ -202,3 +202,36 @@ def test_public_release_list_train_and_evaluate(tmp_path, capsys):
     assert metrics["num_videos"] == 8
     assert metrics["map_iou_classes"].startswith("anomaly categories only")
     assert metrics["num_frames"] == sum(int(r.split()[1]) for r in rows[1:])
+
+
+def test_ablate_cli_writes_table(stores, tmp_path, capsys):
+    assert (
+        main(
+            [
+                "ablate",
+                "--features",
+                str(stores / "train"),
+                "--test-features",
+                str(stores / "test"),
+                "--frame-labels",
+                str(stores / "labels.json"),
+                "--out",
+                str(tmp_path / "ablation"),
+                "--variants",
+                "base,+motar",
+                "--seeds",
+                "1",
+                "--epochs",
+                "1",
+                "--model-config",
+                MODEL,
+                "--train-config",
+                json.dumps({"threads": 1, "val_fraction": 0.2, "batch_size": 8}),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    table = capsys.readouterr().out
+    assert "| base |" in table and "| +motar |" in table
+    assert (tmp_path / "ablation" / "ablation.md").read_text() == table.rstrip("\n") + "\n"
