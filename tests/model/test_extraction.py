@@ -124,3 +124,35 @@ def test_cli_ped2_mode_writes_train_and_test_stores(tmp_path: Path) -> None:
     skate = test.entry("testing_12")
     assert (skate.category, skate.fps) == ("Skateboarding", 10.0)
     assert test.load("training_13").shape == (test.entry("training_13").num_snippets, 336)
+
+
+def test_text_branch_captions_follow_snippets(tmp_path: Path, videos: dict[str, Path]) -> None:
+    import open_clip
+    import torch
+
+    from model.backbones.clip import ClipBackbone
+    from model.backbones.identity import BackboneIdentity
+
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-S-32", pretrained=None)
+    identity = BackboneIdentity(
+        name="clip", architecture="ViT-S-32", weights="random", dim=768, text_branch=True
+    )
+    captions = {"bike": ["a cyclist among pedestrians", "the cyclist leaves"]}
+    backbone = ClipBackbone(
+        model,
+        identity,
+        torch.device("cpu"),
+        mean=open_clip.OPENAI_DATASET_MEAN,
+        std=open_clip.OPENAI_DATASET_STD,
+        tokenizer=open_clip.get_tokenizer("ViT-S-32"),
+        captions=captions,
+    )
+    sources = [("bike", str(videos["bike"]), 1, "Biking"), ("walk", str(videos["walk"]), 0, None)]
+    spec = SnippetSpec(sampled_frames_per_snippet=1)
+    report = extract_to_store(sources, tmp_path, backbone, spec, snippets_per_batch=2, progress=False)
+    assert report.extracted == ["bike"] and "walk" in report.failed and "captions" in report.failed["walk"]
+    features = FeatureStore.open(tmp_path).load("bike")
+    assert features.shape == (3, 768)  # 40 frames: 3 snippets, 2 captions (the last one repeats)
+    text = backbone.encode_text(["a cyclist among pedestrians", "the cyclist leaves", "the cyclist leaves"])
+    np.testing.assert_allclose(features[:, 384:], text.numpy(), rtol=1e-4, atol=1e-4)
