@@ -33,9 +33,14 @@ def test_a_model_that_cannot_load_keeps_health_up_and_says_why(
     assert "MODEL FAILED TO LOAD" in server.log_tail(20000)
 
 
-def test_cors_follows_the_allow_list(make_server) -> None:
+def test_configured_cors_and_video_limits_apply(make_server, footage: dict[str, Path]) -> None:
     origin = "https://console.example"
-    server = make_server(env={"REFINEVAD_CORS_ORIGINS": origin}).start()
+    env = {
+        "REFINEVAD_CORS_ORIGINS": origin,
+        "REFINEVAD_MAX_VIDEO_FRAMES": "50",
+        "REFINEVAD_MAX_VIDEO_PIXELS": "90000",
+    }
+    server = make_server(env=env).start()
     with httpx.Client(base_url=server.url, timeout=10) as anon:
         preflight = anon.options(
             "/jobs",
@@ -52,3 +57,9 @@ def test_cors_follows_the_allow_list(make_server) -> None:
         assert listed.status_code == 200 and listed.headers["access-control-allow-origin"] == origin
         other = anon.get("/jobs", headers={"Origin": "https://evil.example", **server.headers})
         assert "access-control-allow-origin" not in other.headers
+    # 360x240 = 86400 pixels pass; 80 frames exceed the 50-frame limit and are refused before any analysis.
+    with server.client() as client:
+        refused = assert_error(upload_video(client, footage["short"]), 422, "invalid_video")
+        assert "50" in refused["message"]
+        assert client.get("/jobs").json()["total"] == 0
+    assert list((server.data_dir / "uploads").iterdir()) == []
