@@ -88,6 +88,9 @@ async def analyze(
         raise ApiError(
             422, "invalid_video", f"{upload.filename!r} cannot be analysed as a video: {exc}"
         ) from None
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
     ctx.metrics.upload_bytes.inc(upload.size)
 
     # Unknown duration (no frame count in the container) counts as long.
