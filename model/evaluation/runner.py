@@ -50,6 +50,19 @@ def truth_for_store(store: FeatureStore, frame_labels: FrameLabels | None) -> li
     return truth
 
 
+def ped2_frame_labels(root: str | os.PathLike[str]) -> FrameLabels:
+    """Frame labels of the UCSD Ped2 test split (this project's weakly supervised split), keyed by store name
+    (`testing_01`, ...) with each anomalous clip's category; normal test clips get all-zero labels."""
+    from model.data.ped2 import Ped2Dataset  # Ped2 reading pulls in the video stack; only needed here
+
+    dataset = Ped2Dataset(root)
+    clips = dataset.split("test")
+    return FrameLabels(
+        frames={clip.name: dataset.frame_labels(clip).tolist() for clip in clips},
+        categories={clip.name: clip.category for clip in clips if clip.category},
+    )
+
+
 def _checkpoint(
     checkpoint: LoadedCheckpoint | str | os.PathLike[str], device: torch.device
 ) -> LoadedCheckpoint:
