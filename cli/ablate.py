@@ -7,12 +7,9 @@ import json
 import logging
 from pathlib import Path
 
-from cli.evaluate_scores import add_ground_truth_arguments
+from cli.evaluate_scores import add_ground_truth_arguments, ground_truth_from_args
 from cli.train import add_feature_arguments, feature_set_from_args, json_argument
 from model.ablation import VARIANT_SETS, format_markdown, run_ablation, select_variants
-from model.data.feature_store import FeatureStore
-from model.evaluation.ground_truth import FrameLabels, read_annotations
-from model.evaluation.runner import truth_for_store
 from model.training import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -33,15 +30,7 @@ def run(args: argparse.Namespace) -> int:
     train_features = feature_set_from_args(args)
     test_args = _test_args(args)
     test_features = feature_set_from_args(test_args)
-    if args.annotations is not None:
-        truth = read_annotations(args.annotations)
-    elif args.test_features is not None:
-        labels = FrameLabels.load(args.frame_labels) if args.frame_labels else None
-        truth = truth_for_store(FeatureStore.open(args.test_features), labels)
-    elif args.frame_labels is not None:
-        truth = FrameLabels.load(args.frame_labels).to_truth()
-    else:
-        raise SystemExit("--test-list needs --annotations or --frame-labels")
+    truth = ground_truth_from_args(args, [r.name for r in test_features.records], args.test_features)
     train_config = TrainConfig.model_validate(json_argument(args.train_config))
     updates = {"epochs": args.epochs, "device": args.device}
     train_config = train_config.model_copy(update={k: v for k, v in updates.items() if v is not None})

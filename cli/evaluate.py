@@ -7,27 +7,16 @@ import json
 import logging
 from pathlib import Path
 
-from cli.evaluate_scores import add_ground_truth_arguments, print_metrics
+from cli.evaluate_scores import add_ground_truth_arguments, ground_truth_from_args, print_metrics
 from cli.train import add_feature_arguments, feature_set_from_args
-from model.evaluation.ground_truth import FrameLabels, read_annotations
-from model.evaluation.runner import evaluate_features, truth_for_store
+from model.evaluation.runner import evaluate_features
 
 log = logging.getLogger(__name__)
 
 
 def run(args: argparse.Namespace) -> int:
     features = feature_set_from_args(args)
-    if args.annotations is not None:
-        truth = read_annotations(args.annotations)
-    elif args.features is not None:
-        from model.data.feature_store import FeatureStore
-
-        labels = FrameLabels.load(args.frame_labels) if args.frame_labels else None
-        truth = truth_for_store(FeatureStore.open(args.features), labels)
-    elif args.frame_labels is not None:
-        truth = FrameLabels.load(args.frame_labels).to_truth()
-    else:
-        raise SystemExit("--list needs --annotations or --frame-labels (the test set's ground truth)")
+    truth = ground_truth_from_args(args, [r.name for r in features.records], args.features)
     scores_dir = (
         args.scores_out or Path(args.checkpoint).parent / f"scores-{Path(args.features or args.list).stem}"
     )

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
-from model.evaluation.ground_truth import FrameLabels, VideoTruth, read_annotations
+from model.data.feature_store import FeatureStore
+from model.evaluation.ground_truth import FrameLabels, VideoTruth, read_annotations, read_xd_annotations
 from model.evaluation.metrics import compute_metrics
 from model.evaluation.scores_folder import read_scores_folder
 
@@ -23,6 +25,11 @@ def add_ground_truth_arguments(parser: argparse.ArgumentParser, required: bool =
         help="interval annotation file (UCF-Crime test_annotations.txt or Temporal_Anomaly_Annotation.txt format)",
     )
     group.add_argument(
+        "--xd-annotations",
+        type=Path,
+        help="XD-Violence annotations.txt (`<video> s1 e1 ...` for anomalous videos; the others are normal)",
+    )
+    group.add_argument(
         "--frame-labels",
         type=Path,
         help='per-frame labels JSON: {"frames": {video: [0, 1, ...]}, "categories": {video: name}}',
@@ -35,10 +42,25 @@ def add_ground_truth_arguments(parser: argparse.ArgumentParser, required: bool =
     )
 
 
-def ground_truth_from_args(args: argparse.Namespace) -> list[VideoTruth]:
+def ground_truth_from_args(
+    args: argparse.Namespace, video_names: Sequence[str], store: Path | None = None
+) -> list[VideoTruth]:
+    """The test set's ground truth from --annotations / --xd-annotations / --frame-labels; a project feature
+    store (`store`) also supplies its normal videos and categories."""
     if args.annotations is not None:
         return read_annotations(args.annotations)
-    return FrameLabels.load(args.frame_labels).to_truth()
+    if args.xd_annotations is not None:
+        return read_xd_annotations(args.xd_annotations, video_names)
+    labels = FrameLabels.load(args.frame_labels) if args.frame_labels else None
+    if store is not None:
+        from model.evaluation.runner import truth_for_store  # pulls in torch; evaluate-scores never gets here
+
+        return truth_for_store(FeatureStore.open(store), labels)
+    if labels is None:
+        raise SystemExit(
+            "give the test set's ground truth: --annotations, --xd-annotations or --frame-labels"
+        )
+    return labels.to_truth()
 
 
 def print_metrics(metrics: dict, as_json: bool) -> None:
@@ -61,8 +83,8 @@ def print_metrics(metrics: dict, as_json: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    truth = ground_truth_from_args(args)
     folder = read_scores_folder(args.scores)
+    truth = ground_truth_from_args(args, sorted(folder.scores))
     metrics = compute_metrics(
         truth,
         folder.scores,

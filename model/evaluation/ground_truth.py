@@ -118,6 +118,42 @@ def read_annotations(path: str | os.PathLike[str]) -> list[VideoTruth]:
     return truth
 
 
+def read_xd_annotations(path: str | os.PathLike[str], video_names: Sequence[str]) -> list[VideoTruth]:
+    """XD-Violence test annotations: one line `<video> s1 e1 [s2 e2 ...]` per anomalous video (frame indices).
+
+    Every video of `video_names` (the test list, in its order) not in the file is normal. The category is the
+    primary code of the name's `_label_<codes>` part (`..._label_B2-G-0` -> Shooting). The file has no frame
+    counts, so each video's ground truth spans its 16 * T_i snippet frames.
+    """
+    from model.data.public_release import parse_xd_label  # the XD label codes live with the release reader
+
+    annotated: dict[str, tuple[tuple[int, int], ...]] = {}
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        try:
+            annotated[video_name(tokens[0])] = _intervals([int(t) for t in tokens[1:]])
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: {exc}") from None
+    truth = []
+    for name in video_names:
+        parsed = parse_xd_label(name.rsplit("_label_", 1)[1]) if "_label_" in name else None
+        if name in annotated:
+            category = parsed.category if parsed and parsed.category else "Anomaly"
+        elif parsed and parsed.label:
+            raise ValueError(f"{name} is labelled anomalous but has no interval in {path}")
+        else:
+            category = NORMAL
+        truth.append(VideoTruth(name, category, annotated.get(name, ()), None))
+    unknown = set(annotated) - set(video_names)
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} annotated videos of {path} are not in the test set: {sorted(unknown)[:3]}"
+        )
+    return truth
+
+
 def runs_of_ones(labels: np.ndarray) -> list[tuple[int, int]]:
     """[start, end) intervals of consecutive 1s."""
     padded = np.concatenate(([0], np.asarray(labels, dtype=np.int8) != 0, [0])).astype(np.int8)

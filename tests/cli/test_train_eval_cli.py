@@ -235,3 +235,29 @@ def test_ablate_cli_writes_table(stores, tmp_path, capsys):
     table = capsys.readouterr().out
     assert "| base |" in table and "| +motar |" in table
     assert (tmp_path / "ablation" / "ablation.md").read_text() == table.rstrip("\n") + "\n"
+
+
+def test_evaluate_scores_xd_violence(tmp_path, capsys):
+    from model.evaluation.scores_folder import write_video_scores
+
+    names = {
+        "Fight_label_B1-0-0": [0.1, 0.9, 0.9, 0.1],
+        "Calm_label_A": [0.2, 0.2],
+        "Crash_label_B6-0-0": [0.8, 0.3],
+    }
+    for name, scores in names.items():
+        write_video_scores(tmp_path / "scores", name, np.array(scores))
+    (tmp_path / "ann.txt").write_text("Fight_label_B1-0-0 16 48\nCrash_label_B6-0-0 0 16\n")
+    metrics = run_json(
+        [
+            "evaluate-scores",
+            "--scores",
+            str(tmp_path / "scores"),
+            "--xd-annotations",
+            str(tmp_path / "ann.txt"),
+            "--json",
+        ],
+        capsys,
+    )
+    assert metrics["num_videos"] == 3 and metrics["num_frames"] == 16 * 8
+    assert metrics["ap"] == pytest.approx(1.0) and metrics["auc"] == pytest.approx(1.0)

@@ -11,6 +11,7 @@ from model.evaluation.ground_truth import (
     build_ground_truth,
     parse_annotation_line,
     read_annotations,
+    read_xd_annotations,
     runs_of_ones,
 )
 
@@ -115,3 +116,21 @@ def test_ped2_frame_labels_round_trip():
     gt = build_ground_truth(truth)
     assert gt.labels.size == sum(len(v) for v in labels.frames.values())
     assert int(gt.labels.sum()) == sum(sum(v) for v in labels.frames.values())
+
+
+def test_xd_violence_annotations(tmp_path):
+    path = tmp_path / "annotations.txt"
+    path.write_text("Fight.Club__#00-01_label_B1-0-0 10 40 100 120\nBomb_label_G-B2-0.mp4 0 16\n")
+    names = ["Fight.Club__#00-01_label_B1-0-0", "Calm.Movie_label_A", "Bomb_label_G-B2-0"]
+    fight, calm, bomb = read_xd_annotations(path, names)
+    assert (
+        fight.category == "Fighting"
+        and fight.intervals == ((10, 40), (100, 120))
+        and fight.num_frames is None
+    )
+    assert calm.category == NORMAL and calm.intervals == ()
+    assert bomb.category == "Explosion" and bomb.intervals == ((0, 16),)
+    with pytest.raises(ValueError, match="not in the test set"):
+        read_xd_annotations(path, names[:2])
+    with pytest.raises(ValueError, match="no interval"):
+        read_xd_annotations(path, [*names, "Other_label_B4-0-0"])
