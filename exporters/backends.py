@@ -118,7 +118,9 @@ class OnnxHeadBackend(HeadBackend):
 
     kind: HeadKind = "onnx"
 
-    def __init__(self, path: str | os.PathLike[str], device: torch.device) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], device: torch.device, intra_op_threads: int | None = None
+    ) -> None:
         super().__init__(read_onnx_metadata(path), device)
         self.path = Path(path)
         providers: list[str | tuple[str, dict[str, str]]] = ["CPUExecutionProvider"]
@@ -130,6 +132,8 @@ class OnnxHeadBackend(HeadBackend):
                 log.warning("ONNX Runtime has no CUDA execution provider; the head runs on the CPU")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if intra_op_threads:
+            options.intra_op_num_threads = intra_op_threads
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         on_cuda = self.session.get_providers()[0] == "CUDAExecutionProvider"
         # Where ORT reads and writes: the requested GPU when its provider loaded, else host memory.
@@ -179,8 +183,12 @@ def load_head_backend(
     cache_dir: str | os.PathLike[str] | None = None,
     opset: int = DEFAULT_OPSET,
     max_snippets: int = DEFAULT_MAX_SNIPPETS,
+    ort_threads: int | None = None,
 ) -> HeadBackend:
-    """The head at `path` (checkpoint or exported file) on `device`, run by backend `kind`."""
+    """The head at `path` (checkpoint or exported file) on `device`, run by backend `kind`.
+
+    `ort_threads` sets ONNX Runtime's intra-op CPU threads (default: one per physical core).
+    """
     if kind not in HEAD_KINDS:
         raise ValueError(f"unknown head backend {kind!r}; choose one of {', '.join(HEAD_KINDS)}")
     device = torch.device(device)
@@ -189,7 +197,7 @@ def load_head_backend(
     if exported_kind is not None:
         if exported_kind != kind:
             raise ValueError(f"{path} is a {exported_kind} export; it cannot run on the {kind} backend")
-        return _load_exported(kind, path, device)
+        return _load_exported(kind, path, device, ort_threads)
 
     if kind == "torch":
         checkpoint = load_checkpoint(path, map_location=device)
@@ -206,10 +214,10 @@ def load_head_backend(
             export_onnx(checkpoint, target, opset=opset, max_snippets=max_snippets)
         else:
             export_torchscript(checkpoint, target, max_snippets=max_snippets)
-    return _load_exported(kind, target, device)
+    return _load_exported(kind, target, device, ort_threads)
 
 
-def _load_exported(kind: HeadKind, path: Path, device: torch.device) -> HeadBackend:
+def _load_exported(kind: HeadKind, path: Path, device: torch.device, ort_threads: int | None) -> HeadBackend:
     if kind == "onnx":
-        return OnnxHeadBackend(path, device)
+        return OnnxHeadBackend(path, device, ort_threads)
     return TorchScriptHeadBackend(path, device)
