@@ -9,6 +9,7 @@ a stalled client.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import socket
 import time
@@ -195,24 +196,28 @@ def _stalled_client(service: ServiceProcess, stream_id: str) -> socket.socket:
     return sock
 
 
-def test_stalled_client_is_dropped_without_slowing_others(service: ServiceProcess, stream_id: str) -> None:
-    stalled = _stalled_client(service, stream_id)
+def test_stalled_client_does_not_slow_others(service: ServiceProcess, stream_id: str) -> None:
+    """A client that never reads only fills its own buffers; the reading client keeps the camera's pace.
+
+    (Dropping it once its queue is full is covered in test_hub.py: over loopback the kernel's socket buffers absorb
+    minutes of messages before the server's send would block.)
+    """
+    stalled = [_stalled_client(service, stream_id) for _ in range(3)]
     try:
         with open_live(service, stream_id) as ws:
             arrivals = []
-            deadline = time.monotonic() + 60
-            dropped = False
-            while time.monotonic() < deadline and not (dropped and len(arrivals) >= 6):
-                snippets(ws, 1, timeout=15)
-                arrivals.append(time.monotonic())
-                with service.client() as client:
-                    dropped = client.get(f"/streams/{stream_id}").json()["clients"] == 1
-            assert dropped, "the stalled client was never dropped"
-        # The reading client kept receiving at the camera's pace: no silence longer than a few snippets.
-        gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
-        assert max(gaps) < 5.0, gaps
+            for message in snippets(ws, 8, timeout=30):
+                arrivals.append((time.monotonic(), message["index"]))
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(arrivals)]
+        # Two messages per 1.6 s snippet; a gap well over one snippet would mean the pipeline was held up.
+        assert max(gaps) < 3.0, gaps
+        with service.client() as client:
+            assert (
+                client.get(f"/streams/{stream_id}").json()["clients"] == 3
+            )  # the stalled ones, still served
     finally:
-        stalled.close()
+        for sock in stalled:
+            sock.close()
 
 
 def test_websocket_requires_a_key(service: ServiceProcess, stream_id: str) -> None:
