@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 from model.backbones.registry import BackboneConfig, load_backbone
@@ -46,6 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bb.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
     bb.add_argument(
         "--batch-size", type=int, default=defaults["batch_size"].default, help="frames per forward"
+    )
+    bb.add_argument(
+        "--motion-threads",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="CPU threads of the motion descriptor (default: the CPU count, at most 8)",
     )
     bb.add_argument("--text-captions", type=Path, help="captions JSON {video: [caption per snippet]}")
     bb.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (auto: cuda when available)")
@@ -94,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         precision=args.precision,
         batch_size=args.batch_size,
+        motion_threads=args.motion_threads,
         text_captions=args.text_captions,
         **overrides,
     )

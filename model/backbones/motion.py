@@ -25,7 +25,10 @@ The descriptor is deterministic and stateless: a snippet's vector depends only o
 
 from __future__ import annotations
 
+import itertools
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -62,14 +65,31 @@ def _cell_map() -> np.ndarray:
 
 
 class MotionBackbone(Backbone):
-    def __init__(self, device: str | torch.device = "cpu") -> None:
+    """`threads` > 1 describes groups of snippets in parallel (OpenCV and numpy release the GIL); the
+    result is identical for any thread count, since every snippet is described on its own."""
+
+    def __init__(self, device: str | torch.device = "cpu", threads: int = 1) -> None:
         self.device = torch.device(device)
+        self.threads = max(1, int(threads))
         self.identity = BackboneIdentity(
             name="motion", architecture="opencv-grid-4x4", weights=DESCRIPTOR_VERSION, dim=DIM
         )
         self._cells = _cell_map()
         self._cell_pixels = np.bincount(self._cells.ravel(), minlength=CELLS).astype(np.float32)
-        self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+        # DIS instances are not thread-safe: one per worker thread.
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(self.threads, "motion") if self.threads > 1 else None
+
+    def _flow(self) -> cv2.DISOpticalFlow:
+        flow = getattr(self._local, "flow", None)
+        if flow is None:
+            flow = self._local.flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+        return flow
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def encode_snippets(
         self, frames: np.ndarray | torch.Tensor, captions: Sequence[str] | None = None
@@ -83,6 +103,14 @@ class MotionBackbone(Backbone):
     # -- the descriptor ----------------------------------------------------------------------------------
     def describe(self, frames: np.ndarray) -> np.ndarray:
         """[S, F, H, W, 3] uint8 RGB -> [S, DIM] float32."""
+        s = len(frames)
+        if self._pool is None or s < 2:
+            return self._describe(frames)
+        bounds = np.linspace(0, s, min(self.threads, s) + 1).astype(int)
+        parts = self._pool.map(self._describe, [frames[a:b] for a, b in itertools.pairwise(bounds)])
+        return np.concatenate(list(parts))
+
+    def _describe(self, frames: np.ndarray) -> np.ndarray:
         s, f = frames.shape[:2]
         # One small grey copy per frame; OpenCV's per-image calls are far faster than numpy on full frames.
         grey = np.stack(
@@ -122,7 +150,8 @@ class MotionBackbone(Backbone):
         s, f, h, w = grey.shape
         firsts = grey[:, :-1].reshape(-1, h, w)
         seconds = grey[:, 1:].reshape(-1, h, w)
-        flow = np.stack([self._flow.calc(a, b, None) for a, b in zip(firsts, seconds, strict=True)])
+        dis = self._flow()
+        flow = np.stack([dis.calc(a, b, None) for a, b in zip(firsts, seconds, strict=True)])
         speed, angle = cv2.cartToPolar(
             np.ascontiguousarray(flow[..., 0]).reshape(-1, w),
             np.ascontiguousarray(flow[..., 1]).reshape(-1, w),

@@ -41,6 +41,7 @@ class BackboneConfig(BaseModel):
         default="auto", description="auto = fp16 on CUDA, fp32 on CPU"
     )
     batch_size: int = Field(default=64, ge=1, description="frames per image-encoder forward pass")
+    motion_threads: int = Field(default=1, ge=1, description="CPU threads of the motion descriptor")
     text_captions: Path | None = Field(
         default=None,
         description="captions JSON {video: [caption per snippet]}; enables the CLIP text branch (D doubles)",
@@ -59,7 +60,7 @@ def load_backbone(config: BackboneConfig, device: str | torch.device = "cpu") ->
             raise ValueError(
                 "text_captions needs the clip backbone (the motion backbone has no text encoder)"
             )
-        return MotionBackbone(device)
+        return MotionBackbone(device, threads=config.motion_threads)
     from model.backbones.clip import ClipBackbone
 
     return ClipBackbone.from_config(config, device)

@@ -74,6 +74,11 @@ def test_deterministic_and_stateless(backbone: MotionBackbone) -> None:
     torch.testing.assert_close(alone[0], first[5], rtol=0, atol=0)
     shuffled = backbone.encode_snippets(torch.from_numpy(snippets[[7, 2, 5]]))
     torch.testing.assert_close(shuffled, first[[7, 2, 5]], rtol=0, atol=0)
+    threaded = MotionBackbone(threads=3)
+    try:
+        torch.testing.assert_close(threaded.encode_snippets(snippets), first, rtol=0, atol=0)
+    finally:
+        threaded.close()
     # Ped2 test clip 04 has a cart driving through: its motion statistics vary over the clip.
     assert first[:, LAYOUT["change"]].sum(1).std() > 0
 
