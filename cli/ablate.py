@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     test.add_argument("--test-list", type=Path, help="public-release CSV list of the test videos")
     test.add_argument("--test-root", type=Path, help="local root of --test-list (default: --root)")
     test.add_argument("--test-crops", help="crop indices to use from --test-list (default: all listed)")
-    add_ground_truth_arguments(parser, required=False)
+    add_ground_truth_arguments(parser, required=False, snippet_frames=None)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--variants", default="ladder", help=f"sets {list(VARIANT_SETS)} or variant names")
     parser.add_argument("--seeds", default="42,43,44", help="comma-separated seeds (default 42,43,44)")

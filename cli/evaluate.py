@@ -52,8 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "checkpoint", type=Path, help="trained checkpoint (e.g. OUT/best.pt of refinevad train)"
     )
     add_feature_arguments(parser, "test")
-    add_ground_truth_arguments(parser, required=False)
-    parser.set_defaults(snippet_frames=None)
+    add_ground_truth_arguments(parser, required=False, snippet_frames=None)
     parser.add_argument(
         "--scores-out", type=Path, help="score folder to write (default: next to the checkpoint)"
     )

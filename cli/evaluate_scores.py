@@ -16,7 +16,9 @@ from model.evaluation.scores_folder import read_scores_folder
 log = logging.getLogger(__name__)
 
 
-def add_ground_truth_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+def add_ground_truth_arguments(
+    parser: argparse.ArgumentParser, required: bool = True, snippet_frames: int | None = 16
+) -> None:
     """--annotations FILE | --frame-labels FILE, shared by evaluate and evaluate-scores."""
     group = parser.add_mutually_exclusive_group(required=required)
     group.add_argument(
@@ -34,7 +36,12 @@ def add_ground_truth_arguments(parser: argparse.ArgumentParser, required: bool =
         type=Path,
         help='per-frame labels JSON: {"frames": {video: [0, 1, ...]}, "categories": {video: name}}',
     )
-    parser.add_argument("--snippet-frames", type=int, default=16, help="frames per snippet (default 16)")
+    parser.add_argument(
+        "--snippet-frames",
+        type=int,
+        default=snippet_frames,
+        help=f"frames per snippet (default {snippet_frames or 'the checkpoint value'})",
+    )
     parser.add_argument(
         "--exclude-normal",
         action="store_true",
