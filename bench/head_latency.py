@@ -40,6 +40,7 @@ from model.config import RefineVADConfig
 from model.motar import MoTAR
 from model.refinevad import RefineVAD, count_parameters
 from model.shift import adaptive_temporal_shift, shift_sizes
+from model.shift_triton import fused_adaptive_temporal_shift, fused_shift_available
 
 log = logging.getLogger("bench.head_latency")
 
@@ -135,15 +136,22 @@ def shift_table(device: torch.device, rounds: int) -> list[dict[str, object]]:
             "tensor ops": lambda x=x, shift=shift: adaptive_temporal_shift(x, shift),
             "python loop": lambda x=x, shift=shift: loop_shift(x, shift),
         }
+        # The Triton kernel only on a real GPU (interpreter timings mean nothing).
+        fused = device.type == "cuda" and fused_shift_available(x)
+        if fused:
+            if not torch.equal(fused_adaptive_temporal_shift(x, shift), adaptive_temporal_shift(x, shift)):
+                raise AssertionError("the fused shift and the tensor-op shift disagree")
+            fns["fused"] = lambda x=x, shift=shift: fused_adaptive_temporal_shift(x, shift)
         ms = time_round_robin(fns, device, rounds, iters=2 if batch > 1 else 10)
-        rows.append(
-            {
-                "shape": label,
-                "tensor_ms": ms["tensor ops"],
-                "loop_ms": ms["python loop"],
-                "loop_vs_tensor": ms["python loop"] / ms["tensor ops"],
-            }
-        )
+        row: dict[str, object] = {
+            "shape": label,
+            "tensor_ms": ms["tensor ops"],
+            "loop_ms": ms["python loop"],
+            "loop_vs_tensor": ms["python loop"] / ms["tensor ops"],
+        }
+        if fused:
+            row["fused_ms"] = ms["fused"]
+        rows.append(row)
     return rows
 
 
@@ -188,6 +196,7 @@ def print_report(device: torch.device, heads: list, shifts: list, motar: dict) -
         print(
             f"{row['shape']:<20}tensor {row['tensor_ms']:.3f} ms   loop {row['loop_ms']:.2f} ms   "
             f"loop is {row['loop_vs_tensor']:.0f}x slower"
+            + (f"   fused Triton {row['fused_ms']:.3f} ms" if "fused_ms" in row else "")
         )
     print(
         f"\nMoTAR (D=768): {motar['params'] / 1e6:.2f} M parameters (paper {PAPER_MOTAR_PARAMS / 1e6:.2f} M)"
