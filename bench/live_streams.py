@@ -132,7 +132,7 @@ def bench_capacity(steps: list[int], warmup_s: float, measure_s: float) -> dict:
                     stop.set()
                     listener.join()
                     dropped = sum(after[i]["dropped_frames"] - before[i]["dropped_frames"] for i in ids)
-                    fps_in = [after[i]["fps_in"] for i in ids]
+                    fps_in = [(after[i]["frames_in"] - before[i]["frames_in"]) / measure_s for i in ids]
                     processed = [
                         (after[i]["snippets_processed"] - before[i]["snippets_processed"]) * 16 / measure_s
                         for i in ids

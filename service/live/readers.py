@@ -100,12 +100,14 @@ class RateMeter:
             self._samples.popleft()
 
     def rate(self, now: float | None = None) -> float:
+        """Between the oldest and newest sample in the horizon (frames arrive in batches, so the time since the
+        last batch is not counted as silence); 0 once nothing arrived for a whole horizon."""
         now = time.monotonic() if now is None else now
-        if not self._samples or now - self._samples[-1][0] > self.horizon_s:
+        if len(self._samples) < 2 or now - self._samples[-1][0] > self.horizon_s:
             return 0.0
-        first_t, first_total = self._samples[0]
-        span = now - first_t
-        return (self._total - first_total) / span if span > 0.5 else 0.0
+        (first_t, first_total), (last_t, last_total) = self._samples[0], self._samples[-1]
+        span = last_t - first_t
+        return (last_total - first_total) / span if span > 0.5 else 0.0
 
 
 @dataclass

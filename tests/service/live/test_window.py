@@ -36,3 +36,13 @@ def test_slots_are_recycled_and_the_pool_grows_only_when_full() -> None:
     assert windows.capacity == 4 and len(set(slots)) == 3
     fresh = slots[0]
     assert windows.count(fresh) == 0  # a recycled slot starts empty
+
+
+def test_rate_meter_counts_batched_arrivals_at_their_true_rate() -> None:
+    from service.live.readers import RateMeter
+
+    meter = RateMeter(horizon_s=5.0)
+    for k in range(6):  # 16 frames every 1.6 s = 10 fps
+        meter.add(16, now=100.0 + 1.6 * k)
+    assert meter.rate(now=100.0 + 1.6 * 5 + 1.0) == 10.0
+    assert meter.rate(now=200.0) == 0.0  # silent for longer than the horizon
