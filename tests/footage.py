@@ -6,7 +6,9 @@ from pathlib import Path
 
 import cv2
 
-PED2_ROOT = Path("/work/shared/data/ped2")
+from tests.shared_data import PED2_ROOT
+
+__all__ = ["PED2_ROOT", "encode_ped2_clip", "ped2_frame_files"]
 
 
 def ped2_frame_files(clip: str = "testing/frames/01", max_frames: int | None = None) -> list[Path]:
