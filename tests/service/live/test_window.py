@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from service.live.window import FeatureWindows
@@ -44,5 +45,5 @@ def test_rate_meter_counts_batched_arrivals_at_their_true_rate() -> None:
     meter = RateMeter(horizon_s=5.0)
     for k in range(6):  # 16 frames every 1.6 s = 10 fps
         meter.add(16, now=100.0 + 1.6 * k)
-    assert meter.rate(now=100.0 + 1.6 * 5 + 1.0) == 10.0
+    assert meter.rate(now=100.0 + 1.6 * 5 + 1.0) == pytest.approx(10.0)
     assert meter.rate(now=200.0) == 0.0  # silent for longer than the horizon
