@@ -174,7 +174,7 @@ def run_ablation(
                     run_dir,
                     config,
                     model_config,
-                    resume=True,
+                    resume=(run_dir / "last.pt").is_file(),  # continue an interrupted run
                     progress=progress,
                     metadata={"ablation_variant": variant.name},
                 )
