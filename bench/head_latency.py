@@ -9,7 +9,8 @@ Shapes: one sliding window per call (B=1, T=32) at D=512 (the default head) and 
 the paper's efficiency shape [64, 32, 768]. Every backend is the real `exporters.backends` one, built from the
 same randomly initialised checkpoint (speed does not depend on the weights). Backends are timed round-robin in
 one process, `--rounds` rounds, each round `iters` calls per backend; the median round is reported, and ratios
-are time / eager time (below 1 = faster than eager).
+are time / eager time (below 1 = faster than eager). On a busy machine pass `--threads 1`: multi-threaded
+kernels stall at their barriers when other processes take the cores, which swamps the differences measured.
 
 The shift rows compare `model.shift.adaptive_temporal_shift` with the naive form of the authors' prototype: a
 Python loop over batch and time that reads each s_t with .item() and copies channel slices.
@@ -205,7 +206,8 @@ def print_report(device: torch.device, heads: list, shifts: list, motar: dict) -
         cost = motar[f"B={batch}"]
         print(
             f"  [{batch},32,768]: {cost['flops_counted'] / 1e6:,.0f} M FLOPs counted "
-            f"= {cost['flops_counted'] / 2e6:,.0f} M multiply-adds (formula {cost['macs_by_formula'] / 1e6:,.0f} M)"
+            f"= {cost['flops_counted'] / 2e6:,.0f} M multiply-adds; by formula {cost['macs_by_formula'] / 1e6:,.0f} M "
+            "(the counter does not see the CPU attention kernel's matmuls)"
         )
     parts = motar["B=1"]["macs_breakdown"]
     without_qkv = sum(v for k, v in parts.items() if k != "qkv_projection")
