@@ -1,0 +1,247 @@
+"""Train and evaluate RefineVAD on UCSD Ped2 motion features: config selection on the training clips only, test
+figures over seeds, and the shipped default model.
+
+Three steps (see bench/ped2_reproduce.sh for the exact commands that produced model/weights/default.pt):
+
+- `cv`: k-fold cross-validation over the 18 TRAINING clips (stratified: each fold holds out normal and
+  anomalous clips). Each fold trains on the other clips (train() holds out its own validation clips for
+  best-epoch selection) and scores the held-out clips. Only video-level labels are used: `video_auc` ranks the
+  held-out clips by their top-k mean snippet score (the MIL video score); `weak_snippet_auc` ranks all held-out
+  snippets with each snippet labelled by its clip's video label (normal clips are normal throughout, so this
+  rewards low scores on every normal snippet). Configs are chosen on these, never on the test split.
+- `test`: train on all training clips once per seed and evaluate frame AUC (and the other benchmark metrics) on
+  the Ped2 test split; per-seed numbers, mean and spread.
+- `ship`: copy one run's best checkpoint (the seed named in advance, not the best test seed) to the package's
+  default-model path, with the test metrics of all seeds recorded in its metadata.
+
+Config files (`model/weights/ped2_*.json`): {"description": str, "model": RefineVADConfig fields,
+"train": TrainConfig fields}. Runs use one torch thread each and `--jobs` processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from sklearn.metrics import roc_auc_score
+
+from model.ablation import summarise
+from model.checkpoint import load_checkpoint, load_checkpoint_payload
+from model.config import RefineVADConfig
+from model.data.datasets import FeatureSet, VideoRecord
+from model.data.feature_store import FeatureStore
+from model.evaluation.runner import evaluate_store, ped2_frame_labels
+from model.losses import topk_mean
+from model.scoring import score_features
+from model.training import TrainConfig, train
+
+log = logging.getLogger("ped2_train")
+
+TEST_METRICS = ("auc", "ano_auc", "ap", "ap_trapz")
+
+
+class Ped2RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = ""
+    model: dict[str, Any] = Field(default_factory=dict, description="RefineVADConfig fields")
+    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Ped2RunConfig:
+        return cls.model_validate_json(Path(path).read_text())
+
+    def build(self, features: FeatureSet, seed: int) -> tuple[RefineVADConfig, TrainConfig]:
+        model = RefineVADConfig.model_validate(
+            self.model
+            | {"feature_dim": features.feature_dim, "category_names": list(features.category_names)}
+        )
+        # One thread per run: runs go in parallel processes on a small shared machine.
+        config = TrainConfig.model_validate(self.train | {"seed": seed, "device": "cpu", "threads": 1})
+        return model, config
+
+
+def stratified_folds(records: list[VideoRecord], folds: int) -> list[list[str]]:
+    """Held-out clip names per fold: normal clips and anomalous clips each dealt round-robin in name order."""
+    held: list[list[str]] = [[] for _ in range(folds)]
+    for label in (0, 1):
+        group = sorted(r.name for r in records if r.label == label)
+        for i, name in enumerate(group):
+            held[i % folds].append(name)
+    return held
+
+
+def _cv_job(args: tuple[str, str, int, list[str], str]) -> dict[str, Any]:
+    config_path, train_store, seed, held_out, out_dir = args
+    torch.set_num_threads(1)
+    features = FeatureSet.from_store(FeatureStore.open(train_store))
+    run = Ped2RunConfig.load(config_path)
+    model_config, train_config = run.build(features, seed)
+    kept = [r.name for r in features.records if r.name not in held_out]
+    result = train(features.subset(kept), out_dir, train_config, model_config, progress=False)
+    checkpoint = load_checkpoint(result.best_checkpoint)
+    scored = []
+    for record in features.subset(held_out).records:
+        scores = score_features(checkpoint.model, torch.from_numpy(features.load(record))).scores
+        video = float(topk_mean(scores[None], model_config.topk_divisor)[0])
+        scored.append(
+            {"name": record.name, "label": record.label, "video": video, "snippets": scores.tolist()}
+        )
+    return {"seed": seed, "best_epoch": result.best_epoch, "held_out": scored}
+
+
+def weak_metrics(scored: list[dict[str, Any]]) -> dict[str, float]:
+    """Video-label-only metrics over held-out clips (pooled across folds)."""
+    labels = np.array([s["label"] for s in scored])
+    video = np.array([s["video"] for s in scored])
+    snippet_scores = np.concatenate([s["snippets"] for s in scored])
+    snippet_labels = np.concatenate([np.full(len(s["snippets"]), s["label"]) for s in scored])
+    normal_max = max(max(s["snippets"]) for s in scored if s["label"] == 0)
+    return {
+        "video_auc": float(roc_auc_score(labels, video)),
+        "weak_snippet_auc": float(roc_auc_score(snippet_labels, snippet_scores)),
+        # How many anomalous clips put their top-k score above every normal snippet of the held-out clips.
+        "anomalous_above_normal": float(np.mean(video[labels == 1] > normal_max)),
+    }
+
+
+def run_cv(args: argparse.Namespace) -> dict[str, Any]:
+    features = FeatureSet.from_store(FeatureStore.open(args.train_features))
+    held = stratified_folds(list(features.records), args.folds)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    jobs = [
+        (str(args.config), str(args.train_features), seed, fold, str(args.out / f"seed{seed}" / f"fold{i}"))
+        for seed in seeds
+        for i, fold in enumerate(held)
+    ]
+    with ProcessPoolExecutor(args.jobs) as pool:
+        results = list(pool.map(_cv_job, jobs))
+    per_seed = []
+    for seed in seeds:
+        mine = [r for r in results if r["seed"] == seed]
+        scored = [s for r in mine for s in r["held_out"]]
+        per_seed.append(
+            {"seed": seed, **weak_metrics(scored), "best_epochs": [r["best_epoch"] for r in mine]}
+        )
+    keys = ("video_auc", "weak_snippet_auc", "anomalous_above_normal")
+    return {
+        "mode": "cv",
+        "config": str(args.config),
+        "folds": held,
+        "runs": per_seed,
+        "summary": {k: summarise([r[k] for r in per_seed]) for k in keys},
+    }
+
+
+def _test_job(args: tuple[str, str, str, str, int, str]) -> dict[str, Any]:
+    config_path, train_store, test_store, ped2_root, seed, out_dir = args
+    torch.set_num_threads(1)
+    features = FeatureSet.from_store(FeatureStore.open(train_store))
+    run = Ped2RunConfig.load(config_path)
+    model_config, train_config = run.build(features, seed)
+    result = train(
+        features,
+        out_dir,
+        train_config,
+        model_config,
+        progress=False,
+        metadata={"ped2_config": Path(config_path).name, "description": run.description},
+    )
+    metrics = evaluate_store(
+        result.best_checkpoint, FeatureStore.open(test_store), ped2_frame_labels(ped2_root), device="cpu"
+    )
+    return {
+        "seed": seed,
+        "best_epoch": result.best_epoch,
+        "checkpoint": str(result.best_checkpoint),
+        **{k: metrics[k] for k in TEST_METRICS},
+        "map_avg": metrics["map_iou"]["avg"],
+    }
+
+
+def run_test(args: argparse.Namespace) -> dict[str, Any]:
+    seeds = [int(s) for s in args.seeds.split(",")]
+    jobs = [
+        (
+            str(args.config),
+            str(args.train_features),
+            str(args.test_features),
+            str(args.root),
+            seed,
+            str(args.out / f"seed{seed}"),
+        )
+        for seed in seeds
+    ]
+    with ProcessPoolExecutor(args.jobs) as pool:
+        runs = list(pool.map(_test_job, jobs))
+    return {
+        "mode": "test",
+        "config": str(args.config),
+        "runs": runs,
+        "summary": {k: summarise([r[k] for r in runs]) for k in (*TEST_METRICS, "map_avg")},
+    }
+
+
+def run_ship(args: argparse.Namespace) -> dict[str, Any]:
+    """Copy the named seed's checkpoint to `--to`, recording all seeds' test metrics in its metadata."""
+    report = json.loads(args.report.read_text())
+    chosen = next(r for r in report["runs"] if r["seed"] == args.seed)
+    payload = load_checkpoint_payload(chosen["checkpoint"])
+    payload.pop("extra_state", None)
+    metrics = payload["metadata"].setdefault("metrics", {})
+    metrics["ped2_test"] = {k: chosen[k] for k in (*TEST_METRICS, "map_avg")}
+    metrics["ped2_test_over_seeds"] = {
+        "seeds": [r["seed"] for r in report["runs"]],
+        "summary": report["summary"],
+    }
+    payload["metadata"]["dataset"] = "UCSD Ped2 (wvad_split.json train split, video-level labels only)"
+    args.to.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.to.with_name(f".{args.to.name}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, args.to)
+    return {"mode": "ship", "shipped": str(args.to), "seed": args.seed, **metrics["ped2_test"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="mode", required=True)
+    for name in ("cv", "test"):
+        p = sub.add_parser(name)
+        p.add_argument("--config", type=Path, required=True, help="model/weights/ped2_*.json")
+        p.add_argument("--train-features", type=Path, required=True, help="Ped2 train FeatureStore")
+        p.add_argument("--out", type=Path, required=True)
+        p.add_argument("--seeds", default="42,43,44,45,46")
+        p.add_argument("--jobs", type=int, default=2, help="parallel training processes")
+        if name == "cv":
+            p.add_argument("--folds", type=int, default=3)
+        else:
+            p.add_argument("--test-features", type=Path, required=True, help="Ped2 test FeatureStore")
+            p.add_argument("--root", type=Path, required=True, help="Ped2 root (test frame labels)")
+    p = sub.add_parser("ship")
+    p.add_argument("--report", type=Path, required=True, help="report.json of a `test` run")
+    p.add_argument("--seed", type=int, default=42, help="the run to ship (named in advance)")
+    p.add_argument("--to", type=Path, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.mode == "ship":
+        report = run_ship(args)
+    else:
+        args.out.mkdir(parents=True, exist_ok=True)
+        report = run_cv(args) if args.mode == "cv" else run_test(args)
+        (args.out / "report.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps({k: v for k, v in report.items() if k != "folds"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
