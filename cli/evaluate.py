@@ -15,6 +15,10 @@ log = logging.getLogger(__name__)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.dataset == "ped2":
+        return run_ped2(args)
+    if args.checkpoint is None:
+        raise SystemExit("give a CHECKPOINT (only --dataset ped2 defaults to the shipped model)")
     features = feature_set_from_args(args)
     truth = ground_truth_from_args(args, [r.name for r in features.records], args.features)
     scores_dir = (
@@ -38,6 +42,72 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_ped2(args: argparse.Namespace) -> int:
+    """Ped2 from its dataset folder: extract (or reuse) the split's features with the checkpoint's backbone,
+    then evaluate against the split's frame labels. No checkpoint = the model shipped in the package."""
+    from model.backbones.registry import BackboneConfig, load_backbone
+    from model.checkpoint import load_checkpoint
+    from model.data.feature_store import FeatureStore
+    from model.data.ped2 import Ped2Dataset
+    from model.evaluation.runner import evaluate_store, ped2_frame_labels
+    from model.extraction import extract_to_store
+    from model.inference import DEFAULT_CHECKPOINT
+    from model.training import resolve_device
+    from model.video.snippets import SnippetSpec
+
+    if args.root is None:
+        raise SystemExit("--dataset ped2 needs --root (the folder holding wvad_split.json)")
+    if args.split != "test":
+        raise SystemExit("only the test split has frame labels; training clips carry video-level labels only")
+    checkpoint_path = args.checkpoint or DEFAULT_CHECKPOINT
+    if not checkpoint_path.is_file():
+        raise SystemExit(f"no checkpoint at {checkpoint_path}: train one with `refinevad train`")
+    device = resolve_device(args.device)
+    checkpoint = load_checkpoint(checkpoint_path, map_location=device)
+    if args.features is not None:
+        store = FeatureStore.open(args.features)
+    else:
+        dataset = Ped2Dataset(args.root)
+        identity = checkpoint.backbone
+        if identity.name != "motion" and not args.clip_checkpoint:
+            raise SystemExit(
+                f"the checkpoint's backbone is {identity.key()}: pass --features or --clip-checkpoint"
+            )
+        backbone = load_backbone(
+            BackboneConfig(
+                name=identity.name, clip_arch=identity.architecture, clip_checkpoint=args.clip_checkpoint
+            ),
+            device,
+        )
+        cache = args.cache_dir or Path.home() / ".cache" / "refinevad" / "features"
+        root = cache / f"ped2-{args.split}-{backbone.identity.key().replace(':', '_').replace('/', '_')}"
+        spec = SnippetSpec(
+            frames_per_snippet=checkpoint.config.frames_per_snippet,
+            sampled_frames_per_snippet=checkpoint.config.sampled_frames_per_snippet,
+        )
+        clips = dataset.split(args.split)
+        report = extract_to_store(
+            [(c.name, str(dataset.path(c)), c.label, c.category) for c in clips],
+            root,
+            backbone,
+            spec,
+            category_names=dataset.category_names,
+            progress=not args.json,
+        )
+        if report.failed:
+            raise SystemExit(f"could not extract {sorted(report.failed)}: {report.failed}")
+        store = FeatureStore.open(root)
+    metrics = evaluate_store(
+        checkpoint, store, ped2_frame_labels(args.root), scores_dir=args.scores_out, device=str(device)
+    )
+    metrics["dataset"] = "ped2"
+    metrics["split"] = args.split
+    if args.metrics_out:
+        args.metrics_out.write_text(json.dumps(metrics, indent=1))
+    print_metrics(metrics, args.json)
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
@@ -49,9 +119,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument(
-        "checkpoint", type=Path, help="trained checkpoint (e.g. OUT/best.pt of refinevad train)"
+        "checkpoint",
+        type=Path,
+        nargs="?",
+        help="trained checkpoint (e.g. OUT/best.pt of refinevad train); with --dataset ped2 the default is the "
+        "model shipped in the package",
     )
-    add_feature_arguments(parser, "test")
+    add_feature_arguments(parser, "test", required=False, datasets=("ped2",))
+    parser.add_argument("--split", default="test", help="dataset split (--dataset ped2)")
+    parser.add_argument(
+        "--cache-dir", type=Path, help="where --dataset extracts features (default ~/.cache/refinevad)"
+    )
+    parser.add_argument(
+        "--clip-checkpoint", type=Path, help="CLIP weights, when the checkpoint's backbone is clip"
+    )
     add_ground_truth_arguments(parser, required=False, snippet_frames=None)
     parser.add_argument(
         "--scores-out", type=Path, help="score folder to write (default: next to the checkpoint)"

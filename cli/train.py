@@ -17,16 +17,28 @@ from model.training import TrainConfig, train
 log = logging.getLogger(__name__)
 
 
-def add_feature_arguments(parser: argparse.ArgumentParser, what: str) -> None:
-    """--features STORE | --list CSV --root DIR (+ --crops, --dataset, --release-prefix, --backbone-json)."""
-    group = parser.add_mutually_exclusive_group(required=True)
+def add_feature_arguments(
+    parser: argparse.ArgumentParser, what: str, required: bool = True, datasets: tuple[str, ...] = ()
+) -> None:
+    """--features STORE | --list CSV --root DIR (+ --crops, --dataset, --release-prefix, --backbone-json).
+
+    `datasets` adds known dataset layouts to --dataset (e.g. evaluate's `ped2`), read from --root instead of a list.
+    """
+    group = parser.add_mutually_exclusive_group(required=required)
     group.add_argument("--features", type=Path, help=f"project feature store folder with the {what} videos")
     group.add_argument("--list", type=Path, help=f"public-release CSV list (path,label) of the {what} videos")
     parser.add_argument(
-        "--root", type=Path, help="local folder holding the release's .npy files (with --list)"
+        "--root",
+        type=Path,
+        help="local folder holding the release's .npy files (with --list)"
+        + (" or the dataset" if datasets else ""),
     )
     parser.add_argument(
-        "--dataset", choices=("auto", "ucf-crime", "xd-violence"), default="auto", help="label set of --list"
+        "--dataset",
+        choices=("auto", "ucf-crime", "xd-violence", *datasets),
+        default="auto",
+        help="label set of --list"
+        + (f", or a dataset layout under --root ({', '.join(datasets)})" if datasets else ""),
     )
     parser.add_argument(
         "--release-prefix", help="the list's path prefix to replace by --root (default: common)"
@@ -42,6 +54,8 @@ def add_feature_arguments(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def feature_set_from_args(args: argparse.Namespace) -> FeatureSet:
+    if args.features is None and args.list is None:
+        raise SystemExit("give the features: --features STORE or --list CSV --root DIR")
     if args.features is not None:
         return FeatureSet.from_store(FeatureStore.open(args.features))
     if args.root is None:

@@ -9,7 +9,6 @@ stream reports for that snippet too; the video-level distribution comes from the
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from model.checkpoint import LoadedCheckpoint, load_checkpoint
 from model.config import RefineVADConfig
 from model.events import Event, EventPolicy, detect_events
 from model.refinevad import RefineVAD
+from model.scoring import VideoScores, score_features
 from model.video.snippets import SnippetSpec, iter_snippet_batches
 from model.video.source import VideoDecodeError, open_source
 
@@ -235,24 +235,10 @@ class AnalysisEngine:
             duration_s=frames / fps if frames else None,
         )
 
-    @torch.inference_mode()
-    def run_head(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """features [T, D] -> (scores [T], video category weights [C], video category probs [C])."""
-        t = features.shape[0]
-        chunk = self.config.max_head_snippets
-        if t <= chunk:
-            out = self.head(features.unsqueeze(0))
-            return out.scores[0], out.category_weights[0], out.category_probs[0]
-        # Very long videos: equal chunks; the video-level distribution is the mean over chunks.
-        n = -(-t // chunk)
-        bounds = np.linspace(0, t, n + 1).astype(int)
-        scores, weights, probs = [], [], []
-        for a, b in itertools.pairwise(bounds):
-            out = self.head(features[a:b].unsqueeze(0))
-            scores.append(out.scores[0])
-            weights.append(out.category_weights[0])
-            probs.append(out.category_probs[0])
-        return torch.cat(scores), torch.stack(weights).mean(0), torch.stack(probs).mean(0)
+    def run_head(self, features: torch.Tensor) -> VideoScores:
+        """features [T, D] -> snippet scores [T] and the video's category weights and probabilities [C]."""
+        with torch.inference_mode():
+            return score_features(self.head, features, self.config.max_head_snippets)
 
     @torch.inference_mode()
     def local_categories(self, features: torch.Tensor) -> torch.Tensor:
@@ -322,7 +308,8 @@ class AnalysisEngine:
     ) -> AnalysisResult:
         features, starts, ends, info, frames, timings = self.encode(path, progress, should_stop)
         t0 = time.perf_counter()
-        scores, video_weights, video_probs = self.run_head(features)
+        video = self.run_head(features)
+        scores, video_weights, video_probs = video.scores, video.category_weights, video.category_probs
         local = self.local_categories(features)
         scores_np = scores.float().cpu().numpy()
         local_np = local.float().cpu().numpy()

@@ -1,4 +1,4 @@
-"""Running a trained head over one video's full-length features (offline evaluation)."""
+"""Running a head over one video's full-length features, chunked for very long videos (offline analysis and evaluation)."""
 
 from __future__ import annotations
 

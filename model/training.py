@@ -38,7 +38,7 @@ from model.data.datasets import (
     resample_to_bins,
     split_train_validation,
 )
-from model.evaluation.scoring import score_features
+from model.scoring import score_features
 from model.losses import LossConfig, topk_mean, total_loss
 from model.refinevad import RefineVAD
 

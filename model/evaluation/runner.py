@@ -18,7 +18,7 @@ from model.data.feature_store import FeatureStore
 from model.evaluation.ground_truth import NORMAL, FrameLabels, VideoTruth, runs_of_ones
 from model.evaluation.metrics import compute_metrics
 from model.evaluation.scores_folder import write_category_names, write_video_scores
-from model.evaluation.scoring import score_features
+from model.scoring import score_features
 from model.training import resolve_device
 
 log = logging.getLogger(__name__)
