@@ -100,6 +100,7 @@ def test_backends_reject_bad_inputs(small_checkpoint: Path, cache_dir: Path):
             backend(torch.randn(1, 4, dim + 1))
         with pytest.raises(ValueError, match="T <= 256"):
             backend(torch.randn(1, MAX_SNIPPETS + 1, dim))
+        assert backend(torch.randn(1, MAX_SNIPPETS, dim))["logits"].shape == (1, MAX_SNIPPETS)
         with pytest.raises(ValueError, match=r"\[B, T, D\]"):
             backend(torch.randn(4, dim))
         with pytest.raises(ValueError, match="floating point"):
