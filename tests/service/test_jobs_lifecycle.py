@@ -18,8 +18,8 @@ BIG_UPLOADS = {"REFINEVAD_MAX_UPLOAD_MB": "64", "REFINEVAD_SYNC_MAX_SECONDS": "1
 
 @pytest.fixture(scope="module")
 def long_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Ped2 clip 01 four times: 720 real frames, a second or more of analysis on this CPU."""
-    return encode_looped_clip(tmp_path_factory.mktemp("long") / "long.mp4", repeats=4)
+    """Ped2 clip 01 eight times: 1440 real frames, seconds of analysis on this CPU (time to crash it)."""
+    return encode_looped_clip(tmp_path_factory.mktemp("long") / "long.mp4", repeats=8)
 
 
 def _db_row(data_dir: Path, job_id: str) -> dict:
@@ -87,7 +87,7 @@ def test_crashed_jobs_are_resumed_then_failed_with_a_reason(make_server, long_vi
         resumed = wait_final(client, first)
         assert resumed["status"] == "succeeded", resumed
         assert resumed["attempts"] == 2 and "resumed" in resumed["note"]
-        assert resumed["result"]["frames"] == 720
+        assert resumed["result"]["frames"] == 1440
         _wait_running(client, second, attempts=1)
     server.kill()  # crash again, now in the second job
 
