@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -65,6 +65,13 @@ class EngineConfig(BaseModel):
     category_window: int = Field(32, ge=1)
     category_stride: int = Field(4, ge=1)
     events: EventPolicy = Field(default_factory=EventPolicy)
+    head_backend: Literal["torch", "torchscript", "onnx"] = Field(
+        "torch",
+        description="how the head runs: eager PyTorch, TorchScript, or ONNX Runtime (CUDA when present)",
+    )
+    export_cache_dir: Path | None = Field(
+        None, description="where TorchScript/ONNX exports of the head are cached"
+    )
     max_frames: int | None = Field(None, ge=1, description="refuse videos with more decoded frames")
     max_pixels: int | None = Field(
         None, ge=1, description="refuse videos with larger frames (width x height)"
@@ -115,6 +122,27 @@ class AnalysisCancelled(RuntimeError):
     pass
 
 
+class HeadOutputs(NamedTuple):
+    scores: torch.Tensor
+    logits: torch.Tensor
+    category_probs: torch.Tensor
+    category_weights: torch.Tensor
+
+
+class ExportedHead:
+    """A TorchScript or ONNX Runtime head behind the same call as RefineVAD: x [B, T, D] -> outputs."""
+
+    def __init__(self, backend) -> None:
+        self.backend = backend
+
+    def __call__(self, x: torch.Tensor) -> HeadOutputs:
+        out = self.backend(x.float())
+        return HeadOutputs(out["scores"], out["logits"], out["category_probs"], out["category_weights"])
+
+    def eval(self) -> ExportedHead:
+        return self
+
+
 def _load_head(config: EngineConfig, device: torch.device) -> LoadedCheckpoint | None:
     path = config.checkpoint or (DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.is_file() else None)
     if path is None:
@@ -138,7 +166,7 @@ class AnalysisEngine:
     def __init__(
         self,
         backbone: Backbone,
-        head: RefineVAD,
+        head: RefineVAD | ExportedHead,
         info: ModelInfo,
         spec: SnippetSpec,
         config: EngineConfig,
@@ -161,6 +189,10 @@ class AnalysisEngine:
         backbone = load_backbone(_backbone_config(config, backbone_name), device)
         if loaded is None:
             log.warning(UNTRAINED_WARNING)
+            if config.head_backend != "torch":
+                raise ValueError(
+                    f"head_backend {config.head_backend!r} needs a checkpoint file to export; none is configured"
+                )
             torch.manual_seed(0)
             head_config = RefineVADConfig(feature_dim=backbone.dim)
             head = RefineVAD(head_config).to(device)
@@ -192,6 +224,15 @@ class AnalysisEngine:
             )
             if not loaded.trained:
                 log.warning(UNTRAINED_WARNING)
+            if config.head_backend != "torch":
+                from exporters.backends import load_head_backend
+
+                head = ExportedHead(
+                    load_head_backend(
+                        config.head_backend, loaded.path, device, cache_dir=config.export_cache_dir
+                    )
+                )
+                log.info("head runs on the %s backend", config.head_backend)
         spec = SnippetSpec(
             frames_per_snippet=head_config.frames_per_snippet,
             sampled_frames_per_snippet=config.sampled_frames_per_snippet

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from model.attention import TransformerEncoder, init_like_torch
 from model.config import RefineVADConfig
 from model.shift import adaptive_temporal_shift, shift_sizes, straight_through_shift
+from model.shift_triton import adaptive_temporal_shift_auto
 
 
 def motion_variance(x: Tensor) -> Tensor:
@@ -55,5 +56,10 @@ class MoTAR(nn.Module):
         if self.ste and self.training:
             shifted = straight_through_shift(x, ratio, self.fold_div, self.ste_temperature)
         else:
-            shifted = adaptive_temporal_shift(x, shift_sizes(ratio, self.feature_dim, self.fold_div))
+            sizes = shift_sizes(ratio, self.feature_dim, self.fold_div)
+            if not torch.jit.is_scripting() and x.is_cuda:
+                # On CUDA the fused Triton kernel (when installed); the tensor-op shift is its reference.
+                shifted = adaptive_temporal_shift_auto(x, sizes)
+            else:
+                shifted = adaptive_temporal_shift(x, sizes)
         return self.transformer(shifted)

@@ -78,3 +78,26 @@ def test_local_categories_match_windowed_head(untrained_engine: AnalysisEngine) 
         first = untrained_engine.head(features[:32].unsqueeze(0)).category_weights[0]
     assert torch.allclose(local[0], first, atol=1e-5)
     assert np.allclose(local.sum(-1).numpy(), 1, atol=1e-5)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("backend", ["torchscript", "onnx"])
+def test_exported_head_backends_give_the_same_analysis(
+    tmp_path, untrained_engine: AnalysisEngine, backend
+) -> None:
+    identity = untrained_engine.backbone.identity
+    config = RefineVADConfig(
+        feature_dim=identity.dim, category_names=["A", "B"], transformer_ff=64, proj_dim=16
+    )
+    path = save_checkpoint(tmp_path / "head.pt", RefineVAD(config), identity, {"trained": True})
+    video = encode_ped2_clip(tmp_path / "clip.mp4", max_frames=80)
+    eager = AnalysisEngine.from_config(EngineConfig(checkpoint=path, device="cpu")).analyze(video)
+    exported = AnalysisEngine.from_config(
+        EngineConfig(checkpoint=path, device="cpu", head_backend=backend, export_cache_dir=tmp_path / "cache")
+    ).analyze(video)
+    assert np.allclose([s.score for s in eager.snippets], [s.score for s in exported.snippets], atol=1e-4)
+    assert np.allclose(
+        list(eager.video_categories.values()), list(exported.video_categories.values()), atol=1e-4
+    )
+    first_e, first_x = eager.snippets[0].categories, exported.snippets[0].categories
+    assert np.allclose(list(first_e.values()), list(first_x.values()), atol=1e-4)
