@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
+from model.video.url_masking import mask_url
+
 log = logging.getLogger(__name__)
 
 # UCSD Ped2 and most frame dumps carry no frame rate; the project's Ped2 data is 10 fps.
@@ -72,7 +74,7 @@ class VideoSource(ABC):
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}({self.uri!r}, {self.width}x{self.height}, fps={self.fps:g}, "
+            f"{type(self).__name__}({mask_url(self.uri)!r}, {self.width}x{self.height}, fps={self.fps:g}, "
             f"frames={self.frame_count})"
         )
 
@@ -127,7 +129,7 @@ class CaptureSource(VideoSource):
                 if stream
                 else "not a video, corrupt, or a container/codec FFmpeg cannot read"
             )
-            raise error(f"cannot open {what} {_display(uri)}: {reason}")
+            raise error(f"cannot open {what} {mask_url(uri)}: {reason}")
         ok, first = self._cap.read()
         if not ok or first is None or first.size == 0:
             self._cap.release()
@@ -136,7 +138,7 @@ class CaptureSource(VideoSource):
                 if stream
                 else "no decodable frame (corrupt, truncated or unsupported codec)"
             )
-            raise error(f"cannot read {what} {_display(uri)}: {reason}")
+            raise error(f"cannot read {what} {mask_url(uri)}: {reason}")
         self.height, self.width = int(first.shape[0]), int(first.shape[1])
         self.fps = _plausible_fps(self._cap.get(cv2.CAP_PROP_FPS), fallback_fps)
         count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not stream else 0
@@ -232,17 +234,6 @@ class FrameFolderSource(VideoSource):
         self._pending = None
 
 
-def _display(uri: str) -> str:
-    """The URI without credentials, for messages and logs (camera URLs often carry user:password)."""
-    parts = urlsplit(uri)
-    if parts.scheme and parts.password is not None:
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        return parts._replace(netloc=f"***@{host}").geturl()
-    return uri
-
-
 def open_source(
     uri: str | os.PathLike[str],
     *,
@@ -263,11 +254,11 @@ def open_source(
             return open_source(urlsplit(text).path, folder_fps=folder_fps, fallback_fps=fallback_fps)
         if scheme not in STREAM_SCHEMES:
             raise VideoDecodeError(
-                f"unsupported URL scheme {scheme!r} in {_display(text)} "
+                f"unsupported URL scheme {scheme!r} in {mask_url(text)} "
                 f"(use one of {', '.join(STREAM_SCHEMES)})"
             )
         if not urlsplit(text).hostname:
-            raise VideoDecodeError(f"malformed stream URL {_display(text)}: no host")
+            raise VideoDecodeError(f"malformed stream URL {mask_url(text)}: no host")
         return CaptureSource(
             text,
             stream=True,

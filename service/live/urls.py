@@ -8,46 +8,15 @@ leaves the process (API answers, logs, WebSocket messages) uses `mask_url`.
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlsplit
 
-# Query parameters that commonly carry secrets in camera and streaming-server URLs.
-SECRET_QUERY_KEYS = frozenset(
-    {
-        "password",
-        "passwd",
-        "pwd",
-        "pass",
-        "token",
-        "access_token",
-        "auth",
-        "key",
-        "api_key",
-        "apikey",
-        "secret",
-        "sig",
-    }
-)
-MASK = "***"
+from model.video.url_masking import MASK, SECRET_QUERY_KEYS, mask_url
+
+__all__ = ["MASK", "SECRET_QUERY_KEYS", "InvalidSourceUrl", "check_source_url", "mask_url"]
 
 
 class InvalidSourceUrl(ValueError):
     """The URL is malformed or not allowed by the service's configuration."""
-
-
-def mask_url(url: str) -> str:
-    """The URL with any user info and secret-looking query values replaced by `***`."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return MASK
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = f"{MASK}@{netloc.rpartition('@')[2]}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, MASK if k.lower() in SECRET_QUERY_KEYS else v) for k, v in pairs], safe="*")
-    return parts._replace(netloc=netloc, query=query).geturl()
 
 
 def check_source_url(url: str, allowed_schemes: list[str], allowed_hosts: list[str]) -> str:

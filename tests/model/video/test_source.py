@@ -112,3 +112,19 @@ def test_unreachable_stream_fails_fast_without_leaking_credentials() -> None:
     with pytest.raises(StreamUnavailableError) as info:
         open_source("rtsp://admin:secret@127.0.0.1:9/stream")
     assert "secret" not in str(info.value)
+
+
+def test_repr_and_errors_never_show_camera_credentials(tmp_path) -> None:
+    from model.video.source import open_source as open_any
+    from model.video.url_masking import mask_url
+
+    assert (
+        mask_url("rtsp://admin:hunter2@cam.local:554/live?token=abc")
+        == "rtsp://***@cam.local:554/live?token=***"
+    )
+    with pytest.raises(VideoDecodeError) as info:
+        open_any("rtsp://admin:hunter2@127.0.0.1:9/x", open_timeout_s=1)
+    assert "hunter2" not in str(info.value) and "***@127.0.0.1" in str(info.value)
+    video = encode_ped2_clip(tmp_path / "clip.mp4", max_frames=4)
+    with open_any(video) as source:
+        assert str(video) in repr(source)
