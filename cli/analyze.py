@@ -16,6 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", choices=["motion", "clip"], help="default: the checkpoint's backbone")
     p.add_argument("--clip-checkpoint", type=Path, help="local CLIP weights file")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda")
+    p.add_argument(
+        "--head-backend", choices=["torch", "torchscript", "onnx"], default="torch", help="how the head runs"
+    )
     p.add_argument("--threshold", type=float, default=0.5, help="event enter threshold")
     p.add_argument(
         "--exit-threshold", type=float, default=None, help="event exit threshold (default: 0.8 x enter)"
@@ -37,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         backbone=args.backbone,
         clip_checkpoint=args.clip_checkpoint,
         device=args.device,
+        head_backend=args.head_backend,
         events=EventPolicy(enter_threshold=args.threshold, exit_threshold=exit_threshold),
     )
     try:

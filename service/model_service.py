@@ -31,6 +31,8 @@ def engine_config(settings: ServiceSettings) -> EngineConfig:
         checkpoint=settings.model_checkpoint,
         backbone=settings.backbone,
         device=settings.device,
+        head_backend=settings.head_backend,
+        export_cache_dir=settings.cache_dir / "exports" if settings.cache_dir else None,
         # Hysteresis: an event closes a little below the score that opened it.
         events=EventPolicy(enter_threshold=threshold, exit_threshold=max(0.0, threshold - 0.1)),
         max_frames=settings.max_video_frames,

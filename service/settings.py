@@ -70,6 +70,9 @@ class ServiceSettings(BaseSettings):
     clip_checkpoint: Path | None = None
     cache_dir: Path | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    head_backend: Literal["torch", "torchscript", "onnx"] = Field(
+        default="torch", description="how the head runs: eager PyTorch, TorchScript, or ONNX Runtime"
+    )
     event_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
 
     # File analysis.
