@@ -224,9 +224,10 @@ class JobManager:
             self._count_work(result)
         else:
             finished = self.store.finish(job_id, "failed", error=error, error_code=error_code)
+        # The upload goes before anyone waiting is told, so a finished job never has a file on disk.
+        self._remove_upload(job)
         if finished:
             self._after_terminal(job_id, status, elapsed)
-        self._remove_upload(job)
 
     def _on_progress(self, running: _Running, fraction: float) -> None:
         running.progress = min(max(float(fraction), 0.0), 1.0)
