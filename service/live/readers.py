@@ -31,6 +31,7 @@ import numpy as np
 
 from model.video.snippets import SnippetSpec, sample_indices
 from model.video.source import VideoSource, open_source
+from service.live.preflight import check_reachable
 from service.live.urls import MASK, SECRET_QUERY_KEYS, mask_url
 
 logger = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ class StreamReader:
         open_timeout_s: float = 10.0,
         read_timeout_s: float = 10.0,
         loop_files: bool = False,
-        opener: SourceOpener = open_source,
+        opener: SourceOpener | None = None,
     ) -> None:
         self.stream_id = stream_id
         self._url = url
@@ -151,7 +152,7 @@ class StreamReader:
         self._backoff = backoff or Backoff()
         self._open_timeout_s = open_timeout_s
         self._read_timeout_s = read_timeout_s
-        self._opener = opener
+        self._opener = opener or open_camera
         self._secrets = _secrets_of(url)
         self._sampled = sample_indices(spec)
         self._lock = threading.Lock()
@@ -305,6 +306,14 @@ class StreamReader:
         for secret in self._secrets:
             text = text.replace(secret, MASK)
         return text
+
+
+def open_camera(url: str, *, open_timeout_s: float, read_timeout_s: float) -> VideoSource:
+    """`open_source`, after a check that a network source answers (see `service.live.preflight`: OpenCV opens
+    captures one at a time, so a dead camera must not get that far)."""
+    if "://" in url:
+        check_reachable(url, open_timeout_s)
+    return open_source(url, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s)
 
 
 def _secrets_of(url: str) -> list[str]:

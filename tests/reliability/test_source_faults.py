@@ -1,0 +1,231 @@
+"""Faulty sources against the running service: a real RTSP camera killed and restarted again and again, a port
+that accepts and never speaks, one that sends random bytes, and a replayed source deleted while it plays. Each
+fault must stay with its own stream: a healthy stream beside them keeps its pace, and the API keeps answering.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.footage import PED2_ROOT, ped2_frame_files
+from tests.reliability.conftest import (
+    LIVE_ENV,
+    next_snippets,
+    open_live,
+    proc_stats,
+    server_pid,
+    stream_view,
+    wait_for,
+)
+from tests.rtsp_server import RtspServerProcess
+from tests.service.conftest import ServerProcess
+from tests.service.live.conftest import requires_gstreamer
+
+pytestmark = [pytest.mark.integration, pytest.mark.reliability]
+
+HEALTHY_CLIP = PED2_ROOT / "testing" / "frames" / "02"
+KILL_CYCLES = 3
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = ServerProcess(tmp_path_factory.mktemp("source-faults") / "data", env=LIVE_ENV).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def healthy(service: ServerProcess) -> str:
+    """A replayed clip that loops forever: the stream that must not notice the others' faults."""
+    with service.client() as client:
+        response = client.post("/streams", json={"url": str(HEALTHY_CLIP), "name": "healthy", "loop": True})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+class Cadence:
+    """Arrival times of a stream's provisional snippets, collected by a background WebSocket client."""
+
+    def __init__(self, service: ServerProcess, stream_id: str) -> None:
+        self._exit = contextlib.ExitStack()
+        self._ws = self._exit.enter_context(open_live(service, stream_id))
+        self.arrivals: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                next_snippets(self._ws, 1, timeout=1.0, status="provisional")
+            except (AssertionError, TimeoutError):
+                continue
+            except Exception:
+                return
+            self.arrivals.append(time.monotonic())
+
+    def max_gap_s(self) -> float:
+        return max(b - a for a, b in itertools.pairwise(self.arrivals))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._exit.close()
+
+
+def _health_latency(service: ServerProcess) -> float:
+    with httpx.Client(base_url=service.url, timeout=10) as anon:
+        started = time.perf_counter()
+        assert anon.get("/health").status_code == 200
+        return time.perf_counter() - started
+
+
+@requires_gstreamer
+def test_camera_killed_and_restarted_repeatedly(service: ServerProcess, healthy: str, report) -> None:
+    camera = RtspServerProcess().start()
+    cadence = Cadence(service, healthy)
+    try:
+        with service.client() as client:
+            created = client.post("/streams", json={"url": camera.url, "name": "flaky camera"})
+        assert created.status_code == 201, created.text
+        sid = created.json()["id"]
+        recoveries = []
+        with open_live(service, sid) as ws:
+            last = next_snippets(ws, 2, timeout=30, status="provisional")[-1]["index"]
+            for cycle in range(KILL_CYCLES):
+                camera.kill()
+                killed = time.monotonic()
+                view = wait_for(
+                    lambda: (v := stream_view(service, sid))["state"] == "reconnecting" and v,
+                    15,
+                    "the stream to notice the camera is gone",
+                )
+                detected = time.monotonic() - killed
+                assert view["last_error"]
+                time.sleep(1.0)  # down across at least one more connection attempt
+                camera.start()
+                back = time.monotonic()
+                first = next_snippets(ws, 1, timeout=40, status="provisional")[0]
+                recovery = time.monotonic() - back
+                assert first["index"] > last
+                assert first["gap"] is not None and "reconnect" in first["gap"]["reasons"]
+                last = first["index"]
+                recoveries.append(recovery)
+                report(f"cycle{cycle + 1}_outage_detected_s", detected)
+                report(f"cycle{cycle + 1}_recovery_s", recovery)
+        view = stream_view(service, sid)
+        assert view["state"] == "live" and view["reconnects"] >= KILL_CYCLES
+        report("recovery_max_s", max(recoveries))
+        report("healthy_stream_max_gap_s", cadence.max_gap_s())
+        assert max(recoveries) < 20
+        # The healthy stream sends a snippet every 1.6 s; a pause of more than two would mean it was held up.
+        assert cadence.max_gap_s() < 3.5
+        with service.client() as client:
+            assert client.delete(f"/streams/{sid}").status_code == 204
+    finally:
+        cadence.close()
+        camera.kill()
+
+
+def test_silent_garbage_and_vanishing_sources_stay_contained(
+    service: ServerProcess, healthy: str, hostile_peers, tmp_path: Path, report
+) -> None:
+    silent, garbage = hostile_peers("silent"), hostile_peers("garbage")
+    # A replayed folder that is deleted while it plays: its reader fails mid-stream and can never reopen it.
+    doomed = tmp_path / "doomed"
+    doomed.mkdir()
+    for frame in ped2_frame_files("testing/frames/02", max_frames=48):  # 4.8 s at 10 fps
+        shutil.copy(frame, doomed / frame.name)
+    sources = {
+        "silent rtsp": f"rtsp://127.0.0.1:{silent.port}/cam",
+        "silent http": f"http://127.0.0.1:{silent.port}/video.mjpg",
+        "garbage rtsp": f"rtsp://127.0.0.1:{garbage.port}/cam",
+        "garbage http": f"http://127.0.0.1:{garbage.port}/video.mjpg",
+        "vanishing replay": str(doomed),
+    }
+    pid = server_pid(service)
+    before = proc_stats(pid)
+    cadence = Cadence(service, healthy)
+    ids: dict[str, str] = {}
+    try:
+        with service.client() as client:
+            for name, url in sources.items():
+                response = client.post("/streams", json={"url": url, "name": name, "loop": True})
+                assert response.status_code == 201, response.text
+                ids[name] = response.json()["id"]
+        wait_for(lambda: stream_view(service, ids["vanishing replay"])["state"] == "live", 15, "replay live")
+        shutil.rmtree(doomed)
+        started = time.monotonic()
+        worst_health = 0.0
+        # Every faulty stream must fail, say why, and keep retrying; meanwhile the API answers at once.
+        while time.monotonic() - started < 15:
+            worst_health = max(worst_health, _health_latency(service))
+            views = {name: stream_view(service, sid) for name, sid in ids.items()}
+            if all(v["connect_attempts"] >= 3 and v["last_error"] for v in views.values()):
+                break
+            time.sleep(0.3)
+        for name, view in views.items():
+            assert view["state"] in ("connecting", "reconnecting"), (name, view)
+            assert view["last_error"] and view["connect_attempts"] >= 3, (name, view)
+            report(f"{name.replace(' ', '_')}_attempts_in_window", view["connect_attempts"])
+        report("faults_window_s", time.monotonic() - started)
+        report("health_worst_latency_s", worst_health)
+        assert silent.accepted >= 2 and garbage.accepted >= 2
+        assert worst_health < 0.5
+        healthy_view = stream_view(service, healthy)
+        assert healthy_view["state"] == "live"
+        report("healthy_stream_max_gap_s", cadence.max_gap_s())
+        assert cadence.max_gap_s() < 3.5
+    finally:
+        cadence.close()
+        with service.client() as client:
+            for sid in ids.values():
+                assert client.delete(f"/streams/{sid}").status_code == 204
+    # Removed readers end on their own, even those waiting on a peer that never answers.
+    after = wait_for(
+        lambda: (s := proc_stats(pid)).threads <= before.threads and s,
+        15,
+        f"reader threads to end (before: {before})",
+    )
+    report("process_before", str(before))
+    report("process_after", str(after))
+    assert after.fds <= before.fds + 2
+
+
+@requires_gstreamer
+def test_dead_cameras_do_not_delay_a_live_one(service: ServerProcess, hostile_peers, report) -> None:
+    """OpenCV opens captures one at a time; cameras that never answer must not queue a working one behind them."""
+    silent = hostile_peers("silent")
+    ids = []
+    with RtspServerProcess() as camera, service.client() as client:
+        try:
+            for k in range(6):
+                response = client.post(
+                    "/streams", json={"url": f"rtsp://127.0.0.1:{silent.port}/dead{k}", "name": f"dead {k}"}
+                )
+                assert response.status_code == 201, response.text
+                ids.append(response.json()["id"])
+            wait_for(lambda: silent.accepted >= 6, 10, "the dead cameras to be tried")
+            registered = time.monotonic()
+            response = client.post("/streams", json={"url": camera.url, "name": "working camera"})
+            assert response.status_code == 201, response.text
+            ids.append(response.json()["id"])
+            with open_live(service, ids[-1]) as ws:
+                next_snippets(ws, 1, timeout=40, status="provisional")
+            first_snippet = time.monotonic() - registered
+        finally:
+            for sid in ids:
+                client.delete(f"/streams/{sid}")
+    report("dead_cameras", 6)
+    report("working_camera_first_snippet_s", first_snippet)
+    # One snippet is 1.6 s of video; six dead cameras with a 2 s open timeout would add up to 12 s if serialised.
+    assert first_snippet < 6.0
