@@ -21,15 +21,21 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
+import numpy as np
 import torch
 
 from model.backbones.base import Backbone
 from model.backbones.registry import BackboneConfig, load_backbone
 from model.video.snippets import SnippetSpec, iter_snippet_batches
 from model.video.source import open_source
+
+if TYPE_CHECKING:
+    from model.inference import AnalysisEngine
 
 log = logging.getLogger("bench.extraction")
 
@@ -62,6 +68,167 @@ def _single_cv2_thread(fn: Callable[[], tuple[int, float]]) -> Callable[[], tupl
             cv2.setNumThreads(threads)
 
     return run
+
+
+# -- images/s per backbone, precision and batch size (used by bench.suite) -----------------------------------
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_rate(fn: Callable[[], int], device: torch.device, min_seconds: float, max_calls: int) -> float:
+    """Items/s of `fn` (which returns the items it handled): one warm-up call, then calls until `min_seconds`
+    have passed (at least one call, at most `max_calls`)."""
+    fn()
+    _synchronize(device)
+    items, calls = 0, 0
+    start = time.perf_counter()
+    while calls < 1 or (time.perf_counter() - start < min_seconds and calls < max_calls):
+        items += fn()
+        calls += 1
+    _synchronize(device)
+    return items / (time.perf_counter() - start)
+
+
+def _encode_count(backbone: Backbone, frames: np.ndarray) -> int:
+    """Encode once; the number of images encoded."""
+    if frames.ndim == 5:
+        backbone.encode_snippets(frames)
+        return frames.shape[0] * frames.shape[1]
+    backbone.encode_frames(frames)  # type: ignore[attr-defined]
+    return len(frames)
+
+
+def load_frames(folder: Path, count: int, size: tuple[int, int] | None = None) -> np.ndarray:
+    """`count` real RGB frames [count, H, W, 3] from a frame folder (cycled), optionally resized to (w, h)."""
+    files = sorted(folder.glob("*.jpg"))
+    if not files:
+        raise FileNotFoundError(f"no frames under {folder}")
+    frames = []
+    for i in range(count):
+        bgr = cv2.imread(str(files[i % len(files)]), cv2.IMREAD_COLOR)
+        if size is not None:
+            bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_CUBIC)
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    return np.stack(frames)
+
+
+def motion_rates(
+    frames: np.ndarray, snippet_batches: list[int], device: torch.device, min_seconds: float
+) -> list[dict[str, object]]:
+    """Motion descriptor images/s for each number of 16-frame snippets per call."""
+    motion = load_backbone(BackboneConfig(name="motion"), device)
+    h, w = frames.shape[1:3]
+    rows = []
+    for snippets in snippet_batches:
+        batch = np.stack([frames[(np.arange(16) + 16 * i) % len(frames)] for i in range(snippets)])
+        rate = timed_rate(partial(_encode_count, motion, batch), device, min_seconds, max_calls=1000)
+        rows.append(
+            {
+                "backbone": "motion",
+                "precision": "fp32",
+                "input": f"{w}x{h}",
+                "batch_images": snippets * 16,
+                "images_per_s": rate,
+            }
+        )
+    return rows
+
+
+def clip_rates(
+    arch: str,
+    precisions: list[str],
+    batches: list[int],
+    frames: np.ndarray,
+    device: torch.device,
+    min_seconds: float,
+    max_calls: int,
+) -> list[dict[str, object]]:
+    """CLIP image-encoder images/s (random weights; uint8 frames in, preprocessing on the device included)."""
+    rows = []
+    h, w = frames.shape[1:3]
+    for precision in precisions:
+        config = BackboneConfig(name="clip", clip_arch=arch, clip_pretrained=None, precision=precision)
+        clip = load_backbone(config, device)
+        for batch in batches:
+            clip.batch_size = batch
+            chunk = frames[np.arange(batch) % len(frames)]
+            rate = timed_rate(partial(_encode_count, clip, chunk), device, min_seconds, max_calls)
+            rows.append(
+                {
+                    "backbone": f"clip {arch}",
+                    "precision": precision,
+                    "input": f"{w}x{h}",
+                    "batch_images": batch,
+                    "images_per_s": rate,
+                }
+            )
+        clip.close()
+    return rows
+
+
+def time_shares(engine: AnalysisEngine, video: Path, max_snippets: int | None = None) -> dict[str, object]:
+    """Where one video's analysis time goes: decode, preprocessing, backbone, head (seconds and shares).
+
+    The backbone is called in its two halves (preprocess, then the encoder on the preprocessed frames) so each
+    is timed alone; the features equal `encode_snippets` (checked on the first batch for the motion backbone).
+    """
+    from model.backbones.clip import ClipBackbone
+    from model.backbones.motion import MotionBackbone
+
+    backbone, device = engine.backbone, engine.device
+    seconds = {"decode": 0.0, "preprocess": 0.0, "backbone": 0.0, "head": 0.0}
+    features: list[torch.Tensor] = []
+    frames_done = 0
+    with open_source(video) as source, torch.inference_mode():
+        batches = iter_snippet_batches(source, engine.spec, engine.config.snippets_per_batch)
+        while max_snippets is None or sum(len(f) for f in features) < max_snippets:
+            t0 = time.perf_counter()
+            batch = next(batches, None)
+            t1 = time.perf_counter()
+            seconds["decode"] += t1 - t0
+            if batch is None:
+                break
+            frames = batch.frames
+            s, f, h, w = frames.shape[:4]
+            if isinstance(backbone, MotionBackbone):
+                grey = backbone.preprocess(frames)
+                t2 = time.perf_counter()
+                out = torch.from_numpy(backbone.describe_grey(grey)).to(device)
+                if not features and not torch.equal(out, backbone.encode_snippets(frames)):
+                    raise AssertionError("motion preprocess + describe_grey differs from encode_snippets")
+            elif isinstance(backbone, ClipBackbone):
+                pixels = backbone.preprocess(torch.from_numpy(frames.reshape(s * f, h, w, 3)).to(device))
+                _synchronize(device)
+                t2 = time.perf_counter()
+                out = torch.cat([backbone.visual(c).float() for c in pixels.split(backbone.batch_size)])
+                out = out.view(s, f, -1).mean(dim=1)
+                _synchronize(device)
+            else:
+                raise TypeError(f"no breakdown for {type(backbone).__name__}")
+            t3 = time.perf_counter()
+            seconds["preprocess"] += t2 - t1
+            seconds["backbone"] += t3 - t2
+            features.append(out)
+            frames_done = int(batch.end_frames[-1])
+        t0 = time.perf_counter()
+        feats = torch.cat(features)
+        engine.run_head(feats)
+        engine.local_categories(feats)
+        _synchronize(device)
+        seconds["head"] = time.perf_counter() - t0
+    total = sum(seconds.values())
+    return {
+        "backbone": backbone.identity.key(),
+        "sampled_frames_per_snippet": engine.spec.sampled_frames_per_snippet,
+        "frames": frames_done,
+        "snippets": int(feats.shape[0]),
+        "seconds": seconds,
+        "share": {k: v / total for k, v in seconds.items()},
+        "frames_per_s": frames_done / total,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -109,13 +109,17 @@ def backends_for(
 
 
 def head_table(
-    device: torch.device, rounds: int, iter_scale: float, threads: int | None
+    device: torch.device,
+    rounds: int,
+    iter_scale: float,
+    threads: int | None,
+    shapes: list[tuple[str, int, int, int, int]] = SHAPES,
 ) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        dims = sorted({shape[3] for shape in SHAPES})
+        dims = sorted({shape[3] for shape in shapes})
         backends = {dim: backends_for(dim, Path(tmp), device, threads) for dim in dims}
-        for label, batch, snippets, dim, iters in SHAPES:
+        for label, batch, snippets, dim, iters in shapes:
             x = torch.randn(batch, snippets, dim, device=device)
             fns = {kind: (lambda b=backend, x=x: b(x)) for kind, backend in backends[dim].items()}
             ms = time_round_robin(fns, device, rounds, max(1, round(iters * iter_scale)))
@@ -228,6 +232,35 @@ def device_name(device: torch.device) -> str:
     return "CPU"
 
 
+def run(
+    device: torch.device,
+    rounds: int = 3,
+    threads: int | None = None,
+    iter_scale: float | None = None,
+    shapes: list[str] | None = None,
+) -> dict[str, object]:
+    """The whole measurement as one dict: backend latencies, shift timings, MoTAR size and cost.
+
+    `shapes` picks rows of SHAPES by label (default: all)."""
+    if threads:
+        torch.set_num_threads(threads)
+    # GPU calls are ~100x cheaper: more of them per round for stable medians.
+    if iter_scale is None:
+        iter_scale = 10.0 if device.type == "cuda" else 1.0
+    picked = [shape for shape in SHAPES if shapes is None or shape[0] in shapes]
+    heads = head_table(device, rounds, iter_scale, threads, picked)
+    for row in heads:
+        batch = next(b for label, b, *_ in SHAPES if label == row["shape"])
+        row["windows_per_s"] = batch / row["ms"] * 1e3
+    return {
+        "device": device_name(device),
+        "torch_threads": torch.get_num_threads(),
+        "heads": heads,
+        "shift": shift_table(device, rounds),
+        "motar": motar_cost(device, rounds),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
@@ -239,16 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     device = torch.device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    # GPU calls are ~100x cheaper: more of them per round for stable medians.
-    iter_scale = 10.0 if device.type == "cuda" else 1.0
-    heads = head_table(device, args.rounds, iter_scale, args.threads)
-    shifts = shift_table(device, args.rounds)
-    motar = motar_cost(device, args.rounds)
-    print_report(device, heads, shifts, motar)
+    report = run(device, args.rounds, args.threads)
+    print_report(device, report["heads"], report["shift"], report["motar"])
     if args.json:
-        report = {"device": device_name(device), "heads": heads, "shift": shifts, "motar": motar}
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 import threading
@@ -28,13 +29,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, Field
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 log = logging.getLogger("bench.live_streams")
-PED2 = Path("/work/shared/data/ped2")
+PED2 = Path(os.environ.get("REFINEVAD_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")) / "ped2"
 
 
 def live_window_scores(engine, features, window: int) -> np.ndarray:
@@ -159,6 +161,148 @@ def bench_capacity(steps: list[int], warmup_s: float, measure_s: float) -> dict:
         "steps": results,
         "max_sustained_streams": max(sustained) if sustained else 0,
         "latency_single_stream": latency_at_one,
+    }
+
+
+# -- capacity over file replay (bench.suite): no RTSP server needed ----------------------------------------
+
+
+class CapacityPlan(BaseModel):
+    """How the largest sustained number of streams is searched: doubling, then bisecting, within a time bound."""
+
+    max_latency_s: float = Field(
+        2.0, description="p95 capture-to-message latency a sustained step stays under"
+    )
+    warmup_s: float = Field(6.0, description="after streams are added, before measuring")
+    measure_s: float = Field(10.0, description="observation window of each step")
+    max_streams: int = Field(64, ge=1)
+    growth: int = Field(2, ge=2, description="stream counts multiply by this until a step fails")
+    bisect_steps: int = Field(
+        1, ge=0, description="extra steps between the last good and the first bad count"
+    )
+    listen: int = Field(4, ge=1, description="streams whose WebSocket messages are timed at the client")
+    time_budget_s: float = Field(120.0, description="no new step starts after this long")
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def _measure_step(client, ws_base: str, ids: list[str], plan: CapacityPlan, fps: float) -> dict:
+    """Observe the registered streams for `measure_s`: client-side latency, lag drops, snippets scored."""
+    stop, latencies = threading.Event(), []
+    listeners = [
+        threading.Thread(target=_latency_listener, args=(f"{ws_base}/streams/{i}/live", stop, latencies))
+        for i in ids[: plan.listen]
+    ]
+    for listener in listeners:
+        listener.start()
+    before = {v["id"]: v for v in client.get("/streams").json()["items"]}
+    time.sleep(plan.measure_s)
+    after = {v["id"]: v for v in client.get("/streams").json()["items"]}
+    stop.set()
+    for listener in listeners:
+        listener.join()
+    dropped = sum(after[i]["dropped_frames"] - before[i]["dropped_frames"] for i in ids)
+    # Snippets scored per stream vs those a real-time camera delivers in the window (one of slack: boundaries).
+    expected = plan.measure_s * fps / 16
+    scored = min(after[i]["snippets_processed"] - before[i]["snippets_processed"] for i in ids)
+    p95 = _percentile(latencies, 95)
+    return {
+        "streams": len(ids),
+        "dropped_frames": dropped,
+        "min_snippets_scored": scored,
+        "snippets_expected": round(expected, 2),
+        "messages_timed": len(latencies),
+        "latency_p50_s": _percentile(latencies, 50),
+        "latency_p95_s": p95,
+        "latency_max_s": max(latencies) if latencies else None,
+        "sustained": dropped == 0 and scored >= expected - 1 and p95 is not None and p95 < plan.max_latency_s,
+    }
+
+
+def capacity_over_replay(
+    video: Path, device: str, workdir: Path, plan: CapacityPlan, settings: dict[str, str] | None = None
+) -> dict:
+    """Largest number of concurrent real-time streams `refinevad serve` sustains (p95 latency < bound).
+
+    Every stream replays `video` in a loop at its own frame rate through the service's real reader (a local
+    file read as a camera would deliver it: decoded and paced in real time), so the machine pays decoding,
+    the batched backbone and head, serialisation and WebSocket delivery, as for cameras.
+    """
+    import cv2
+    import httpx
+
+    from bench.service_analyze import start_service, stop_service
+
+    capture = cv2.VideoCapture(str(video))
+    fps = capture.get(cv2.CAP_PROP_FPS) or 10.0
+    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    capture.release()
+    env = {
+        "REFINEVAD_ALLOWED_SCHEMES": "file",
+        "REFINEVAD_LIVE_MAX_STREAMS": str(plan.max_streams),
+        **(settings or {}),
+    }
+    started = time.monotonic()
+    proc, url = start_service(workdir / "data", device, sync_seconds=60, settings=env)
+    ws_base = url.replace("http://", "ws://")
+    steps: list[dict] = []
+    good, bad = 0, None
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            ids: list[str] = []
+
+            def resize(n: int) -> None:
+                while len(ids) < n:
+                    body = {"url": str(video), "name": f"replay {len(ids)}", "loop": True}
+                    response = client.post("/streams", json=body)
+                    response.raise_for_status()
+                    ids.append(response.json()["id"])
+                while len(ids) > n:
+                    client.delete(f"/streams/{ids.pop()}").raise_for_status()
+
+            def step(n: int) -> bool:
+                resize(n)
+                time.sleep(plan.warmup_s)
+                result = _measure_step(client, ws_base, ids, plan, fps)
+                log.info("live step %s", result)
+                steps.append(result)
+                return result["sustained"]
+
+            def time_left() -> bool:
+                return time.monotonic() - started + plan.warmup_s + plan.measure_s < plan.time_budget_s
+
+            n = 1
+            while n <= plan.max_streams and time_left():
+                if not step(n):
+                    bad = n
+                    break
+                good = n
+                n = min(n * plan.growth, plan.max_streams) if n < plan.max_streams else n + 1
+            for _ in range(plan.bisect_steps):
+                if bad is None or bad - good <= 1 or not time_left():
+                    break
+                mid = (good + bad) // 2
+                if step(mid):
+                    good = mid
+                else:
+                    bad = mid
+            resize(0)
+    finally:
+        stop_service(proc)
+    at_best = next((s for s in steps if s["streams"] == good and s["sustained"]), None)
+    return {
+        "source": {"video": video.name, "width": width, "height": height, "fps": fps},
+        "criterion": f"p95 capture-to-message < {plan.max_latency_s} s, no frame dropped for lag, "
+        "every stream scored in real time",
+        "max_sustained_streams": good,
+        "first_failing_streams": bad,
+        "search_complete": (bad is not None and bad - good <= 1) or good >= plan.max_streams,
+        "latency_at_max": at_best,
+        "steps": steps,
+        "wall_s": time.monotonic() - started,
+        "plan": plan.model_dump(),
     }
 
 

@@ -38,7 +38,9 @@ from service.settings import ServiceSettings
 
 log = logging.getLogger("bench.service_analyze")
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PED2_CLIP = Path("/work/shared/data/ped2/testing/frames/01")
+# The shared real data beside the checkout (or $REFINEVAD_SHARED_DATA), read in place.
+SHARED_DATA = Path(os.environ.get("REFINEVAD_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+PED2_CLIP = SHARED_DATA / "ped2" / "testing" / "frames" / "01"
 
 
 def encode_video(dest: Path, frames_dir: Path, repeats: int, fps: float = 10.0) -> int:
@@ -55,13 +57,36 @@ def encode_video(dest: Path, frames_dir: Path, repeats: int, fps: float = 10.0) 
     return len(frames) * repeats
 
 
+def encode_upscaled(
+    dest: Path, frames_dir: Path, seconds: float, fps: float = 30.0, size: tuple[int, int] = (1920, 1080)
+) -> int:
+    """A `seconds`-long video at `fps` and `size` (w, h) made of real frames upscaled with OpenCV (bicubic)."""
+    files = sorted(frames_dir.glob("*.jpg"))
+    if not files:
+        raise SystemExit(f"no frames under {frames_dir}")
+    count = max(1, round(seconds * fps))
+    writer = cv2.VideoWriter(str(dest), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write {dest}")
+    try:
+        for i in range(count):
+            frame = cv2.imread(str(files[i % len(files)]), cv2.IMREAD_COLOR)
+            writer.write(cv2.resize(frame, size, interpolation=cv2.INTER_CUBIC))
+    finally:
+        writer.release()
+    return count
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def start_service(data_dir: Path, device: str, sync_seconds: float) -> tuple[subprocess.Popen, str]:
+def start_service(
+    data_dir: Path, device: str, sync_seconds: float, settings: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
+    """`refinevad serve` in a subprocess on a free port; `settings` are extra REFINEVAD_* variables."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFINEVAD_")}
     env.update(
@@ -70,6 +95,7 @@ def start_service(data_dir: Path, device: str, sync_seconds: float) -> tuple[sub
         REFINEVAD_SYNC_MAX_SECONDS=str(sync_seconds),
         REFINEVAD_MAX_UPLOAD_MB="4096",
     )
+    env.update(settings or {})
     log_file = (data_dir.parent / "service.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--log-level", "warning"],
@@ -102,6 +128,68 @@ def post_once(client: httpx.Client, video: Path) -> float:
     if body["status"] != "succeeded":
         raise RuntimeError(f"analysis did not succeed: {body}")
     return time.perf_counter() - start
+
+
+def stop_service(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def run_videos(videos: dict[str, Path], device: str, rounds: int, workdir: Path) -> dict[str, object]:
+    """End to end: each video POSTed to /analyze on the service and analysed in-process, rounds alternating;
+    speed as frames/s and as a multiple of real time (video duration / wall time)."""
+    settings = ServiceSettings(device=device, data_dir=workdir / "unused")
+    engine = AnalysisEngine.from_config(engine_config(settings))
+    engine.warmup()
+    infos = {label: engine.probe(path) for label, path in videos.items()}
+    longest = max((info.duration_s or 0.0) for info in infos.values())
+    proc, url = start_service(workdir / "data", device, sync_seconds=longest + 3600)
+    rows = []
+    try:
+        with httpx.Client(base_url=url, timeout=3600) as client:
+            for label, path in videos.items():
+                info = infos[label]
+                post_once(client, path)  # first request of each size pays lazy start-up costs
+                service_s, inprocess_s, frames = [], [], 0
+                for _ in range(rounds):
+                    service_s.append(post_once(client, path))
+                    start = time.perf_counter()
+                    result = engine.analyze(path)
+                    inprocess_s.append(time.perf_counter() - start)
+                    frames = result.frames
+                duration = frames / info.fps
+                service_med, inprocess_med = statistics.median(service_s), statistics.median(inprocess_s)
+                rows.append(
+                    {
+                        "video": label,
+                        "width": info.width,
+                        "height": info.height,
+                        "fps": info.fps,
+                        "frames": frames,
+                        "duration_s": duration,
+                        "service_s": service_med,
+                        "inprocess_s": inprocess_med,
+                        "service_frames_per_s": frames / service_med,
+                        "service_x_realtime": duration / service_med,
+                        "inprocess_x_realtime": duration / inprocess_med,
+                        "service_over_inprocess": service_med / inprocess_med,
+                        "rounds_service_s": service_s,
+                        "rounds_inprocess_s": inprocess_s,
+                    }
+                )
+                log.info("e2e %s", rows[-1])
+    finally:
+        stop_service(proc)
+    return {
+        "model": {"backbone": engine.identity.backbone.key(), "trained": engine.identity.trained},
+        "device": str(engine.device),
+        "rounds": rounds,
+        "videos": rows,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,8 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                         inprocess_s[-1],
                     )
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
+            stop_service(proc)
 
     service_med, inprocess_med = statistics.median(service_s), statistics.median(inprocess_s)
     report = {

@@ -111,6 +111,11 @@ class MotionBackbone(Backbone):
         return np.concatenate(list(parts))
 
     def _describe(self, frames: np.ndarray) -> np.ndarray:
+        return self.describe_grey(self.preprocess(frames))
+
+    @staticmethod
+    def preprocess(frames: np.ndarray) -> np.ndarray:
+        """[S, F, H, W, 3] uint8 RGB -> [S, F, 120, 160] uint8 grey copies at WORK_SIZE."""
         s, f = frames.shape[:2]
         # One small grey copy per frame; OpenCV's per-image calls are far faster than numpy on full frames.
         grey = np.stack(
@@ -118,7 +123,12 @@ class MotionBackbone(Backbone):
                 cv2.resize(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), WORK_SIZE, interpolation=cv2.INTER_AREA)
                 for frame in frames.reshape(s * f, *frames.shape[2:])
             ]
-        ).reshape(s, f, WORK_SIZE[1], WORK_SIZE[0])
+        )
+        return grey.reshape(s, f, WORK_SIZE[1], WORK_SIZE[0])
+
+    def describe_grey(self, grey: np.ndarray) -> np.ndarray:
+        """[S, F, 120, 160] uint8 grey (from `preprocess`) -> [S, DIM] float32."""
+        s, f = grey.shape[:2]
         appearance = self._orientation_histograms(grey)
         # One sampled frame per snippet has no frame pair: its motion statistics are zero.
         motion = self._motion_histograms(grey) if f > 1 else np.zeros((s, MOTION_DIM), np.float32)
