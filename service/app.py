@@ -24,6 +24,7 @@ from service.jobs import JobManager
 from service.live.manager import LiveStreamManager
 from service.metrics import RequestMetricsMiddleware, ServiceMetrics
 from service.model_service import ModelService
+from service.request_limits import BodyLimitMiddleware
 from service.settings import ServiceSettings, log_settings
 from service.storage import Database, EventStore, JobStore
 from service.uploads import PARTIAL_SUFFIX
@@ -47,7 +48,7 @@ ROUTERS = (
 def build_context(settings: ServiceSettings, metrics: ServiceMetrics) -> ServiceContext:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.upload_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.database_path)
+    db = Database(settings.database_path, busy_timeout_s=settings.db_busy_timeout_s)
     job_store = JobStore(db)
     model = ModelService(settings, metrics)
     ctx = ServiceContext(
@@ -122,5 +123,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=[API_KEY_HEADER, "Authorization", "Content-Type"],
         )
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_json_kb * 1024, exempt=frozenset({"/analyze"})
+    )
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     return app

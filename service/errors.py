@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.schemas import ErrorBody
+from service.storage import StorageBusy, StorageError, StorageFull
 
 logger = logging.getLogger(__name__)
 
@@ -21,12 +22,14 @@ _DEFAULT_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    408: "request_timeout",
     409: "conflict",
     411: "length_required",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "unprocessable",
     503: "unavailable",
+    507: "storage_full",
 }
 
 
@@ -79,6 +82,16 @@ def install_error_handlers(app: FastAPI) -> None:
         ]
         summary = "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems)
         return error_response(422, "invalid_request", f"invalid request: {summary}", detail=problems)
+
+    @app.exception_handler(StorageError)
+    async def _storage_error(request: Request, exc: StorageError) -> JSONResponse:
+        logger.warning("%s %s refused: %s", request.method, request.url.path, exc)
+        if isinstance(exc, StorageFull):
+            return error_response(507, "storage_full", f"the server cannot store this now: {exc}")
+        code = "storage_busy" if isinstance(exc, StorageBusy) else "storage_unavailable"
+        return error_response(
+            503, code, f"the server cannot store this now: {exc}", headers={"Retry-After": "2"}
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -18,20 +18,25 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from model.inference import AnalysisCancelled, AnalysisResult
 from model.video.source import VideoDecodeError
 from service.metrics import ServiceMetrics
 from service.model_service import ModelService
-from service.storage import EventRecord, JobRecord, JobStore
+from service.storage import EventRecord, JobRecord, JobStore, StorageError
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 PRIORITY_WAITING = 0  # a client holds a connection open for this one
 PRIORITY_BACKGROUND = 1
 _PROGRESS_WRITE_INTERVAL_S = 0.5
+_STORAGE_RETRY_S = 1.0
 _STOP = (-1, -1, "")
 
 
@@ -153,6 +158,26 @@ class JobManager:
 
     # ------------------------------------------------------------------------------------------ the worker
 
+    def _durably(self, what: str, write: Callable[[], T]) -> T | None:
+        """Run a database write, retrying while the database refuses it for now (locked elsewhere, disk full):
+        a finished job's result must not be lost to a passing storage fault. None if the service stopped first;
+        the job then stays as the database has it and is recovered at the next start."""
+        while True:
+            try:
+                return write()
+            except StorageError as exc:
+                logger.warning("%s: %s; retrying in %gs", what, exc, _STORAGE_RETRY_S)
+                if self._shutdown.wait(_STORAGE_RETRY_S):
+                    return None
+
+    def _fail(self, job_id: str, error: str, error_code: str) -> None:
+        finished = self._durably(
+            f"job {job_id}: storing its failure",
+            lambda: self.store.finish(job_id, "failed", error=error, error_code=error_code),
+        )
+        if finished:
+            self._after_terminal(job_id, "failed", 0.0)
+
     def _work(self) -> None:
         while True:
             item = self._queue.get()
@@ -160,24 +185,19 @@ class JobManager:
             if item == _STOP or self._shutdown.is_set():
                 return
             if not self.model.wait_until_loaded():
-                job_id = item[2]
-                error = f"the model failed to load: {self.model.error}"
-                if self.store.finish(job_id, "failed", error=error, error_code="model_failed"):
-                    self._after_terminal(job_id, "failed", 0.0)
+                self._fail(item[2], f"the model failed to load: {self.model.error}", "model_failed")
                 continue
             try:
                 self._run(item[2])
             except Exception:
                 # A bug here must not kill the worker thread; the job is failed with the reason.
                 logger.exception("job %s: unexpected error in the worker", item[2])
-                error = "internal error in the job worker (logged)"
-                if self.store.finish(item[2], "failed", error=error, error_code="internal_error"):
-                    self._after_terminal(item[2], "failed", 0.0)
+                self._fail(item[2], "internal error in the job worker (logged)", "internal_error")
 
     def _run(self, job_id: str) -> None:
-        job = self.store.mark_running(job_id)
+        job = self._durably(f"job {job_id}: claiming it", lambda: self.store.mark_running(job_id))
         if job is None:
-            return  # deleted or cancelled while queued
+            return  # deleted or cancelled while queued (or the service is stopping)
         running = _Running(job_id)
         with self._lock:
             self._running[job_id] = running
@@ -206,35 +226,50 @@ class JobManager:
 
         if running.cancel.is_set():
             if self._shutdown.is_set():
-                self.store.requeue(
-                    job_id, note="interrupted by a server shutdown; resumed", refund_attempt=True
+                self._durably(
+                    f"job {job_id}: re-queueing it",
+                    lambda: self.store.requeue(
+                        job_id, note="interrupted by a server shutdown; resumed", refund_attempt=True
+                    ),
                 )
                 logger.info("job %s re-queued for the next start (shutdown)", job_id)
                 return
             status = "cancelled"
-            finished = self.store.finish(job_id, status, error="cancelled by request", error_code="cancelled")
+            finished = self._durably(
+                f"job {job_id}: storing its cancellation",
+                lambda: self.store.finish(
+                    job_id, status, error="cancelled by request", error_code="cancelled"
+                ),
+            )
         elif result is not None:
             status = "succeeded"
-            finished = self.store.finish(
-                job_id,
-                status,
-                result_json=result.model_dump_json(),
-                events=_events_of(job_id, result),
+            result_json, events = result.model_dump_json(), _events_of(job_id, result)
+            finished = self._durably(
+                f"job {job_id}: storing its result",
+                lambda: self.store.finish(job_id, status, result_json=result_json, events=events),
             )
             self._count_work(result)
         else:
-            finished = self.store.finish(job_id, "failed", error=error, error_code=error_code)
-        # The upload goes before anyone waiting is told, so a finished job never has a file on disk.
-        self._remove_upload(job)
+            finished = self._durably(
+                f"job {job_id}: storing its failure",
+                lambda: self.store.finish(job_id, "failed", error=error, error_code=error_code),
+            )
+        if finished is None:
+            return  # stopping with the write not done: the job is recovered at the next start
         if finished:
             self._after_terminal(job_id, status, elapsed)
+        self._remove_upload(job)
 
     def _on_progress(self, running: _Running, fraction: float) -> None:
         running.progress = min(max(float(fraction), 0.0), 1.0)
         now = time.monotonic()
         if now - running.last_write >= _PROGRESS_WRITE_INTERVAL_S:
             running.last_write = now
-            self.store.set_progress(running.job_id, running.progress)
+            try:
+                self.store.set_progress(running.job_id, running.progress)
+            except StorageError as exc:
+                # Progress is advisory (the live value is served from memory); analysis goes on.
+                logger.debug("job %s: progress not stored: %s", running.job_id, exc)
 
     def _count_work(self, result: AnalysisResult) -> None:
         timings = result.timings

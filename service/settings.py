@@ -45,6 +45,9 @@ class ServiceSettings(BaseSettings):
 
     # Where the service keeps its state.
     data_dir: Path = Field(default=Path("data"), description="SQLite database and upload spool")
+    db_busy_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="a write waits this long for a database locked elsewhere"
+    )
 
     # Network.
     host: str = "127.0.0.1"
@@ -77,6 +80,10 @@ class ServiceSettings(BaseSettings):
 
     # File analysis.
     max_upload_mb: float = Field(default=512.0, gt=0)
+    upload_idle_timeout_s: float = Field(
+        default=30.0, gt=0, description="an upload that sends nothing for this long is cut off (408)"
+    )
+    max_json_kb: int = Field(default=64, ge=1, le=65536, description="largest JSON request body")
     sync_max_seconds: float = Field(
         default=30.0, ge=0, description="videos up to this duration are answered synchronously"
     )

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +22,46 @@ from pydantic import BaseModel, Field
 logger = logging.getLogger(__name__)
 
 
-class Database:
-    """A thread-safe SQLite connection with named, idempotent migrations."""
+class StorageError(RuntimeError):
+    """The database cannot take a write now (the API answers these with a clear 5xx, not a crash)."""
 
-    def __init__(self, path: Path) -> None:
+
+class StorageBusy(StorageError):
+    """Another process or connection holds the write lock for longer than the busy timeout."""
+
+
+class StorageFull(StorageError):
+    """The disk holding the database is full."""
+
+
+def _translated(exc: sqlite3.Error) -> Exception:
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StorageBusy("the database is locked by another process; retry shortly")
+    if primary == sqlite3.SQLITE_FULL:
+        return StorageFull("no space left on the disk that holds the database")
+    return exc
+
+
+class Database:
+    """A thread-safe SQLite connection with named, idempotent migrations.
+
+    Writes go through one connection under a lock; reads use a second, read-only connection, so in WAL mode a
+    read never waits behind a write (or behind another process holding the write lock). A write that cannot get
+    the lock within `busy_timeout_s` raises `StorageBusy`; one that finds the disk full raises `StorageFull`.
+    """
+
+    def __init__(self, path: Path, busy_timeout_s: float = 5.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE) in `transaction()`.
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30.0)
+        self._conn = sqlite3.connect(
+            path, check_same_thread=False, isolation_level=None, timeout=busy_timeout_s
+        )
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
+        self._busy_ms = int(busy_timeout_s * 1000)
         mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise RuntimeError(f"SQLite database {path} could not be switched to WAL mode (got {mode})")
@@ -41,21 +71,43 @@ class Database:
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
         )
+        self._reader = sqlite3.connect(
+            path, check_same_thread=False, isolation_level=None, timeout=busy_timeout_s
+        )
+        self._reader.row_factory = sqlite3.Row
+        self._reader.execute("PRAGMA query_only=ON")
+        self._read_lock = threading.Lock()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, wait: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction; `wait=False` fails at once (StorageBusy) instead of waiting for the lock."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                if not wait:
+                    self._conn.execute("PRAGMA busy_timeout = 0")
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _translated(exc) from exc
+            finally:
+                if not wait:
+                    self._conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             try:
                 yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._conn.execute("COMMIT")
+            except BaseException as exc:
+                if self._conn.in_transaction:
+                    with suppress(sqlite3.Error):
+                        self._conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise _translated(exc) from exc
                 raise
-            self._conn.execute("COMMIT")
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+        with self._read_lock:
+            try:
+                return self._reader.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise _translated(exc) from exc
 
     def migrate(self, name: str, statements: Sequence[str]) -> bool:
         """Apply `statements` once under `name`; returns whether they ran now."""
@@ -74,7 +126,8 @@ class Database:
         return str(self.query("PRAGMA journal_mode")[0][0])
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
+            self._reader.close()
             self._conn.close()
 
 
@@ -277,7 +330,8 @@ class JobStore:
             return _job(conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
     def set_progress(self, job_id: str, progress: float) -> None:
-        with self.db.transaction() as conn:
+        """Advisory: never waits for a locked database (StorageBusy at once)."""
+        with self.db.transaction(wait=False) as conn:
             conn.execute(
                 "UPDATE jobs SET progress = ? WHERE id = ? AND status = 'running'", (progress, job_id)
             )

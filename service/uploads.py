@@ -8,8 +8,11 @@ decided later by probing with the decoder.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import BinaryIO
@@ -30,6 +33,10 @@ GENERIC_CONTENT_TYPES = frozenset({"application/octet-stream", "binary/octet-str
 # Multipart framing and small form fields ride on top of the file's own bytes.
 MULTIPART_OVERHEAD = 64 * 1024
 PARTIAL_SUFFIX = ".part"
+MAX_PART_HEADER = 16 * 1024
+MAX_BOUNDARY = 70  # RFC 2046
+# Writing the spool file fails with these when the disk, a quota or the process's file size limit is reached.
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 @dataclass
@@ -71,9 +78,18 @@ class _UploadReceiver:
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self.header_name += data[start:end]
+        self._check_header_size()
 
     def on_header_value(self, data: bytes, start: int, end: int) -> None:
         self.header_value += data[start:end]
+        self._check_header_size()
+
+    def _check_header_size(self) -> None:
+        # Part headers are collected in memory: a header that never ends must not grow with the body.
+        if len(self.header_name) + len(self.header_value) > MAX_PART_HEADER:
+            raise ApiError(
+                400, "part_header_too_large", f"a multipart part header exceeds {MAX_PART_HEADER // 1024} KiB"
+            )
 
     def on_header_end(self) -> None:
         self.part.headers.append((self.header_name.lower().strip(), self.header_value.strip()))
@@ -157,7 +173,24 @@ def video_suffix(filename: str) -> str:
     return PurePath(filename).suffix.lower()
 
 
-async def receive_video_upload(request: Request, dest: Path, max_bytes: int) -> ReceivedUpload:
+async def _chunks(request: Request, idle_timeout_s: float) -> AsyncIterator[bytes]:
+    """The body's chunks; a client that sends nothing for `idle_timeout_s` gets a 408 (a stalled or slow-loris
+    client must not hold a connection and a spool file forever)."""
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            yield await asyncio.wait_for(anext(stream), idle_timeout_s)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise ApiError(
+                408, "upload_timeout", f"the upload stalled: no data for {idle_timeout_s:g} s"
+            ) from None
+
+
+async def receive_video_upload(
+    request: Request, dest: Path, max_bytes: int, idle_timeout_s: float = 30.0
+) -> ReceivedUpload:
     """Stream the request's multipart `file` part into `dest`; on any failure `dest` does not exist afterwards."""
     content_type = request.headers.get("content-type", "")
     media_type, params = parse_options_header(content_type)
@@ -170,6 +203,10 @@ async def receive_video_upload(request: Request, dest: Path, max_bytes: int) -> 
     boundary = params.get(b"boundary")
     if not boundary:
         raise ApiError(400, "bad_multipart", "the multipart Content-Type has no boundary")
+    if len(boundary) > MAX_BOUNDARY:
+        raise ApiError(
+            400, "bad_multipart", f"the multipart boundary is longer than {MAX_BOUNDARY} characters"
+        )
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -195,7 +232,7 @@ async def receive_video_upload(request: Request, dest: Path, max_bytes: int) -> 
     )
     total = 0
     try:
-        async for chunk in request.stream():
+        async for chunk in _chunks(request, idle_timeout_s):
             total += len(chunk)
             if total > max_bytes + MULTIPART_OVERHEAD:
                 raise too_large(max_bytes)
@@ -205,6 +242,16 @@ async def receive_video_upload(request: Request, dest: Path, max_bytes: int) -> 
         receiver.close()
         dest.unlink(missing_ok=True)
         raise ApiError(400, "bad_multipart", f"the multipart body could not be parsed: {exc}") from None
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            receiver.close()
+        dest.unlink(missing_ok=True)
+        if exc.errno in _NO_SPACE:
+            logger.warning("upload refused: the spool %s is full (%s)", dest.parent, exc.strerror)
+            raise ApiError(
+                507, "storage_full", "no space left on the server for this upload; retry later"
+            ) from None
+        raise
     except BaseException:
         receiver.close()
         dest.unlink(missing_ok=True)

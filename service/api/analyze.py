@@ -20,6 +20,7 @@ from service.jobs import PRIORITY_BACKGROUND, PRIORITY_WAITING
 from service.schemas import Job
 from service.storage import JobRecord
 from service.uploads import FILE_FIELD, PARTIAL_SUFFIX, receive_video_upload, video_suffix
+from service.video_limits import check_frame_size
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ _UPLOAD_BODY = {
     openapi_extra=_UPLOAD_BODY,
     responses={
         202: {"model": Job, "description": "accepted; analysed in the background"},
-        **errors(400, 409, 413, 415, 422, 500, 503),
+        **errors(400, 408, 409, 413, 415, 422, 500, 503, 507),
     },
 )
 async def analyze(
@@ -74,13 +75,17 @@ async def analyze(
     spool = settings.upload_dir
     try:
         upload = await receive_video_upload(
-            request, spool / f"{job_id}{PARTIAL_SUFFIX}", settings.max_upload_bytes
+            request,
+            spool / f"{job_id}{PARTIAL_SUFFIX}",
+            settings.max_upload_bytes,
+            idle_timeout_s=settings.upload_idle_timeout_s,
         )
     except ApiError as exc:
         ctx.metrics.uploads_rejected.labels(reason=exc.code).inc()
         raise
     path = upload.path.rename(spool / f"{job_id}{video_suffix(upload.filename)}")
     try:
+        await asyncio.to_thread(check_frame_size, path, settings.max_video_pixels)
         video = await asyncio.to_thread(engine.probe, path)
     except VideoDecodeError as exc:
         path.unlink(missing_ok=True)
@@ -95,19 +100,23 @@ async def analyze(
 
     # Unknown duration (no frame count in the container) counts as long.
     wait = not background and video.duration_s is not None and video.duration_s <= settings.sync_max_seconds
-    record = ctx.job_store.create(
-        JobRecord(
-            id=job_id,
-            status="queued",
-            created_at=time.time(),
-            filename=upload.filename,
-            content_type=upload.content_type,
-            size_bytes=upload.size,
-            upload_path=str(path),
-            frame_scores=frame_scores,
-            video_json=video.model_dump_json(),
-        )
+    new_job = JobRecord(
+        id=job_id,
+        status="queued",
+        created_at=time.time(),
+        filename=upload.filename,
+        content_type=upload.content_type,
+        size_bytes=upload.size,
+        upload_path=str(path),
+        frame_scores=frame_scores,
+        video_json=video.model_dump_json(),
     )
+    try:
+        # Off the event loop: a write may wait for a database locked by another process.
+        record = await asyncio.to_thread(ctx.job_store.create, new_job)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
     ctx.metrics.jobs_submitted.labels(mode="sync" if wait else "background").inc()
     logger.info(
         "job %s: %r, %d bytes, %s s of video, %s",
@@ -128,7 +137,7 @@ async def analyze(
         raise ApiError(409, "job_deleted", f"job {job_id} was deleted before it finished")
     if finished.status == "failed" and finished.error_code == "undecodable_video":
         # The client's file is bad: answer 4xx and keep nothing of it.
-        ctx.job_store.delete(job_id)
+        await asyncio.to_thread(ctx.job_store.delete, job_id)
         raise ApiError(422, "invalid_video", finished.error or "the video could not be decoded")
     if finished.status == "failed":
         raise ApiError(

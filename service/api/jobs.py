@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Depends, Query, Response
 
 from model.inference import AnalysisResult, VideoInfo
@@ -76,7 +78,7 @@ async def get_job(job_id: str, ctx: ServiceContext = Depends(get_context)) -> Jo
     responses=errors(404),
 )
 async def delete_job(job_id: str, ctx: ServiceContext = Depends(get_context)) -> Response:
-    record = ctx.job_store.delete(job_id)
+    record = await asyncio.to_thread(ctx.job_store.delete, job_id)
     if record is None:
         raise ApiError(404, "job_not_found", f"no job with id {job_id!r}")
     ctx.jobs.forget(record)

@@ -11,12 +11,14 @@ _DESCRIPTIONS = {
     401: "missing API key",
     403: "invalid API key",
     404: "no such resource",
+    408: "the upload stalled (no data for the configured idle time)",
     409: "conflict with the resource's state",
     413: "upload over the size limit",
     415: "wrong content type or file type",
     422: "invalid parameters, or a file that is not a decodable video",
     500: "unexpected server error",
-    503: "model not loaded (yet)",
+    503: "model not loaded (yet), or the database is locked by another process",
+    507: "no space left on the server's disk",
 }
 
 AUTH_ERRORS = (401, 403)

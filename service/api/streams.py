@@ -56,7 +56,7 @@ def _known(manager: LiveStreamManager, stream_id: str) -> StreamView:
 async def create_stream(request: StreamCreate, ctx: ServiceContext = Depends(get_context)) -> StreamView:
     manager = _manager(ctx)
     try:
-        return manager.add(request)
+        return await manager.add(request)
     except InvalidSourceUrl as exc:
         raise ApiError(422, "invalid_stream_url", str(exc)) from None
     except InvalidStreamOptions as exc:
@@ -84,7 +84,7 @@ async def get_stream(stream_id: str, ctx: ServiceContext = Depends(get_context))
     responses=errors(404),
 )
 async def delete_stream(stream_id: str, ctx: ServiceContext = Depends(get_context)) -> Response:
-    if not _manager(ctx).remove(stream_id):
+    if not await _manager(ctx).remove(stream_id):
         raise ApiError(404, "stream_not_found", f"no stream with id {stream_id!r}")
     return Response(status_code=204)
 

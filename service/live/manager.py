@@ -70,6 +70,7 @@ class LiveStreamManager:
             model, self.hub, self.event_store, self.webhook, self.metrics, settings.live_window
         )
         self._records: dict[str, StreamRecord] = {}
+        self._adding = 0  # registrations being stored (counted against the stream limit)
         self._spec: SnippetSpec | None = None
         self._resume_task: asyncio.Task | None = None
 
@@ -131,9 +132,10 @@ class LiveStreamManager:
                 "; ".join(str(e.get("msg", "")).removeprefix("Value error, ") for e in exc.errors())
             ) from None
 
-    def add(self, request: StreamCreate) -> StreamView:
-        """Register and start a stream; raises InvalidSourceUrl, InvalidStreamOptions or StreamLimitReached."""
-        if len(self._records) >= self.settings.live_max_streams:
+    async def add(self, request: StreamCreate) -> StreamView:
+        """Register and start a stream; raises InvalidSourceUrl, InvalidStreamOptions, StreamLimitReached, or a
+        StorageError when the registration cannot be stored (nothing is registered then)."""
+        if len(self._records) + self._adding >= self.settings.live_max_streams:
             raise StreamLimitReached(
                 f"{len(self._records)} streams are registered, the limit is {self.settings.live_max_streams} "
                 "(REFINEVAD_LIVE_MAX_STREAMS)"
@@ -148,7 +150,12 @@ class LiveStreamManager:
             loop=request.loop,
             created_at=time.time(),
         )
-        self.store.add(record)
+        # Off the event loop: the write may wait for a database locked by another process.
+        self._adding += 1
+        try:
+            await asyncio.to_thread(self.store.add, record)
+        finally:
+            self._adding -= 1
         self._records[record.id] = record
         self.hub.open_channel(record.id)
         logger.info("stream %s (%s) registered: %s", record.id, record.name, mask_url(url))
@@ -175,15 +182,18 @@ class LiveStreamManager:
         self.scheduler.add(stream)
         reader.start()
 
-    def remove(self, stream_id: str) -> bool:
+    async def remove(self, stream_id: str) -> bool:
+        if stream_id not in self._records:
+            return False
+        # Forgotten in the database first: if that write fails the stream stays registered and running.
+        await asyncio.to_thread(self.store.delete, stream_id)
         record = self._records.pop(stream_id, None)
         if record is None:
-            return False
+            return False  # removed by a concurrent request meanwhile
         stream = self.scheduler.remove(stream_id)
         if stream is not None:
             stream.reader.stop()
         self.hub.close_stream(stream_id)
-        self.store.delete(stream_id)
         logger.info("stream %s (%s) removed", stream_id, record.name)
         return True
 

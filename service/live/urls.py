@@ -7,6 +7,8 @@ leaves the process (API answers, logs, WebSocket messages) uses `mask_url`.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -60,11 +62,65 @@ def check_source_url(url: str, allowed_schemes: list[str], allowed_hosts: list[s
         raise InvalidSourceUrl(f"malformed stream URL {mask_url(text)}: no host")
     if port == 0:
         raise InvalidSourceUrl(f"malformed stream URL {mask_url(text)}: port 0")
-    if allowed_hosts and host.lower() not in {h.lower() for h in allowed_hosts}:
+    if allowed_hosts:
+        if host.lower() not in {h.lower() for h in allowed_hosts}:
+            raise InvalidSourceUrl(
+                f"host {host!r} is not allowed (the REFINEVAD_ALLOWED_HOSTS setting lists the allowed hosts)"
+            )
+    elif (why := local_host_kind(host)) is not None:
         raise InvalidSourceUrl(
-            f"host {host!r} is not allowed (the REFINEVAD_ALLOWED_HOSTS setting lists the allowed hosts)"
+            f"host {host!r} is {why}; such hosts are refused unless named in REFINEVAD_ALLOWED_HOSTS"
         )
     return text
+
+
+# Names of this machine and of cloud instance-metadata services (which hand out credentials).
+_LOCAL_NAMES = frozenset(
+    {"localhost", "ip6-localhost", "ip6-loopback", "metadata", "metadata.google.internal", "instance-data"}
+)
+_METADATA_ADDRESSES = frozenset(
+    {ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")}
+)
+
+
+def local_host_kind(host: str) -> str | None:
+    """Why `host` must not be read from without explicit configuration (None if it may be).
+
+    The service must not be made to reach itself, its neighbours' link-local services or a cloud metadata
+    endpoint through a stream URL. IPv4 literals are read the way the C library reads them (`127.1`,
+    `2130706433`, `0x7f000001`, `0177.0.0.1` are all 127.0.0.1). Host names are not resolved here.
+    """
+    name = host.lower().rstrip(".")
+    if name in _LOCAL_NAMES or name.endswith(".localhost"):
+        return "a local or cloud-metadata host name"
+    address = _ip_literal(name)
+    if address is None:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_unspecified:
+        return "the unspecified address (this machine)"
+    if address.is_link_local or address in _METADATA_ADDRESSES:
+        return "a link-local or cloud-metadata address"
+    if address.is_multicast:
+        return "a multicast address"
+    return None
+
+
+def _ip_literal(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    # Shorthand, decimal, octal and hex IPv4 forms; letters other than hex digits and `x` mean a host name.
+    if name and all(ch in "0123456789abcdefx." for ch in name) and any(ch.isdigit() for ch in name):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(name))
+        except OSError:
+            return None
+    return None
 
 
 def is_file_source(url: str) -> bool:

@@ -71,6 +71,7 @@ class ProcStats:
     rss_mb: float
     fds: int
     threads: int
+    peak_rss_mb: float = 0.0
 
     def __str__(self) -> str:
         return f"RSS {self.rss_mb:.0f} MB, {self.fds} FDs, {self.threads} threads"
@@ -83,6 +84,7 @@ def proc_stats(pid: int) -> ProcStats:
         rss_mb=int(fields["VmRSS"][0]) / 1024,
         fds=len(os.listdir(f"/proc/{pid}/fd")),
         threads=int(fields["Threads"][0]),
+        peak_rss_mb=int(fields["VmHWM"][0]) / 1024,
     )
 
 
