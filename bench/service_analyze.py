@@ -43,28 +43,31 @@ SHARED_DATA = Path(os.environ.get("REFINEVAD_SHARED_DATA", REPO_ROOT.parent / "s
 PED2_CLIP = SHARED_DATA / "ped2" / "testing" / "frames" / "01"
 
 
-def encode_video(dest: Path, frames_dir: Path, repeats: int, fps: float = 10.0) -> int:
+def encode_video(dest: Path, frames_dir: Path, repeats: int, fps: float = 10.0, multiple_of: int = 1) -> int:
+    """The frames of `frames_dir` played `repeats` times, as mp4; the frame count is trimmed to a multiple of
+    `multiple_of` (16 makes every snippet whole, so a looping replay has no partial snippet to skip)."""
     files = sorted(frames_dir.glob("*.jpg"))
     if not files:
         raise SystemExit(f"no frames under {frames_dir}")
-    frames = [cv2.imread(str(f), cv2.IMREAD_COLOR) for f in files]
+    frames = [cv2.imread(str(f), cv2.IMREAD_COLOR) for f in files] * repeats
+    frames = frames[: max(multiple_of, len(frames) - len(frames) % multiple_of)]
     height, width = frames[0].shape[:2]
     writer = cv2.VideoWriter(str(dest), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-    for _ in range(repeats):
-        for frame in frames:
-            writer.write(frame)
+    for frame in frames:
+        writer.write(frame)
     writer.release()
-    return len(frames) * repeats
+    return len(frames)
 
 
 def encode_upscaled(
     dest: Path, frames_dir: Path, seconds: float, fps: float = 30.0, size: tuple[int, int] = (1920, 1080)
 ) -> int:
-    """A `seconds`-long video at `fps` and `size` (w, h) made of real frames upscaled with OpenCV (bicubic)."""
+    """About `seconds` of video at `fps` and `size` (w, h) made of real frames upscaled with OpenCV (bicubic);
+    the frame count is rounded up to whole 16-frame snippets."""
     files = sorted(frames_dir.glob("*.jpg"))
     if not files:
         raise SystemExit(f"no frames under {frames_dir}")
-    count = max(1, round(seconds * fps))
+    count = -(-max(1, round(seconds * fps)) // 16) * 16
     writer = cv2.VideoWriter(str(dest), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV cannot write {dest}")
@@ -153,7 +156,9 @@ def run_videos(videos: dict[str, Path], device: str, rounds: int, workdir: Path)
         with httpx.Client(base_url=url, timeout=3600) as client:
             for label, path in videos.items():
                 info = infos[label]
-                post_once(client, path)  # first request of each size pays lazy start-up costs
+                # The first run of each size pays lazy start-up costs, on both sides.
+                post_once(client, path)
+                engine.analyze(path)
                 service_s, inprocess_s, frames = [], [], 0
                 for _ in range(rounds):
                     service_s.append(post_once(client, path))
