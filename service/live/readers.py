@@ -193,7 +193,10 @@ class StreamReader:
             self.stats.connect_attempts += 1
             try:
                 source = self._opener(
-                    self._url, open_timeout_s=self._open_timeout_s, read_timeout_s=self._read_timeout_s
+                    self._url,
+                    open_timeout_s=self._open_timeout_s,
+                    read_timeout_s=self._read_timeout_s,
+                    should_stop=self._stop.is_set,
                 )
             except Exception as exc:
                 self._failed(exc, "reconnecting" if ever_live else "connecting")
@@ -308,12 +311,36 @@ class StreamReader:
         return text
 
 
-def open_camera(url: str, *, open_timeout_s: float, read_timeout_s: float) -> VideoSource:
-    """`open_source`, after a check that a network source answers (see `service.live.preflight`: OpenCV opens
-    captures one at a time, so a dead camera must not get that far)."""
+class ReaderStopped(Exception):
+    """The reader was stopped while it waited for its turn to open its source."""
+
+
+# OpenCV opens captures one at a time anyway (a process-wide lock inside its FFmpeg backend); taking turns here
+# first lets a reader that is stopped while it waits give up, instead of opening a camera nobody wants any more.
+_OPEN_TURN = threading.Lock()
+_TURN_POLL_S = 0.2
+
+
+def open_camera(
+    url: str,
+    *,
+    open_timeout_s: float,
+    read_timeout_s: float,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> VideoSource:
+    """`open_source`, after a check that a network source answers (see `service.live.preflight`: a dead camera
+    must not get as far as OpenCV's lock), taking turns with the other readers."""
     if "://" in url:
         check_reachable(url, open_timeout_s)
-    return open_source(url, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s)
+    while not _OPEN_TURN.acquire(timeout=_TURN_POLL_S):
+        if should_stop():
+            raise ReaderStopped("stopped while waiting to open the source")
+    try:
+        if should_stop():
+            raise ReaderStopped("stopped while waiting to open the source")
+        return open_source(url, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s)
+    finally:
+        _OPEN_TURN.release()
 
 
 def _secrets_of(url: str) -> list[str]:
