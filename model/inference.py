@@ -9,9 +9,12 @@ stream reports for that snippet too; the video-level distribution comes from the
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -26,10 +29,16 @@ from model.config import RefineVADConfig
 from model.events import Event, EventPolicy, detect_events
 from model.refinevad import RefineVAD
 from model.scoring import VideoScores, score_features
-from model.video.snippets import SnippetSpec, iter_snippet_batches
+from model.video.snippets import SnippetBatch, SnippetSpec, iter_snippet_batches
 from model.video.source import VideoDecodeError, open_source
 
 log = logging.getLogger(__name__)
+
+# Decoded frames per batch are capped at this many bytes (1080p: one snippet is already ~100 MB), so the
+# prefetched batches in flight stay small whatever the resolution.
+MAX_BATCH_BYTES = 64 * 2**20
+# Batches decoded ahead of the backbone.
+PREFETCH_DEPTH = 2
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "default.pt"
 UNTRAINED_WARNING = (
@@ -160,6 +169,55 @@ def _backbone_config(config: EngineConfig, name: str):
         clip_checkpoint=config.clip_checkpoint,
         cache_dir=config.cache_dir,
     )
+
+
+class _Prefetch:
+    """Runs an iterator on a background thread up to `depth` items ahead, so decoding the next batch overlaps
+    encoding the current one (OpenCV decoding and the backbones release the GIL). Errors of the iterator are
+    raised at the consumer; `close()` stops the thread and waits for it, so the caller may then close the source
+    the iterator reads."""
+
+    def __init__(self, iterator: Iterator[SnippetBatch], depth: int) -> None:
+        self._iterator = iterator
+        self._queue: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="decode-prefetch", daemon=True)
+        self._thread.start()
+
+    def _produce(self) -> None:
+        try:
+            for item in self._iterator:
+                if not self._put(("item", item)):
+                    return
+            self._put(("end", None))
+        except BaseException as exc:
+            self._put(("error", exc))
+
+    def _put(self, entry: tuple[str, object]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def next(self) -> SnippetBatch | None:
+        """The next item, None at the end."""
+        kind, value = self._queue.get()
+        if kind == "error":
+            raise value  # type: ignore[misc]
+        if kind == "end":
+            self._queue.put(("end", None))  # later calls see the end too
+            return None
+        return value  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                self._queue.get(timeout=0.1)
+        self._thread.join()
 
 
 class AnalysisEngine:
@@ -299,6 +357,11 @@ class AnalysisEngine:
         idx = (torch.arange(t, device=features.device)[:, None] - centres[None, :]).abs().argmin(dim=1)
         return per_window[idx]
 
+    def _snippets_per_batch(self, width: int, height: int) -> int:
+        """The configured snippets per batch, fewer for large frames (decoded batch <= MAX_BATCH_BYTES)."""
+        snippet_bytes = self.spec.frames_per_snippet * width * height * 3
+        return max(1, min(self.config.snippets_per_batch, MAX_BATCH_BYTES // snippet_bytes))
+
     def encode(
         self,
         path: str | Path,
@@ -312,29 +375,38 @@ class AnalysisEngine:
         ends: list[np.ndarray] = []
         with open_source(path) as source:
             self._check_limits(source.width, source.height, source.frame_count)
-            batches = iter_snippet_batches(source, self.spec, self.config.snippets_per_batch)
+            batches = _Prefetch(
+                iter_snippet_batches(
+                    source, self.spec, self._snippets_per_batch(source.width, source.height)
+                ),
+                PREFETCH_DEPTH,
+            )
             frames_done = 0
-            while True:
-                t0 = time.perf_counter()
-                batch = next(batches, None)
-                timings["decode_s"] += time.perf_counter() - t0
-                if batch is None:
-                    break
-                if should_stop is not None and should_stop():
-                    raise AnalysisCancelled("analysis cancelled")
-                t0 = time.perf_counter()
-                with torch.inference_mode():
-                    features.append(self.backbone.encode_snippets(batch.frames))
-                timings["backbone_s"] += time.perf_counter() - t0
-                starts.append(batch.start_frames)
-                ends.append(batch.end_frames)
-                frames_done = int(batch.end_frames[-1])
-                if self.config.max_frames and frames_done > self.config.max_frames:
-                    raise VideoDecodeError(
-                        f"video has more than the limit of {self.config.max_frames} frames"
-                    )
-                if progress is not None and source.frame_count:
-                    progress(min(frames_done / source.frame_count, 0.99))
+            try:
+                while True:
+                    # Decoding runs ahead on the prefetch thread: this is the time spent waiting for it.
+                    t0 = time.perf_counter()
+                    batch = batches.next()
+                    timings["decode_s"] += time.perf_counter() - t0
+                    if batch is None:
+                        break
+                    if should_stop is not None and should_stop():
+                        raise AnalysisCancelled("analysis cancelled")
+                    t0 = time.perf_counter()
+                    with torch.inference_mode():
+                        features.append(self.backbone.encode_snippets(batch.frames))
+                    timings["backbone_s"] += time.perf_counter() - t0
+                    starts.append(batch.start_frames)
+                    ends.append(batch.end_frames)
+                    frames_done = int(batch.end_frames[-1])
+                    if self.config.max_frames and frames_done > self.config.max_frames:
+                        raise VideoDecodeError(
+                            f"video has more than the limit of {self.config.max_frames} frames"
+                        )
+                    if progress is not None and source.frame_count:
+                        progress(min(frames_done / source.frame_count, 0.99))
+            finally:
+                batches.close()
             if not features:
                 raise VideoDecodeError(f"{path}: no frames could be decoded")
             info = self._video_info(source.fps, frames_done, source.width, source.height)
