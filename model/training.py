@@ -38,9 +38,9 @@ from model.data.datasets import (
     resample_to_bins,
     split_train_validation,
 )
-from model.scoring import score_features
 from model.losses import LossConfig, topk_mean, total_loss
 from model.refinevad import RefineVAD
+from model.scoring import score_features
 
 log = logging.getLogger(__name__)
 
