@@ -87,7 +87,9 @@ def load_checkpoint_payload(path: str | os.PathLike[str], map_location: str | to
     return payload
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
+def load_checkpoint(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> LoadedCheckpoint:
     """Load weights into a fresh model in eval mode."""
     payload = load_checkpoint_payload(path, map_location)
     config = RefineVADConfig.model_validate(payload["config"])

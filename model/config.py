@@ -55,7 +55,9 @@ class RefineVADConfig(BaseModel):
     attn_heads: int = Field(4, gt=0)
     classifier_hidden: int = Field(256, gt=0)
     injection: Injection = "cross_attention"
-    soft_weights: bool = Field(True, description="False = hard top-1 category instead of the soft distribution")
+    soft_weights: bool = Field(
+        True, description="False = hard top-1 category instead of the soft distribution"
+    )
     pooling: Literal["weighted", "topk"] = "weighted"
     tau: float = Field(0.5, ge=0, le=1, description="category anomaly probability threshold for the set S")
     topk_divisor: int = Field(16, gt=0, description="k = max(1, T // topk_divisor + 1)")
@@ -71,7 +73,9 @@ class RefineVADConfig(BaseModel):
                 f"feature_dim {self.feature_dim} must be divisible by transformer_heads {self.transformer_heads}"
             )
         if self.injection == "cross_attention" and self.feature_dim % self.attn_heads:
-            raise ValueError(f"feature_dim {self.feature_dim} must be divisible by attn_heads {self.attn_heads}")
+            raise ValueError(
+                f"feature_dim {self.feature_dim} must be divisible by attn_heads {self.attn_heads}"
+            )
         if len(set(self.category_names)) != len(self.category_names):
             raise ValueError("category_names must be unique")
         if self.sampled_frames_per_snippet > self.frames_per_snippet:

@@ -51,7 +51,9 @@ class AddNormFFNInjection(nn.Module):
         super().__init__()
         self.proj = nn.Linear(emb_dim, dim)
         self.norm = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, ff_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff_dim, dim))
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, ff_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff_dim, dim)
+        )
 
     def forward(self, x: Tensor, v: Tensor) -> Tensor:
         i = self.norm(x + self.proj(v).unsqueeze(1))
@@ -147,5 +149,3 @@ class CORE(nn.Module):
             v = v + self.prototypes[category.clamp(min=0)] * is_anomalous
         features = self.injection(x, v)
         return COREOutput(features, rough, logits, probs, weights, v)
-
-

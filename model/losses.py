@@ -100,9 +100,10 @@ def gmm_smoothing_loss(
     log_a = torch.log(pi) + _normal_logpdf(neighbourhood, mu_a, std)
     log_n = torch.log(1 - pi) + _normal_logpdf(neighbourhood, mu_n, std)
     gamma = torch.sigmoid(log_a - log_n)
-    likelihood = gamma * _normal_logpdf(scores, mu_a, std).exp() + (1 - gamma) * _normal_logpdf(
-        scores, mu_n, std
-    ).exp()
+    likelihood = (
+        gamma * _normal_logpdf(scores, mu_a, std).exp()
+        + (1 - gamma) * _normal_logpdf(scores, mu_n, std).exp()
+    )
     best = _normal_logpdf(mu_n, mu_n, std).exp()  # the peak density: the loss is 0 at a component mean
     return (torch.log(best) - torch.log(likelihood + 1e-12)).mean()
 

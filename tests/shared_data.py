@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-SHARED_DATA = Path(os.environ.get("REFINEVAD_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SHARED_DATA = Path(
+    os.environ.get("REFINEVAD_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 PED2_ROOT = SHARED_DATA / "ped2"
 UCF_CRIME_ROOT = SHARED_DATA / "ucf-crime"

@@ -80,7 +80,9 @@ class FeatureStore:
             raise FileNotFoundError(f"no feature store at {root}: {path} is missing")
         manifest = Manifest.model_validate_json(path.read_text())
         if manifest.format != FORMAT:
-            raise ValueError(f"{path}: unsupported feature store format {manifest.format!r} (expected {FORMAT})")
+            raise ValueError(
+                f"{path}: unsupported feature store format {manifest.format!r} (expected {FORMAT})"
+            )
         return cls(root, manifest)
 
     @classmethod

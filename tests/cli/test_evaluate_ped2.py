@@ -21,7 +21,14 @@ def test_evaluate_ped2_from_the_dataset_folder(tmp_path, capsys) -> None:
     metrics = json.loads(capsys.readouterr().out)
     # Ped2 test split: 6 anomalous testing clips + 4 normal clips held out of training, 1,590 frames.
     assert metrics["num_videos"] == 10 and metrics["num_frames"] == 1590
-    assert 0.0 <= metrics["auc"] <= 1.0 and set(metrics["map_iou"]) == {"0.1", "0.2", "0.3", "0.4", "0.5", "avg"}
+    assert 0.0 <= metrics["auc"] <= 1.0 and set(metrics["map_iou"]) == {
+        "0.1",
+        "0.2",
+        "0.3",
+        "0.4",
+        "0.5",
+        "avg",
+    }
     assert metrics["trained"] is False
 
 
