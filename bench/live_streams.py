@@ -175,6 +175,7 @@ class CapacityPlan(BaseModel):
     )
     warmup_s: float = Field(6.0, description="after streams are added, before measuring")
     measure_s: float = Field(10.0, description="observation window of each step")
+    start_streams: int = Field(1, ge=1, description="the first step's stream count")
     max_streams: int = Field(64, ge=1)
     growth: int = Field(2, ge=2, description="stream counts multiply by this until a step fails")
     bisect_steps: int = Field(
@@ -278,7 +279,7 @@ def capacity_over_replay(
                 spent = time.monotonic() - ready
                 return not steps or spent + plan.warmup_s + plan.measure_s < plan.time_budget_s
 
-            n = 1
+            n = min(plan.start_streams, plan.max_streams)
             while n <= plan.max_streams and time_left():
                 if not step(n):
                     bad = n

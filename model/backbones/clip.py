@@ -236,6 +236,10 @@ class ClipBackbone(Backbone):
     def encode_frames(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         """[N, H, W, 3] uint8 -> [N, image_dim] float32 image embeddings, `batch_size` frames per pass."""
         tensor = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+        if self.device.type == "cuda" and not tensor.is_cuda:
+            # One copy into page-locked memory (cached by torch's host allocator), so each chunk's upload is
+            # asynchronous and overlaps the encoder working on the previous chunk.
+            tensor = tensor.pin_memory()
         outputs = [
             self.visual(self.preprocess(chunk.to(self.device, non_blocking=True))).float()
             for chunk in tensor.split(self.batch_size)
