@@ -78,11 +78,15 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed_rate(fn: Callable[[], int], device: torch.device, min_seconds: float, max_calls: int) -> float:
-    """Items/s of `fn` (which returns the items it handled): one warm-up call, then calls until `min_seconds`
-    have passed (at least one call, at most `max_calls`)."""
-    fn()
-    _synchronize(device)
+def timed_rate(
+    fn: Callable[[], int], device: torch.device, min_seconds: float, max_calls: int, warmup: bool = True
+) -> float:
+    """Items/s of `fn` (which returns the items it handled): a warm-up call (unless `warmup` is False: a
+    seconds-long CPU call gains little from one), then calls until `min_seconds` have passed (at least one
+    call, at most `max_calls`)."""
+    if warmup:
+        fn()
+        _synchronize(device)
     items, calls = 0, 0
     start = time.perf_counter()
     while calls < 1 or (time.perf_counter() - start < min_seconds and calls < max_calls):
@@ -152,10 +156,17 @@ def clip_rates(
     for precision in precisions:
         config = BackboneConfig(name="clip", clip_arch=arch, clip_pretrained=None, precision=precision)
         clip = load_backbone(config, device)
+        clip.encode_frames(frames[:1])  # first-call initialisation, outside the measurements
         for batch in batches:
             clip.batch_size = batch
             chunk = frames[np.arange(batch) % len(frames)]
-            rate = timed_rate(partial(_encode_count, clip, chunk), device, min_seconds, max_calls)
+            rate = timed_rate(
+                partial(_encode_count, clip, chunk),
+                device,
+                min_seconds,
+                max_calls,
+                warmup=device.type == "cuda",
+            )
             rows.append(
                 {
                     "backbone": f"clip {arch}",

@@ -26,14 +26,14 @@ import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.metrics import roc_auc_score
 
-from model.ablation import summarise
+from model.ablation import select_variants, summarise
 from model.checkpoint import load_checkpoint, load_checkpoint_payload
 from model.config import RefineVADConfig
 from model.data.datasets import FeatureSet, VideoRecord
@@ -41,7 +41,7 @@ from model.data.feature_store import FeatureStore
 from model.evaluation.runner import evaluate_store, ped2_frame_labels
 from model.losses import topk_mean
 from model.scoring import score_features
-from model.training import TrainConfig, train
+from model.training import TrainConfig, TrainResult, train
 
 log = logging.getLogger("ped2_train")
 
@@ -52,6 +52,11 @@ class Ped2RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     description: str = ""
+    checkpoint: Literal["best", "last"] = Field(
+        "best",
+        description="best = the epoch train() selects on its held-out training clips; last = the final epoch "
+        "of a fixed budget (set train.patience to null), the budget itself chosen by cross-validation",
+    )
     model: dict[str, Any] = Field(default_factory=dict, description="RefineVADConfig fields")
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields")
 
@@ -67,6 +72,9 @@ class Ped2RunConfig(BaseModel):
         # One thread per run: runs go in parallel processes on a small shared machine.
         config = TrainConfig.model_validate(self.train | {"seed": seed, "device": "cpu", "threads": 1})
         return model, config
+
+    def chosen(self, result: TrainResult) -> Path:
+        return result.best_checkpoint if self.checkpoint == "best" else result.last_checkpoint
 
 
 def stratified_folds(records: list[VideoRecord], folds: int) -> list[list[str]]:
@@ -87,7 +95,7 @@ def _cv_job(args: tuple[str, str, int, list[str], str]) -> dict[str, Any]:
     model_config, train_config = run.build(features, seed)
     kept = [r.name for r in features.records if r.name not in held_out]
     result = train(features.subset(kept), out_dir, train_config, model_config, progress=False)
-    checkpoint = load_checkpoint(result.best_checkpoint)
+    checkpoint = load_checkpoint(run.chosen(result))
     scored = []
     for record in features.subset(held_out).records:
         scores = score_features(checkpoint.model, torch.from_numpy(features.load(record))).scores
@@ -155,13 +163,15 @@ def _test_job(args: tuple[str, str, str, str, int, str]) -> dict[str, Any]:
         progress=False,
         metadata={"ped2_config": Path(config_path).name, "description": run.description},
     )
+    chosen = run.chosen(result)
     metrics = evaluate_store(
-        result.best_checkpoint, FeatureStore.open(test_store), ped2_frame_labels(ped2_root), device="cpu"
+        chosen, FeatureStore.open(test_store), ped2_frame_labels(ped2_root), device="cpu"
     )
     return {
         "seed": seed,
         "best_epoch": result.best_epoch,
-        "checkpoint": str(result.best_checkpoint),
+        "epochs_run": len(result.history),
+        "checkpoint": str(chosen),
         **{k: metrics[k] for k in TEST_METRICS},
         "map_avg": metrics["map_iou"]["avg"],
     }
@@ -190,6 +200,49 @@ def run_test(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def run_ablation_ladder(args: argparse.Namespace) -> dict[str, Any]:
+    """The spec's ablation variants (model/ablation.py) on top of one Ped2 config, each through `test` with the
+    same seeds and the same checkpoint rule, so every row differs from the chosen model only by the variant."""
+    base = Ped2RunConfig.load(args.config)
+    rows = []
+    for variant in select_variants(args.variants):
+        out = args.out / variant.name
+        out.mkdir(parents=True, exist_ok=True)
+        derived = base.model_copy(
+            update={
+                "description": f"{variant.name}: {variant.description}",
+                "model": base.model | variant.model,
+                "train": base.train | {"loss": base.train.get("loss", {}) | variant.loss},
+            }
+        )
+        config_path = out / "config.json"
+        config_path.write_text(derived.model_dump_json(indent=1))
+        report_path = out / "report.json"
+        if report_path.is_file():  # resumable: a finished variant is reused
+            report = json.loads(report_path.read_text())
+        else:
+            report = run_test(argparse.Namespace(**(vars(args) | {"config": config_path, "out": out})))
+            report_path.write_text(json.dumps(report, indent=1))
+        rows.append({"variant": variant.name, "description": variant.description, **report})
+    return {"mode": "ablate", "config": str(args.config), "rows": rows}
+
+
+def ablation_markdown(report: dict[str, Any]) -> str:
+    """Frame AUC / AnoAUC / AP in %, mean ± sample std over seeds, plus per-seed AUC."""
+    lines = [
+        "| variant | AUC | AnoAUC | AP | per-seed AUC | description |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in report["rows"]:
+        cells = [
+            f"{100 * row['summary'][m]['mean']:.1f} ± {100 * row['summary'][m]['std']:.1f}"
+            for m in ("auc", "ano_auc", "ap")
+        ]
+        seeds = " / ".join(f"{100 * r['auc']:.1f}" for r in row["runs"])
+        lines.append(f"| {row['variant']} | " + " | ".join(cells) + f" | {seeds} | {row['description']} |")
+    return "\n".join(lines) + "\n"
+
+
 def run_ship(args: argparse.Namespace) -> dict[str, Any]:
     """Copy the named seed's checkpoint to `--to`, recording all seeds' test metrics in its metadata."""
     report = json.loads(args.report.read_text())
@@ -215,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="mode", required=True)
-    for name in ("cv", "test"):
+    for name in ("cv", "test", "ablate"):
         p = sub.add_parser(name)
         p.add_argument("--config", type=Path, required=True, help="model/weights/ped2_*.json")
         p.add_argument("--train-features", type=Path, required=True, help="Ped2 train FeatureStore")
@@ -227,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             p.add_argument("--test-features", type=Path, required=True, help="Ped2 test FeatureStore")
             p.add_argument("--root", type=Path, required=True, help="Ped2 root (test frame labels)")
+        if name == "ablate":
+            p.add_argument("--variants", default="ladder", help="model/ablation.py sets or variant names")
     p = sub.add_parser("ship")
     p.add_argument("--report", type=Path, required=True, help="report.json of a `test` run")
     p.add_argument("--seed", type=int, default=42, help="the run to ship (named in advance)")
@@ -237,9 +292,15 @@ def main(argv: list[str] | None = None) -> int:
         report = run_ship(args)
     else:
         args.out.mkdir(parents=True, exist_ok=True)
-        report = run_cv(args) if args.mode == "cv" else run_test(args)
+        runners = {"cv": run_cv, "test": run_test, "ablate": run_ablation_ladder}
+        report = runners[args.mode](args)
         (args.out / "report.json").write_text(json.dumps(report, indent=1))
-    print(json.dumps({k: v for k, v in report.items() if k != "folds"}, indent=1))
+        if args.mode == "ablate":
+            (args.out / "ablation.md").write_text(ablation_markdown(report))
+    if args.mode == "ablate":
+        print(ablation_markdown(report))
+    else:
+        print(json.dumps({k: v for k, v in report.items() if k != "folds"}, indent=1))
     return 0
 
 
