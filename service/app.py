@@ -124,7 +124,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             allow_headers=[API_KEY_HEADER, "Authorization", "Content-Type"],
         )
     app.add_middleware(
-        BodyLimitMiddleware, max_bytes=settings.max_json_kb * 1024, exempt=frozenset({"/analyze"})
+        BodyLimitMiddleware,
+        max_bytes=settings.max_json_kb * 1024,
+        exempt=frozenset({"/analyze"}),
+        idle_timeout_s=settings.upload_idle_timeout_s,
     )
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     return app

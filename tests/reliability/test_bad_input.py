@@ -195,6 +195,16 @@ def test_a_stalled_upload_is_cut_off(server: ServerProcess, report) -> None:
     assert status_of(reply) == 408 and b'"upload_timeout"' in reply
     assert waited < 10
     assert list((server.data_dir / "uploads").iterdir()) == []
+    # The same for a JSON body, sent without a key (bodies are read before keys are checked).
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /streams HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 1000\r\n\r\n{"url": '
+        )
+        started = time.perf_counter()
+        reply = read_reply(sock)
+        report("stalled_json_cut_after_s", time.perf_counter() - started)
+    assert status_of(reply) == 408 and b'"request_timeout"' in reply
 
 
 REFUSED_SOURCES = [

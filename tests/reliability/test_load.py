@@ -6,19 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 from websockets.asyncio.client import connect
 
 from tests.footage import PED2_ROOT
 from tests.reliability.conftest import LIVE_ENV, proc_stats, server_pid, wait_for
-from tests.rtsp_server import RtspServerProcess, gstreamer_available
-from tests.service.conftest import ServerProcess, upload_video
+from tests.rtsp_server import RtspServerProcess, free_port, gstreamer_available
+from tests.service.conftest import API_KEY, REPO_ROOT, ServerProcess, upload_video
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
@@ -175,3 +180,64 @@ def test_add_remove_churn_keeps_memory_descriptors_and_threads_flat(
     assert after.fds <= before.fds + 2
     assert after.threads <= before.threads
     assert after.rss_mb - before.rss_mb < 40
+
+
+def test_connections_that_never_send_a_request_head_are_closed(tmp_path: Path, report) -> None:
+    """Slow-loris clients (connect and stay silent, or send half a request head) hold no descriptor for long.
+
+    uvicorn with the service's HTTP protocol (`service.http_protocol`) and a 2 s head deadline, on the real app."""
+    port = free_port()
+    launch = (
+        "import functools, uvicorn\n"
+        "from service.http_protocol import HeadTimeoutProtocol\n"
+        f"uvicorn.run('service.app:create_app', factory=True, host='127.0.0.1', port={port}, "
+        "http=functools.partial(HeadTimeoutProtocol, head_timeout_s=2.0), log_level='warning')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFINEVAD_")}
+    env.update(
+        {
+            "REFINEVAD_DATA_DIR": str(tmp_path / "data"),
+            "REFINEVAD_API_KEYS": API_KEY,
+            "REFINEVAD_DEVICE": "cpu",
+        }
+    )
+    proc = subprocess.Popen([sys.executable, "-c", launch], cwd=REPO_ROOT, env=env)
+    try:
+        wait_for(lambda: _health_ok(port), 60, "the server to listen")
+        pid = proc.pid
+        before = proc_stats(pid)
+        silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+        partial = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+        for sock in partial:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        # A client that is slow but finishes its head in time is served.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            for piece in (b"GET /health HTT", b"P/1.1\r\nHost: x\r\n", b"\r\n"):
+                slow.sendall(piece)
+                time.sleep(0.5)
+            assert slow.recv(1024).startswith(b"HTTP/1.1 200")
+        during = proc_stats(pid)
+        started = time.monotonic()
+        for sock in silent + partial:
+            sock.settimeout(10)
+            assert sock.recv(1024) == b""  # closed by the server
+            sock.close()
+        closed_after = time.monotonic() - started
+        after = wait_for(
+            lambda: (s := proc_stats(pid)).fds <= before.fds + 1 and s, 5, "descriptors to be freed"
+        )
+        report("stalled_connections", len(silent) + len(partial))
+        report("all_closed_within_s", closed_after)
+        report("fds_before_during_after", f"{before.fds} / {during.fds} / {after.fds}")
+        assert during.fds >= before.fds + 40
+        assert _health_ok(port)
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def _health_ok(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
