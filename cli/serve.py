@@ -27,9 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import functools
+
     import uvicorn
 
     from service.app import create_app
+    from service.http_protocol import HeadTimeoutProtocol
     from service.settings import load_settings
 
     overrides = {key: value for key in ("host", "port") if (value := getattr(args, key)) is not None}
@@ -46,5 +49,7 @@ def run(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         # Uploads can be large; the app enforces its own limit while streaming.
         timeout_keep_alive=30,
+        # Connections that never finish sending a request head are closed (slow-loris).
+        http=functools.partial(HeadTimeoutProtocol, head_timeout_s=settings.request_head_timeout_s),
     )
     return 0

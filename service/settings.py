@@ -83,6 +83,11 @@ class ServiceSettings(BaseSettings):
     upload_idle_timeout_s: float = Field(
         default=30.0, gt=0, description="an upload that sends nothing for this long is cut off (408)"
     )
+    request_head_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="a connection that does not send a full request head in time is closed",
+    )
     max_json_kb: int = Field(default=64, ge=1, le=65536, description="largest JSON request body")
     sync_max_seconds: float = Field(
         default=30.0, ge=0, description="videos up to this duration are answered synchronously"

@@ -43,6 +43,8 @@ class ServiceProcess:
                 "REFINEVAD_API_KEYS": API_KEY,
                 "REFINEVAD_DEVICE": "cpu",
                 "REFINEVAD_ALLOWED_SCHEMES": "rtsp,file",
+                # The test cameras run on loopback, which the service refuses unless allowed.
+                "REFINEVAD_ALLOWED_HOSTS": "127.0.0.1",
                 "REFINEVAD_LIVE_RECONNECT_INITIAL_S": "0.3",
                 "REFINEVAD_LIVE_RECONNECT_MAX_S": "1.5",
                 "REFINEVAD_LIVE_OPEN_TIMEOUT_S": "3",
