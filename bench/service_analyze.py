@@ -99,27 +99,35 @@ def start_service(
         REFINEVAD_MAX_UPLOAD_MB="4096",
     )
     env.update(settings or {})
-    log_file = (data_dir.parent / "service.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--log-level", "warning"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-    )
+    log_path = data_dir.parent / "service.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--log-level", "warning"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"service exited: see {data_dir.parent / 'service.log'}")
+            raise RuntimeError(f"the service exited at start; its log ends:\n{_tail(log_path)}")
         try:
             if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
                 return proc, url
         except httpx.TransportError:
             pass
         time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("service not ready within 120 s")
+    stop_service(proc)
+    raise RuntimeError(f"the service was not ready within 120 s; its log ends:\n{_tail(log_path)}")
+
+
+def _tail(path: Path, chars: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return "(no log)"
 
 
 def post_once(client: httpx.Client, video: Path) -> float:
