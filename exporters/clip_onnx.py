@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from exporters.metadata import DEFAULT_OPSET, METADATA_KEY
-from exporters.onnx import EXPORTER, MIN_OPSET, control_flow_ops, default_opset, quiet_exporter
+from exporters.onnx import EXPORTER, MIN_OPSET, default_opset, export_loop_free, save_with_metadata
 from model.backbones.identity import BackboneIdentity
 
 log = logging.getLogger(__name__)
@@ -77,23 +77,15 @@ def export_clip_image_encoder(
         )
     height, width = _image_size(visual)
     example = torch.randn(2, 3, height, width)
-    with quiet_exporter():
-        program = torch.onnx.export(
-            visual,
-            (example,),
-            input_names=[CLIP_INPUT_NAME],
-            output_names=[CLIP_OUTPUT_NAME],
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
-            opset_version=opset,
-            dynamo=True,
-            verbose=False,
-        )
-    if program is None:
-        raise RuntimeError("torch.onnx.export returned no program")
-    model = program.model_proto
-    found = control_flow_ops(model)
-    if found:
-        raise RuntimeError(f"exported image encoder has control flow {dict(found)}")
+    model = export_loop_free(
+        visual,
+        example,
+        CLIP_INPUT_NAME,
+        [CLIP_OUTPUT_NAME],
+        ({0: torch.export.Dim("batch", min=1)},),
+        opset,
+        "image encoder",
+    )
     metadata = ClipExportMetadata(
         backbone=backbone,
         image_size=(height, width),
@@ -102,12 +94,7 @@ def export_clip_image_encoder(
         embedding_dim=int(visual.output_dim),
         opset=default_opset(model),
     )
-    del model.metadata_props[:]
-    model.metadata_props.add(key=METADATA_KEY, value=metadata.model_dump_json(indent=2))
-    model.producer_name = "refinevad"
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    onnx.save_model(model, str(tmp))
-    os.replace(tmp, out)
+    save_with_metadata(model, out, metadata.model_dump_json(indent=2))
     out.with_name(out.name + ".json").write_text(metadata.model_dump_json(indent=2) + "\n", encoding="utf-8")
     log.info("exported CLIP image encoder %s to %s (opset %d)", backbone.key(), out, metadata.opset)
     return metadata

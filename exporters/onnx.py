@@ -69,6 +69,47 @@ def control_flow_ops(model: onnx.ModelProto) -> Counter[str]:
     return Counter(node.op_type for node in model.graph.node if node.op_type in CONTROL_FLOW_OPS)
 
 
+def export_loop_free(
+    module: torch.nn.Module,
+    example: torch.Tensor,
+    input_name: str,
+    output_names: list[str],
+    dynamic_shapes: object,
+    opset: int,
+    what: str,
+) -> onnx.ModelProto:
+    """torch.onnx.export (dynamo) of a one-input module, refusing graphs with control flow."""
+    with quiet_exporter():
+        program = torch.onnx.export(
+            module,
+            (example,),
+            input_names=[input_name],
+            output_names=output_names,
+            dynamic_shapes=dynamic_shapes,
+            opset_version=opset,
+            dynamo=True,
+            verbose=False,
+        )
+    if program is None:
+        raise RuntimeError("torch.onnx.export returned no program")
+    model = program.model_proto
+    found = control_flow_ops(model)
+    if found:
+        raise RuntimeError(f"exported {what} has control flow {dict(found)}; the graph must be loop-free")
+    return model
+
+
+def save_with_metadata(model: onnx.ModelProto, out: Path, metadata_json: str) -> None:
+    """Embed the metadata and write the model atomically."""
+    del model.metadata_props[:]
+    model.metadata_props.add(key=METADATA_KEY, value=metadata_json)
+    model.producer_name = "refinevad"
+    onnx.checker.check_model(model)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    onnx.save_model(model, str(tmp))
+    os.replace(tmp, out)
+
+
 def export_onnx(
     checkpoint: LoadedCheckpoint,
     out: str | os.PathLike[str],
@@ -88,33 +129,19 @@ def export_onnx(
     example = torch.randn(EXAMPLE_BATCH, example_t, config.feature_dim)
     batch = torch.export.Dim("batch", min=1)
     snippets = torch.export.Dim("snippets", min=1, max=max_snippets)
-    with quiet_exporter():
-        program = torch.onnx.export(
-            head,
-            (example,),
-            input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
-            dynamic_shapes={"features": {0: batch, 1: snippets}},
-            opset_version=opset,
-            dynamo=True,
-            verbose=False,
-        )
-    if program is None:
-        raise RuntimeError("torch.onnx.export returned no program")
-    model = program.model_proto
-    found = control_flow_ops(model)
-    if found:
-        raise RuntimeError(f"exported head has control flow {dict(found)}; the graph must be loop-free")
+    model = export_loop_free(
+        head,
+        example,
+        INPUT_NAME,
+        list(OUTPUT_NAMES),
+        {"features": {0: batch, 1: snippets}},
+        opset,
+        "head",
+    )
     if default_opset(model) != opset:
         raise RuntimeError(f"asked for opset {opset} but the exporter wrote opset {default_opset(model)}")
     metadata = ExportMetadata.from_checkpoint(checkpoint, "onnx", EXPORTER, max_snippets, opset=opset)
-    del model.metadata_props[:]
-    model.metadata_props.add(key=METADATA_KEY, value=metadata.to_json())
-    model.producer_name = "refinevad"
-    onnx.checker.check_model(model)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    onnx.save_model(model, str(tmp))
-    os.replace(tmp, out)
+    save_with_metadata(model, out, metadata.to_json())
     write_sidecar(out, metadata)
     log.info("exported ONNX head to %s (opset %d, max T %d)", out, metadata.opset, max_snippets)
     return metadata
