@@ -744,7 +744,9 @@ def _live_md(live: dict[str, Any]) -> list[str]:
             [
                 label,
                 f"{src['width']}x{src['height']} @ {src['fps']:g} fps (file replay)",
-                found if r["search_complete"] else f">= {found} (search stopped by the time bound)",
+                found
+                if r["search_complete"]
+                else f">= {found} (search stopped: time bound or bisection steps)",
                 r["first_failing_streams"],
                 best.get("latency_p50_s"),
                 best.get("latency_p95_s"),
