@@ -1,0 +1,1 @@
+"""Benchmarks: `refinevad bench` (bench.suite) and the standalone `python -m bench.<name>` scripts it draws on."""
