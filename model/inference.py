@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import threading
 import time
@@ -74,6 +75,11 @@ class EngineConfig(BaseModel):
     category_window: int = Field(32, ge=1)
     category_stride: int = Field(4, ge=1)
     events: EventPolicy = Field(default_factory=EventPolicy)
+    motion_threads: int = Field(
+        default_factory=lambda: min(4, os.cpu_count() or 1),
+        ge=1,
+        description="threads of the motion descriptor (its output is the same for any count)",
+    )
     head_backend: Literal["torch", "torchscript", "onnx"] = Field(
         "torch",
         description="how the head runs: eager PyTorch, TorchScript, or ONNX Runtime (CUDA when present)",
@@ -168,6 +174,7 @@ def _backbone_config(config: EngineConfig, name: str):
         clip_pretrained=config.clip_pretrained,
         clip_checkpoint=config.clip_checkpoint,
         cache_dir=config.cache_dir,
+        motion_threads=config.motion_threads,
     )
 
 

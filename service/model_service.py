@@ -23,7 +23,7 @@ def engine_config(settings: ServiceSettings) -> EngineConfig:
     # Unset CLIP options keep the engine's own defaults.
     optional = {
         key: value
-        for key in ("clip_arch", "clip_pretrained", "clip_checkpoint", "cache_dir")
+        for key in ("clip_arch", "clip_pretrained", "clip_checkpoint", "cache_dir", "motion_threads")
         if (value := getattr(settings, key)) is not None
     }
     threshold = settings.event_threshold
@@ -53,6 +53,10 @@ class ModelService:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        if self.settings.torch_threads:
+            import torch
+
+            torch.set_num_threads(self.settings.torch_threads)
         self._thread = threading.Thread(target=self._load, name="model-loader", daemon=True)
         self._thread.start()
 

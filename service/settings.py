@@ -73,6 +73,15 @@ class ServiceSettings(BaseSettings):
     clip_checkpoint: Path | None = None
     cache_dir: Path | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    motion_threads: int | None = Field(
+        default=None, ge=1, le=64, description="threads of the motion descriptor; None = min(4, CPU count)"
+    )
+    torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="torch CPU threads; None = torch's default (1 is often faster for the small head on 2-4 cores)",
+    )
     head_backend: Literal["torch", "torchscript", "onnx"] = Field(
         default="torch", description="how the head runs: eager PyTorch, TorchScript, or ONNX Runtime"
     )

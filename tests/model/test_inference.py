@@ -12,6 +12,7 @@ from tests.footage import encode_ped2_clip
 
 @pytest.fixture(scope="module")
 def untrained_engine() -> AnalysisEngine:
+    """The default engine (the shipped model when installed); its head's weights don't matter to these tests."""
     return AnalysisEngine.from_config(EngineConfig(checkpoint=None, device="cpu"))
 
 
@@ -27,10 +28,17 @@ def test_analyze_real_clip(tmp_path, untrained_engine: AnalysisEngine) -> None:
     assert set(result.timings) == {"decode_s", "backbone_s", "head_s"}
 
 
-def test_untrained_model_is_flagged(untrained_engine: AnalysisEngine, tmp_path) -> None:
-    if untrained_engine.identity.trained:
-        pytest.skip("a trained default model is installed")
-    assert untrained_engine.untrained_warning and "UNTRAINED" in untrained_engine.untrained_warning
+def test_untrained_models_are_flagged(tmp_path, monkeypatch, untrained_engine: AnalysisEngine) -> None:
+    import model.inference as inference
+
+    monkeypatch.setattr(inference, "DEFAULT_CHECKPOINT", tmp_path / "missing.pt")
+    fallback = AnalysisEngine.from_config(EngineConfig(device="cpu"))
+    assert not fallback.identity.trained and "UNTRAINED" in fallback.untrained_warning
+    identity = untrained_engine.backbone.identity
+    config = RefineVADConfig(feature_dim=identity.dim, transformer_ff=64, proj_dim=16)
+    path = save_checkpoint(tmp_path / "head.pt", RefineVAD(config), identity, {"trained": False})
+    flagged = AnalysisEngine.from_config(EngineConfig(checkpoint=path, device="cpu"))
+    assert "UNTRAINED" in flagged.untrained_warning
 
 
 def test_backbone_mismatch_is_refused(tmp_path) -> None:
