@@ -58,8 +58,6 @@ class ServerProcess:
                 "REFINEVAD_DATA_DIR": str(self.data_dir),
                 "REFINEVAD_API_KEYS": self.api_key or "",
                 "REFINEVAD_DEVICE": "cpu",
-                # Streams a test (or the fuzzer) registers may only name loopback: no lookups of other hosts.
-                "REFINEVAD_ALLOWED_HOSTS": "127.0.0.1",
                 "PYTHONUNBUFFERED": "1",
             }
         )

@@ -3,6 +3,8 @@ answer must match the OpenAPI schema (status code, content type, body). Bounded:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -33,6 +35,18 @@ def _fuzz(operation: schemathesis.APIOperation, base_url: str, headers: dict[str
         case.call_and_validate(base_url=base_url, headers=headers, checks=CHECKS, timeout=30)
 
     fuzz()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server whose streams may only name loopback, so fuzzed stream URLs never reach (or look up) other hosts."""
+    proc = ServerProcess(
+        tmp_path_factory.mktemp("fuzz") / "data",
+        env={"REFINEVAD_MAX_UPLOAD_MB": "1", "REFINEVAD_ALLOWED_HOSTS": "127.0.0.1"},
+    )
+    proc.start()
+    yield proc
+    proc.stop()
 
 
 def test_no_operation_answers_5xx_or_off_schema(server: ServerProcess) -> None:
