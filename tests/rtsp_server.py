@@ -3,7 +3,7 @@ of Ped2 frames as H.264, looped forever at a fixed frame rate, optionally behind
 
 Two roles in one file:
 - run as a script with the SYSTEM python3 (which has the GObject bindings; the project's venv does not):
-  `/usr/bin/python3 tests/rtsp_server.py --port 8554 --frames /work/shared/data/ped2/testing/frames/01`;
+  `/usr/bin/python3 tests/rtsp_server.py --port 8554 --frames ../shared/data/ped2/testing/frames/01`;
 - imported by tests: `RtspServerProcess` starts that script as a subprocess on a free port, waits until it
   accepts connections, and can kill and restart it (a camera dropping off the network and coming back).
 
@@ -23,7 +23,11 @@ import time
 from pathlib import Path
 
 SYSTEM_PYTHON = "/usr/bin/python3"
-DEFAULT_FRAMES = Path("/work/shared/data/ped2/testing/frames/01")
+# The shared data beside the checkout (or $REFINEVAD_SHARED_DATA); this script runs on the system Python.
+DEFAULT_FRAMES = (
+    Path(os.environ.get("REFINEVAD_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    / "ped2/testing/frames/01"
+)
 MOUNT = "/cam"
 
 

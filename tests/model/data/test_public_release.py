@@ -11,8 +11,9 @@ from model.data.public_release import (
     read_release_list,
     split_crop,
 )
+from tests.shared_data import UCF_CRIME_ROOT
 
-UCF = Path("/work/shared/data/ucf-crime")
+UCF = UCF_CRIME_ROOT
 
 
 def test_label_parsing():

@@ -1,5 +1,4 @@
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +13,10 @@ from model.evaluation.ground_truth import (
     read_xd_annotations,
     runs_of_ones,
 )
+from tests.shared_data import PED2_ROOT, UCF_CRIME_ROOT
 
-UCF = Path("/work/shared/data/ucf-crime")
-PED2_LABELS = Path("/work/shared/data/ped2/test_frame_labels.json")
+UCF = UCF_CRIME_ROOT
+PED2_LABELS = PED2_ROOT / "test_frame_labels.json"
 needs_ucf = pytest.mark.skipif(
     not (UCF / "test_annotations.txt").is_file(), reason="UCF-Crime annotations absent"
 )

@@ -1,5 +1,4 @@
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,8 +6,9 @@ from sklearn.metrics import average_precision_score
 
 from model.evaluation.ground_truth import NORMAL, VideoTruth, read_annotations
 from model.evaluation.metrics import compute_metrics, frame_ap, frame_ap_trapz, frame_auc, frame_scores_of
+from tests.shared_data import UCF_CRIME_ROOT
 
-ANNOTATIONS = Path("/work/shared/data/ucf-crime/test_annotations.txt")
+ANNOTATIONS = UCF_CRIME_ROOT / "test_annotations.txt"
 
 
 def _perfect_snippet_scores(video: VideoTruth, snippets: int) -> np.ndarray:

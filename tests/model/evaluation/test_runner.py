@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -11,8 +9,9 @@ from model.evaluation.ground_truth import NORMAL, FrameLabels
 from model.evaluation.runner import evaluate_store, ped2_frame_labels, truth_for_store
 from model.evaluation.scores_folder import read_scores_folder
 from model.refinevad import RefineVAD
+from tests.shared_data import PED2_ROOT
 
-PED2 = Path("/work/shared/data/ped2")
+PED2 = PED2_ROOT
 IDENTITY = BackboneIdentity(name="t", architecture="t", weights="t", dim=8)
 
 
