@@ -242,50 +242,58 @@ class LiveScheduler:
                 return
         slots = np.array([stream.slot for stream, _ in items], dtype=np.int64)
         counts = self._windows.append(slots, features)
-        k = len(items)
-        newest = np.empty(k, dtype=np.float64)
-        previous = np.full(k, np.nan)
-        weights = np.empty((k, len(engine.category_names)), dtype=np.float64)
-        for n in np.unique(counts):
-            sel = np.flatnonzero(counts == n)
-            out = engine.head(self._windows.gather(slots[sel], int(n)))
-            scores = out.scores.float().cpu().numpy()
-            newest[sel] = scores[:, -1]
-            if n >= 2:
-                previous[sel] = scores[:, -2]
-            weights[sel] = out.category_weights.float().cpu().numpy()
-        self.metrics.service.head_latency.labels(source="live").observe(time.perf_counter() - t1)
-        frames = engine.spec.frames_per_snippet
-        self.metrics.service.snippets.labels(source="live").inc(k)
-        self.metrics.service.frames.labels(source="live").inc(k * frames)
-        names = engine.category_names
-        for b, (stream, snippet) in enumerate(items):
-            distribution = dict(zip(names, weights[b].tolist(), strict=True))
-            dominant = names[int(np.argmax(weights[b]))]
-            out_items: list[tuple[int | None, str]] = []
-            prev = stream.previous
-            if prev is not None and not np.isnan(previous[b]) and stream.events is not None:
-                notices = stream.events.update(
-                    prev.index, prev.start_s, prev.end_s, prev.captured_at, float(previous[b]), weights[b]
-                )
-                out_items.append(
-                    (
-                        prev.index,
-                        self._message(prev, "final", float(previous[b]), distribution, dominant, notices),
+        try:
+            k = len(items)
+            newest = np.empty(k, dtype=np.float64)
+            previous = np.full(k, np.nan)
+            weights = np.empty((k, len(engine.category_names)), dtype=np.float64)
+            for n in np.unique(counts):
+                sel = np.flatnonzero(counts == n)
+                out = engine.head(self._windows.gather(slots[sel], int(n)))
+                scores = out.scores.float().cpu().numpy()
+                newest[sel] = scores[:, -1]
+                if n >= 2:
+                    previous[sel] = scores[:, -2]
+                weights[sel] = out.category_weights.float().cpu().numpy()
+            self.metrics.service.head_latency.labels(source="live").observe(time.perf_counter() - t1)
+            frames = engine.spec.frames_per_snippet
+            self.metrics.service.snippets.labels(source="live").inc(k)
+            self.metrics.service.frames.labels(source="live").inc(k * frames)
+            names = engine.category_names
+            for b, (stream, snippet) in enumerate(items):
+                distribution = dict(zip(names, weights[b].tolist(), strict=True))
+                dominant = names[int(np.argmax(weights[b]))]
+                out_items: list[tuple[int | None, str]] = []
+                prev = stream.previous
+                if prev is not None and not np.isnan(previous[b]) and stream.events is not None:
+                    notices = stream.events.update(
+                        prev.index, prev.start_s, prev.end_s, prev.captured_at, float(previous[b]), weights[b]
                     )
-                )
-            message = self._message(snippet, "provisional", float(newest[b]), distribution, dominant, [])
-            out_items.append((snippet.index, message))
-            latency = time.monotonic() - snippet.captured_mono
-            self.metrics.latency.observe(latency)
-            stream.last_latency_s = latency
-            stream.last_score = float(newest[b])
-            stream.previous = snippet
-            stream.snippets_processed += 1
-            stream.rate_processed.add(frames)
-            if snippet.gap is not None and "lag" in snippet.gap.reasons:
-                self.metrics.dropped_frames.inc(snippet.gap.dropped_frames)
-            self.hub.publish_threadsafe(stream.id, out_items)
+                    out_items.append(
+                        (
+                            prev.index,
+                            self._message(prev, "final", float(previous[b]), distribution, dominant, notices),
+                        )
+                    )
+                message = self._message(snippet, "provisional", float(newest[b]), distribution, dominant, [])
+                out_items.append((snippet.index, message))
+                latency = time.monotonic() - snippet.captured_mono
+                self.metrics.latency.observe(latency)
+                stream.last_latency_s = latency
+                stream.last_score = float(newest[b])
+                stream.previous = snippet
+                stream.snippets_processed += 1
+                stream.rate_processed.add(frames)
+                if snippet.gap is not None and "lag" in snippet.gap.reasons:
+                    self.metrics.dropped_frames.inc(snippet.gap.dropped_frames)
+                self.hub.publish_threadsafe(stream.id, out_items)
+        except Exception:
+            # The windows already hold these snippets: keep each stream's `previous` in step with its window,
+            # or the next cycle's final score (read one before the newest) would carry this snippet's score
+            # under the older snippet's index.
+            for stream, snippet in items:
+                stream.previous = snippet
+            raise
 
     @staticmethod
     def _message(

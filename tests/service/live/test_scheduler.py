@@ -1,0 +1,88 @@
+"""The live scheduler's provisional/final bookkeeping against a real (untrained) engine on the CPU."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from model.events import EventPolicy
+from model.inference import AnalysisEngine, EngineConfig
+from service.live.events import LiveEventStore, StreamEvents
+from service.live.hub import LiveHub
+from service.live.metrics import LiveMetrics
+from service.live.readers import Snippet
+from service.live.scheduler import LiveScheduler, LiveStream
+from service.live.window import FeatureWindows
+from service.metrics import ServiceMetrics
+from service.storage import Database, StorageBusy
+
+WINDOW = 4
+
+
+class RecordingHub(LiveHub):
+    """The real hub, also keeping every message the scheduler hands it (there is no event loop here)."""
+
+    def __init__(self) -> None:
+        super().__init__(client_queue=8, replay=0)
+        self.sent: list[dict] = []
+
+    def publish_threadsafe(self, stream_id: str, items: list[tuple[int | None, str]]) -> None:
+        self.sent.extend(json.loads(text) for _, text in items)
+
+
+class FlakyEventStore(LiveEventStore):
+    """The real store, except that the next `fail_next` event openings find the database busy."""
+
+    fail_next = 0
+
+    def open(self, stream_id: str, start_s: float, started_at: float, peak: float) -> int:
+        if self.fail_next:
+            self.fail_next -= 1
+            raise StorageBusy("database is locked")
+        return super().open(stream_id, start_s, started_at, peak)
+
+
+@pytest.fixture(scope="module")
+def engine() -> AnalysisEngine:
+    return AnalysisEngine.from_config(EngineConfig(checkpoint=None, device="cpu"))
+
+
+def _snippet(engine: AnalysisEngine, index: int, rng: np.random.Generator) -> Snippet:
+    f = engine.spec.frames_per_snippet
+    frames = rng.integers(0, 256, (engine.spec.sampled_frames_per_snippet, 64, 64, 3), dtype=np.uint8)
+    now = time.time()
+    return Snippet("s", index, frames, index * f / 25.0, (index + 1) * f / 25.0, now, time.monotonic())
+
+
+def test_a_failed_cycle_does_not_shift_later_final_scores(tmp_path, engine: AnalysisEngine) -> None:
+    hub = RecordingHub()
+    store = FlakyEventStore(Database(tmp_path / "db.sqlite"))
+    scheduler = LiveScheduler(None, hub, store, None, LiveMetrics(ServiceMetrics()), WINDOW)  # type: ignore[arg-type]
+    scheduler._windows = FeatureWindows(WINDOW, engine.backbone.dim, engine.device)
+    # Every final score opens an event, so the event store is written on every cycle after the first.
+    policy = EventPolicy(enter_threshold=0.0, exit_threshold=0.0)
+    stream = LiveStream("s", "s", reader=None, policy=policy, created_at=0.0)  # type: ignore[arg-type]
+    stream.slot = scheduler._windows.acquire()
+    stream.events = StreamEvents("s", "s", policy, engine.category_names, store, None)
+    rng = np.random.default_rng(0)
+    snippets = [_snippet(engine, i, rng) for i in range(3)]
+
+    scheduler._process(engine, [(stream, snippets[0])])
+    store.fail_next = 1
+    with pytest.raises(StorageBusy):
+        scheduler._process(engine, [(stream, snippets[1])])  # the run loop logs and counts this
+    hub.sent.clear()
+    scheduler._process(engine, [(stream, snippets[2])])
+
+    finals = [m for m in hub.sent if m["status"] == "final"]
+    assert len(finals) == 1
+    # The window now holds snippets 0, 1, 2: the final score read from it is snippet 1's, and says so.
+    with torch.inference_mode():
+        features = engine.backbone.encode_snippets(np.stack([s.frames for s in snippets]))
+        expected = engine.head(features[None]).scores[0, -2].item()
+    assert finals[0]["index"] == 1
+    assert finals[0]["score"] == pytest.approx(expected, abs=1e-5)
