@@ -47,6 +47,8 @@ class _Open:
     last_high_snippet: int
     scores: list[float] = field(default_factory=list)
     category_sum: np.ndarray | None = None
+    # The sum up to the last high snippet: the low snippets after it close the event but are not part of it.
+    high_category_sum: np.ndarray | None = None
 
 
 class EventDetector:
@@ -72,11 +74,13 @@ class EventDetector:
             if score >= p.enter_threshold and start_s >= self._cooldown_until:
                 self._open = _Open(start_s, index, end_s, index)
                 self._add(self._open, score, categories)
+                self._open.high_category_sum = self._open.category_sum
                 return True, None
             return False, None
         self._add(current, score, categories)
         if score >= p.exit_threshold:
             current.last_high_end_s, current.last_high_snippet = end_s, index
+            current.high_category_sum = current.category_sum
             return False, None
         if end_s - current.last_high_end_s >= p.min_gap_s:
             return False, self._close()
@@ -104,8 +108,8 @@ class EventDetector:
             return None
         distribution: dict[str, float] = {}
         dominant = None
-        if current.category_sum is not None and self.category_names:
-            total = current.category_sum / max(len(current.scores), 1)
+        if current.high_category_sum is not None and self.category_names:
+            total = current.high_category_sum / n
             distribution = {name: float(v) for name, v in zip(self.category_names, total, strict=True)}
             dominant = self.category_names[int(np.argmax(total))]
         return Event(

@@ -50,3 +50,14 @@ def test_min_gap_delays_closing() -> None:
 def test_policy_rejects_exit_above_enter() -> None:
     with pytest.raises(ValueError):
         EventPolicy(enter_threshold=0.3, exit_threshold=0.6)
+
+
+def test_event_categories_cover_only_the_event_not_the_gap_snippets_that_closed_it() -> None:
+    # Two high "Biking" snippets, then three low "Vehicle" ones that only serve to close the event (min_gap_s).
+    s, a, b = timeline([0.9, 0.9, 0.1, 0.1, 0.1])
+    cats = np.array([[0.9, 0.1]] * 2 + [[0.0, 1.0]] * 3)
+    policy = EventPolicy(enter_threshold=0.5, exit_threshold=0.4, min_gap_s=3.0)
+    (e,) = detect_events(s, a, b, cats, NAMES, policy)
+    assert (e.start_snippet, e.end_snippet) == (0, 2)
+    assert e.dominant_category == "Biking"
+    assert e.categories["Biking"] == pytest.approx(0.9)
