@@ -171,11 +171,16 @@ class JobManager:
                     return None
 
     def _fail(self, job_id: str, error: str, error_code: str) -> None:
+        # Read before `finish`, which clears the upload path: a failed job is never retried, so its spooled
+        # upload must go with it.
+        job = self._durably(f"job {job_id}: reading it", lambda: self.store.get(job_id))
         finished = self._durably(
             f"job {job_id}: storing its failure",
             lambda: self.store.finish(job_id, "failed", error=error, error_code=error_code),
         )
         if finished:
+            if job is not None:
+                self._remove_upload(job)
             self._after_terminal(job_id, "failed", 0.0)
 
     def _work(self) -> None:
