@@ -149,7 +149,13 @@ class LiveScheduler:
         with self._lock:
             removed, self._removed = self._removed, []
         for stream in removed:
-            self._finish_events(stream)
+            # Closing the stream's event may fail (database busy); its window slot is freed whatever happens,
+            # and the other removed streams are still handled.
+            try:
+                self._finish_events(stream)
+            except Exception:
+                self.metrics.errors.inc()
+                logger.exception("stream %s: closing its open event on removal failed", stream.id)
             if stream.slot is not None and self._windows is not None:
                 self._windows.release(stream.slot)
                 stream.slot = None

@@ -86,3 +86,32 @@ def test_a_failed_cycle_does_not_shift_later_final_scores(tmp_path, engine: Anal
         expected = engine.head(features[None]).scores[0, -2].item()
     assert finals[0]["index"] == 1
     assert finals[0]["score"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_removed_streams_free_their_windows_even_if_closing_their_event_fails(
+    tmp_path, engine: AnalysisEngine
+) -> None:
+    class BusyOnClose(LiveEventStore):
+        def close(self, event_id: int, **fields) -> None:
+            raise StorageBusy("database is locked")
+
+    store = BusyOnClose(Database(tmp_path / "db.sqlite"))
+    scheduler = LiveScheduler(None, RecordingHub(), store, None, LiveMetrics(ServiceMetrics()), WINDOW)  # type: ignore[arg-type]
+    scheduler._windows = FeatureWindows(WINDOW, engine.backbone.dim, engine.device)
+    policy = EventPolicy(enter_threshold=0.0, exit_threshold=0.0)
+    rng = np.random.default_rng(1)
+    streams = []
+    for name in ("a", "b"):
+        stream = LiveStream(name, name, reader=None, policy=policy, created_at=0.0)  # type: ignore[arg-type]
+        stream.slot = scheduler._windows.acquire()
+        stream.events = StreamEvents(name, name, policy, engine.category_names, store, None)
+        streams.append(stream)
+        scheduler.add(stream)
+    for i in range(2):  # the second cycle's final score opens (and announces) an event on each stream
+        scheduler._process(engine, [(s, _snippet(engine, i, rng)) for s in streams])
+    assert all(s.events is not None and s.events.detector.active for s in streams)
+    for stream in streams:
+        scheduler.remove(stream.id)
+    scheduler._release_removed()  # the run loop's first step each cycle
+    assert scheduler._windows.in_use == 0
+    assert all(s.slot is None for s in streams)
