@@ -13,6 +13,7 @@ the attempt.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import queue
@@ -297,7 +298,9 @@ class JobManager:
         with self._lock:
             waiters = self._waiters.pop(job_id, [])
         for loop, future in waiters:
-            loop.call_soon_threadsafe(_resolve, future, job)
+            # A waiter whose loop has closed is gone; that must not kill the worker thread.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, future, job)
 
     @staticmethod
     def _remove_upload(job: JobRecord) -> None:

@@ -257,9 +257,12 @@ class StreamEvents:
             )
         elif self.detector.active:
             self._peak = max(self._peak, score)
+        # Announce only on a high snippet: the detector measures an event up to its last high snippet, so a
+        # duration counted through the low tail could announce an event the detector then drops as too short.
         if (
             self.detector.active
             and self._event_id is None
+            and score >= self.policy.exit_threshold
             and end_s - self._start_s >= self.policy.min_duration_s
         ):
             self._event_id = self.store.open(self.stream_id, self._start_s, self._started_at, self._peak)
