@@ -3,8 +3,8 @@
 The engine owns one backbone and one RefineVAD head on one device. `analyze` decodes the video in snippet
 batches, encodes each batch with one backbone call, keeps the features on the device, and runs the head once on
 the whole sequence (in chunks of `max_head_snippets` for very long videos). Each snippet's category
-distribution comes from the head run on the window of `category_window` snippets around it, which is what a live
-stream reports for that snippet too; the video-level distribution comes from the whole-video run.
+distribution comes from the head run on the window of `category_window` snippets centred on it (a live stream
+uses the window ending at its newest snippet); the video-level distribution comes from the whole-video run.
 """
 
 from __future__ import annotations
