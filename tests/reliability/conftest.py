@@ -21,6 +21,7 @@ import pytest
 
 # Fixtures of the service suite, reused here (importing them into a conftest registers them).
 from tests.service.conftest import ServerProcess, footage, make_server  # noqa: F401
+from tests.service.live.service_process import next_snippets  # noqa: F401
 
 logger = logging.getLogger("reliability")
 
@@ -170,22 +171,6 @@ def open_live(server: ServerProcess, stream_id: str, since: int | None = None):
     return connect(
         f"{ws_url}/streams/{stream_id}/live{query}", additional_headers=server.headers, open_timeout=10
     )
-
-
-def next_snippets(ws, count: int, timeout: float, status: str | None = None) -> list[dict]:
-    """The next `count` snippet messages (of `status` if given); state messages and notices are skipped."""
-    import json
-
-    out: list[dict] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < count:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"only {len(out)} of {count} snippet messages within {timeout}s")
-        message = json.loads(ws.recv(timeout=remaining))
-        if message["type"] == "snippet" and (status is None or message["status"] == status):
-            out.append(message)
-    return out
 
 
 def stream_view(server: ServerProcess, stream_id: str) -> dict:

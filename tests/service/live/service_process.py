@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -99,3 +100,18 @@ class ServiceProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def next_snippets(ws, count: int, timeout: float, status: str | None = None) -> list[dict]:
+    """The next `count` snippet messages of a live WebSocket (of `status` if given); state messages and notices
+    are skipped."""
+    out: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < count:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"only {len(out)} of {count} snippet messages within {timeout}s")
+        message = json.loads(ws.recv(timeout=remaining))
+        if message["type"] == "snippet" and (status is None or message["status"] == status):
+            out.append(message)
+    return out

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import socket
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from tests.rtsp_server import RtspServerProcess, free_port
 from tests.service.live.conftest import requires_gstreamer
-from tests.service.live.service_process import API_KEY, ServiceProcess
+from tests.service.live.service_process import API_KEY, ServiceProcess, next_snippets
 
 pytestmark = [pytest.mark.integration, requires_gstreamer]
 
@@ -59,20 +58,6 @@ def open_live(service: ServiceProcess, stream_id: str, since: int | None = None)
     )
 
 
-def snippets(ws: ClientConnection, count: int, timeout: float) -> list[dict]:
-    """The next `count` snippet messages (state messages and notices are skipped)."""
-    out: list[dict] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < count:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"only {len(out)} of {count} snippet messages within {timeout}s")
-        message = json.loads(ws.recv(timeout=remaining))
-        if message["type"] == "snippet":
-            out.append(message)
-    return out
-
-
 def wait_state(service: ServiceProcess, stream_id: str, states: set[str], timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     with service.client() as client:
@@ -87,7 +72,7 @@ def wait_state(service: ServiceProcess, stream_id: str, states: set[str], timeou
 
 def test_live_scores_arrive_provisional_then_final(service: ServiceProcess, stream_id: str) -> None:
     with open_live(service, stream_id) as ws:
-        got = snippets(ws, 6, timeout=40)
+        got = next_snippets(ws, 6, timeout=40)
     by_status: dict[str, list[int]] = {"provisional": [], "final": []}
     for m in got:
         assert m["stream_id"] == stream_id
@@ -120,7 +105,7 @@ def test_credentials_never_returned_or_logged(service: ServiceProcess, stream_id
 def test_many_clients_get_the_same_messages(service: ServiceProcess, stream_id: str) -> None:
     with contextlib.ExitStack() as stack:
         clients = [stack.enter_context(open_live(service, stream_id)) for _ in range(12)]
-        received = [snippets(ws, 4, timeout=30) for ws in clients]
+        received = [next_snippets(ws, 4, timeout=30) for ws in clients]
     keyed = [{(m["index"], m["status"]): m["score"] for m in r} for r in received]
     common = set.intersection(*(set(k) for k in keyed))
     assert common, "the clients saw no snippet in common"
@@ -130,10 +115,10 @@ def test_many_clients_get_the_same_messages(service: ServiceProcess, stream_id: 
 
 def test_resume_from_a_snippet_index(service: ServiceProcess, stream_id: str) -> None:
     with open_live(service, stream_id) as ws:
-        first = snippets(ws, 4, timeout=30)
+        first = next_snippets(ws, 4, timeout=30)
     resume = first[0]["index"]
     with open_live(service, stream_id, since=resume) as ws:
-        replayed = snippets(ws, 3, timeout=10)
+        replayed = next_snippets(ws, 3, timeout=10)
     assert replayed[0]["index"] == resume
     assert replayed[0]["score"] == first[0]["score"]
 
@@ -142,7 +127,7 @@ def test_camera_killed_and_restarted_recovers_on_its_own(
     service: ServiceProcess, stream_id: str, camera: RtspServerProcess
 ) -> None:
     with open_live(service, stream_id) as ws:
-        before = snippets(ws, 2, timeout=30)
+        before = next_snippets(ws, 2, timeout=30)
         camera.kill()
         view = wait_state(service, stream_id, {"reconnecting"}, timeout=15)
         assert view["last_error"]
@@ -151,7 +136,7 @@ def test_camera_killed_and_restarted_recovers_on_its_own(
         restarted = time.monotonic()
         camera.start()
         # The first message after the outage finalises the last snippet from before it; then new snippets come.
-        after = next(m for m in snippets(ws, 3, timeout=40) if m["status"] == "provisional")
+        after = next(m for m in next_snippets(ws, 3, timeout=40) if m["status"] == "provisional")
         recovery_s = time.monotonic() - restarted
     print(f"\nRTSP recovery: first new snippet {recovery_s:.1f}s after the camera came back")
     assert recovery_s < 20
@@ -175,7 +160,7 @@ def test_first_connection_fails_then_succeeds(service: ServiceProcess) -> None:
             assert view["last_error"] and view["connect_attempts"] >= 2
             late.start()
             with open_live(service, sid) as ws:
-                snippets(ws, 1, timeout=40)
+                next_snippets(ws, 1, timeout=40)
             assert client.get(f"/streams/{sid}").json()["state"] == "live"
         finally:
             late.kill()
@@ -206,7 +191,7 @@ def test_stalled_client_does_not_slow_others(service: ServiceProcess, stream_id:
     try:
         with open_live(service, stream_id) as ws:
             arrivals = []
-            for message in snippets(ws, 8, timeout=30):
+            for message in next_snippets(ws, 8, timeout=30):
                 arrivals.append((time.monotonic(), message["index"]))
         gaps = [b[0] - a[0] for a, b in itertools.pairwise(arrivals)]
         # Two messages per 1.6 s snippet; a gap well over one snippet would mean the pipeline was held up.
