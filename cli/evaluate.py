@@ -85,12 +85,12 @@ def run_ped2(args: argparse.Namespace) -> int:
             frames_per_snippet=checkpoint.config.frames_per_snippet,
             sampled_frames_per_snippet=checkpoint.config.sampled_frames_per_snippet,
         )
-        clips = dataset.split(args.split)
         report = extract_to_store(
-            [(c.name, str(dataset.path(c)), c.label, c.category) for c in clips],
+            dataset.extraction_inputs(args.split),
             root,
             backbone,
             spec,
+            folder_fps=dataset.fps,
             category_names=dataset.category_names,
             progress=not args.json,
         )

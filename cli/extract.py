@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     if args.label == 1 and args.videos and not args.category:
         log.warning("--label 1 without --category: the videos get no category")
 
-    jobs: list[tuple[Path, list[VideoInput], list[str] | None]] = []
+    jobs: list[tuple[Path, list, list[str] | None]] = []
     if args.dataset == "ped2":
         from model.data.ped2 import Ped2Dataset
 
@@ -121,11 +121,7 @@ def run(args: argparse.Namespace) -> int:
             )
         dataset = Ped2Dataset(args.root)
         for split in ("train", "test"):
-            inputs = [
-                VideoInput(name=c.name, uri=str(dataset.path(c)), label=c.label, category=c.category)
-                for c in dataset.split(split)
-            ]
-            jobs.append((args.out / split, inputs, dataset.category_names))
+            jobs.append((args.out / split, dataset.extraction_inputs(split), dataset.category_names))
         folder_fps = dataset.fps
     else:
         jobs.append((args.out, _video_inputs(args.videos, args.label, args.category), None))

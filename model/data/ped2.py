@@ -75,6 +75,10 @@ class Ped2Dataset:
         clip = self.clips[clip] if isinstance(clip, str) else clip
         return self.root / clip.folder
 
+    def extraction_inputs(self, split: Split) -> list[tuple[str, str, int, str | None]]:
+        """(name, frame folder, video label, category) of a split's clips, as `extract_to_store` takes them."""
+        return [(c.name, str(self.path(c)), c.label, c.category) for c in self.split(split)]
+
     def frame_count(self, clip: Ped2Clip | str) -> int:
         folder = self.path(clip)
         return sum(1 for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
