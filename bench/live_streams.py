@@ -11,9 +11,11 @@ Run from the repository root (needs the GStreamer RTSP server packages for the f
   dropped for lag and every stream received >= 9.5 fps. Latency is measured at the client: the wall clock when a
   WebSocket message arrives minus the stream's capture time of the snippet's last frame (`captured_at`), for the
   provisional messages of one stream (p50/p95). A final score comes one snippet (1.6 s) after its provisional.
-- auc: every Ped2 test clip scored whole (`AnalysisEngine.analyze`) and through the live window (features appended
-  one snippet at a time to a W-snippet device window, final score = the head on the window that ends one snippet
-  later, the last snippet provisional), frame-level AUC over all test frames (sklearn roc_auc_score).
+- auc: every clip of the Ped2 weak TEST split (wvad_split.json: 4 normal + 6 anomalous clips) scored whole
+  (`AnalysisEngine.analyze`) and through the live window (features appended one snippet at a time to a W-snippet
+  device window, final score = the head on the window that ends one snippet later, the last snippet
+  provisional), frame-level AUC over all test frames (sklearn roc_auc_score), and the share of snippets above
+  0.5 on anomalous clips whose dominant category is the clip's own, offline and live.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ log = logging.getLogger("bench.live_streams")
 PED2 = Path(os.environ.get("REFINEVAD_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")) / "ped2"
 
 
-def live_window_scores(engine, features, window: int) -> np.ndarray:
-    """Final live scores of one video's snippet features [T, D], exactly as the scheduler computes them."""
+def live_window_outputs(engine, features, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Final live scores [T] and the category distribution [T, C] each snippet's final message carries, of one
+    video's snippet features [T, D], exactly as the scheduler computes them (the window's category weights)."""
     import torch
 
     from service.live.window import FeatureWindows
@@ -49,47 +52,88 @@ def live_window_scores(engine, features, window: int) -> np.ndarray:
     slot = np.array([windows.acquire()])
     t_total = features.shape[0]
     final = np.empty(t_total)
+    categories = np.empty((t_total, len(engine.category_names)))
     with torch.inference_mode():
         for t in range(t_total):
             n = int(windows.append(slot, features[t : t + 1])[0])
-            scores = engine.head(windows.gather(slot, n)).scores[0].float().cpu().numpy()
+            out = engine.head(windows.gather(slot, n))
+            scores = out.scores[0].float().cpu().numpy()
+            weights = out.category_weights[0].float().cpu().numpy()
             if n >= 2:
                 final[t - 1] = scores[-2]
+                categories[t - 1] = weights
             final[t] = scores[-1]  # provisional until the next snippet arrives
-    return final
+            categories[t] = weights
+    return final, categories
 
 
-def bench_auc(window: int, checkpoint: Path | None) -> dict:
+def _category_agreement(dominant: list[str], scores: np.ndarray, category: str | None, threshold: float) -> dict:
+    """Of the snippets above `threshold`, how many name the clip's own category as dominant."""
+    high = [name for name, score in zip(dominant, scores, strict=True) if score > threshold]
+    return {"high": len(high), "agree": sum(name == category for name in high)}
+
+
+def bench_auc(window: int, checkpoint: Path | None, threshold: float = 0.5) -> dict:
+    """Frame AUC of the weak TEST split (4 normal + 6 anomalous clips; never the training clips) scored offline
+    and through the live window, and how often the dominant category of a snippet scoring above `threshold`
+    is its anomalous clip's category (offline: the snippet's local distribution; live: its final message's)."""
     from sklearn.metrics import roc_auc_score
 
+    from model.data.ped2 import Ped2Dataset
     from model.inference import AnalysisEngine, EngineConfig
 
     engine = AnalysisEngine.from_config(EngineConfig(device="cpu", checkpoint=checkpoint))
-    labels = json.loads((PED2 / "test_frame_labels.json").read_text())["frames"]
+    dataset = Ped2Dataset(PED2)
+    clips = dataset.split("test")
     f = engine.spec.frames_per_snippet
+    names = engine.category_names
     offline_all, live_all, truth = [], [], []
-    for clip, frame_labels in sorted(labels.items()):
-        folder = PED2 / "testing" / "frames" / clip
+    agreement = {"offline": {"high": 0, "agree": 0}, "live": {"high": 0, "agree": 0}}
+    per_clip = []
+    for clip in clips:
+        folder = dataset.path(clip)
+        frame_labels = dataset.frame_labels(clip)
         result = engine.analyze(folder)
         offline = np.array([s.score for s in result.snippets])
         features = engine.encode(folder)[0]
-        live = live_window_scores(engine, features, window)
+        live, live_categories = live_window_outputs(engine, features, window)
         n = len(frame_labels)
         offline_all.append(np.repeat(offline, f)[:n])
         live_all.append(np.repeat(live, f)[:n])
-        truth.append(np.asarray(frame_labels))
+        truth.append(frame_labels)
+        row = {"clip": clip.name, "label": clip.label, "category": clip.category}
+        if clip.label:
+            offline_dominant = [max(s.categories, key=s.categories.get) for s in result.snippets]
+            live_dominant = [names[i] for i in live_categories.argmax(1)]
+            for mode, dominant, scores in (
+                ("offline", offline_dominant, offline),
+                ("live", live_dominant, live),
+            ):
+                counts = _category_agreement(dominant, scores, clip.category, threshold)
+                row[mode] = counts
+                for key in counts:
+                    agreement[mode][key] += counts[key]
+        per_clip.append(row)
     y = np.concatenate(truth)
     off, liv = np.concatenate(offline_all), np.concatenate(live_all)
     auc_off, auc_live = float(roc_auc_score(y, off)), float(roc_auc_score(y, liv))
     return {
-        "clips": len(labels),
+        "split": "test (wvad_split.json: 4 normal + 6 anomalous clips)",
+        "clips": len(clips),
         "frames": len(y),
         "trained_model": engine.identity.trained,
+        "backbone": engine.identity.backbone.key(),
         "window": window,
         "auc_offline": round(auc_off, 4),
         "auc_live": round(auc_live, 4),
         "auc_gap": round(auc_live - auc_off, 4),
         "mean_abs_score_diff": round(float(np.abs(off - liv).mean()), 4),
+        "category_agreement_above_threshold": {
+            mode: {**counts, "fraction": round(counts["agree"] / counts["high"], 4) if counts["high"] else None}
+            for mode, counts in agreement.items()
+        },
+        "threshold": threshold,
+        "per_clip": per_clip,
     }
 
 

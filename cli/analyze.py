@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import get_args
+
+from model.backbones.registry import BackboneName
 
 log = logging.getLogger(__name__)
 
@@ -13,7 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="analyze a video file or frame folder with the model")
     p.add_argument("video", help="video file, folder of frames, or file:// path")
     p.add_argument("--checkpoint", type=Path, help="trained head (default: the shipped model)")
-    p.add_argument("--backbone", choices=["motion", "clip"], help="default: the checkpoint's backbone")
+    p.add_argument(
+        "--backbone", choices=list(get_args(BackboneName)), help="default: the checkpoint's backbone"
+    )
     p.add_argument("--clip-checkpoint", type=Path, help="local CLIP weights file")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda")
     p.add_argument(

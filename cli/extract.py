@@ -35,7 +35,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     bb = parser.add_argument_group("backbone")
     defaults = BackboneConfig.model_fields
-    bb.add_argument("--backbone", choices=["motion", "clip"], default=defaults["name"].default)
+    bb.add_argument(
+        "--backbone",
+        choices=["motion", "clip", "efficientnet_lite0", "two_stream"],
+        default=defaults["name"].default,
+    )
+    bb.add_argument(
+        "--appearance-size",
+        type=int,
+        default=defaults["appearance_size"].default,
+        help="efficientnet_lite0 / two_stream: shorter side of the frame fed to the network (px)",
+    )
+    bb.add_argument(
+        "--appearance-frames",
+        type=int,
+        default=defaults["appearance_frames"].default,
+        help="efficientnet_lite0 / two_stream: frames encoded per snippet (evenly spaced)",
+    )
+    bb.add_argument(
+        "--appearance-pooling",
+        choices=["avg", "max", "gem", "grid2"],
+        default=defaults["appearance_pooling"].default,
+        help="efficientnet_lite0 / two_stream: spatial pooling of the feature map",
+    )
     bb.add_argument("--clip-arch", default=defaults["clip_arch"].default)
     bb.add_argument(
         "--clip-pretrained",
@@ -102,6 +124,9 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         batch_size=args.batch_size,
         motion_threads=args.motion_threads,
+        appearance_size=args.appearance_size,
+        appearance_frames=args.appearance_frames,
+        appearance_pooling=args.appearance_pooling,
         text_captions=args.text_captions,
         **overrides,
     )

@@ -37,6 +37,12 @@ class RefineVADConfig(BaseModel):
     frames_per_snippet: int = Field(16, gt=0)
     sampled_frames_per_snippet: int = Field(16, gt=0)
     train_snippets: int = Field(32, gt=0, description="T used when training resamples each video")
+    input_norm: Literal["none", "standardize"] = Field(
+        "none",
+        description="standardize = per-channel z-scores with the training snippets' mean and std, stored in "
+        "the checkpoint (for features whose channels differ in scale, e.g. concatenated two-stream features); "
+        "none = the paper's raw features",
+    )
 
     # MoTAR
     use_motar: bool = True

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 
 from model.backbones.base import Backbone
 from model.backbones.identity import BackboneIdentity
+from model.backbones.registry import BackboneName
 from model.checkpoint import LoadedCheckpoint, load_checkpoint
 from model.config import RefineVADConfig
 from model.events import Event, EventPolicy, detect_events
@@ -63,7 +64,7 @@ class EngineConfig(BaseModel):
     checkpoint: Path | None = Field(
         None, description="trained head; None = the default model shipped in the package"
     )
-    backbone: Literal["motion", "clip"] | None = Field(None, description="None = the checkpoint's backbone")
+    backbone: BackboneName | None = Field(None, description="None = the checkpoint's backbone")
     clip_arch: str = "ViT-B-16"
     clip_pretrained: str | None = "openai"
     clip_checkpoint: Path | None = None
@@ -165,17 +166,20 @@ def _load_head(config: EngineConfig, device: torch.device) -> LoadedCheckpoint |
     return load_checkpoint(path, map_location=device)
 
 
-def _backbone_config(config: EngineConfig, name: str):
-    from model.backbones.registry import BackboneConfig
+def _backbone_config(config: EngineConfig, loaded: LoadedCheckpoint | None):
+    """The configured backbone; unset = the checkpoint's, rebuilt with the options its identity records
+    (pooling, input size, frame sampling), so the head sees features made the way it was trained on."""
+    from model.backbones.registry import BackboneConfig, config_for_identity
 
-    return BackboneConfig(
-        name=name,
-        clip_arch=config.clip_arch,
-        clip_pretrained=config.clip_pretrained,
-        clip_checkpoint=config.clip_checkpoint,
-        cache_dir=config.cache_dir,
-        motion_threads=config.motion_threads,
-    )
+    fields = {
+        "clip_pretrained": config.clip_pretrained,
+        "clip_checkpoint": config.clip_checkpoint,
+        "cache_dir": config.cache_dir,
+        "motion_threads": config.motion_threads,
+    }
+    if config.backbone is None and loaded is not None:
+        return config_for_identity(loaded.backbone, **fields)
+    return BackboneConfig(name=config.backbone or "motion", clip_arch=config.clip_arch, **fields)
 
 
 class _Prefetch:
@@ -250,8 +254,7 @@ class AnalysisEngine:
 
         device = resolve_device(config.device)
         loaded = _load_head(config, device)
-        backbone_name = config.backbone or (loaded.backbone.name if loaded else "motion")
-        backbone = load_backbone(_backbone_config(config, backbone_name), device)
+        backbone = load_backbone(_backbone_config(config, loaded), device)
         if loaded is None:
             log.warning(UNTRAINED_WARNING)
             if config.head_backend != "torch":

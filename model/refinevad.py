@@ -22,10 +22,38 @@ class RefineVADOutput(NamedTuple):
     category_embedding: Tensor  # [B, d_emb] the soft category embedding v
 
 
+class FeatureStandardizer(nn.Module):
+    """x [B, T, D] -> (x - mean) / std per channel; mean and std [D] are buffers fitted on training snippets."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    @torch.no_grad()
+    def fit(self, total: Tensor, total_sq: Tensor, count: int, eps: float = 1e-6) -> None:
+        """From per-channel sums of x and x^2 (float64, [D]) over `count` snippets. Channels that never vary
+        keep std 1 (they would otherwise divide by ~0)."""
+        if count < 2:
+            raise ValueError(f"standardisation needs at least 2 training snippets, got {count}")
+        mean = total / count
+        var = (total_sq / count - mean * mean).clamp(min=0.0) * count / (count - 1)
+        std = var.sqrt()
+        std = torch.where(std > eps, std, torch.ones_like(std))
+        self.mean.copy_(mean.to(self.mean.dtype))
+        self.std.copy_(std.to(self.std.dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
 class RefineVAD(nn.Module):
     def __init__(self, config: RefineVADConfig) -> None:
         super().__init__()
         self.config = config
+        self.input_norm = (
+            FeatureStandardizer(config.feature_dim) if config.input_norm == "standardize" else nn.Identity()
+        )
         self.motar = MoTAR(config) if config.use_motar else nn.Identity()
         self.core = CORE(config)
         # Learnable head of the GMM smoothing loss: moves the anomalous component's mean by category (losses.py).
@@ -35,7 +63,7 @@ class RefineVAD(nn.Module):
 
     def forward(self, x: Tensor, category: torch.Tensor | None = None) -> RefineVADOutput:
         """x [B, T, D] (T >= 1); category LongTensor [B] (-1 = normal), used only in training."""
-        temporal = self.motar(x)
+        temporal = self.motar(self.input_norm(x))
         core = self.core(temporal, category)
         logits = self.core.score(core.features)
         return RefineVADOutput(

@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from model.data.datasets import (
     split_train_validation,
 )
 from model.losses import LossConfig, topk_mean, total_loss
-from model.refinevad import RefineVAD
+from model.refinevad import FeatureStandardizer, RefineVAD
 from model.scoring import score_features
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,22 @@ def _config_fingerprint(train: TrainConfig, model: RefineVADConfig) -> dict[str,
     }
 
 
+def feature_moments(
+    features: FeatureSet, records: Sequence[VideoRecord]
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Per-channel sums of x and x^2 (float64 [D]) and the snippet count over `records`' first crops, one video
+    in memory at a time."""
+    total = torch.zeros(features.feature_dim, dtype=torch.float64)
+    total_sq = torch.zeros_like(total)
+    count = 0
+    for record in records:
+        x = torch.from_numpy(features.load(record)).double()
+        total += x.sum(0)
+        total_sq += (x * x).sum(0)
+        count += len(x)
+    return total, total_sq, count
+
+
 def train(
     features: FeatureSet,
     out_dir: str | os.PathLike[str],
@@ -228,6 +244,8 @@ def train(
 
     _seed_everything(config.seed)
     model = RefineVAD(model_config).to(device)
+    if isinstance(model.input_norm, FeatureStandardizer):
+        model.input_norm.fit(*feature_moments(features, train_records))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = len(batches)
     total_steps = steps_per_epoch * config.epochs

@@ -24,6 +24,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from model.backbones.registry import BackboneName
+
 logger = logging.getLogger(__name__)
 
 ENV_PREFIX = "REFINEVAD_"
@@ -67,7 +69,7 @@ class ServiceSettings(BaseSettings):
 
     # Model.
     model_checkpoint: Path | None = Field(default=None, description="None = the model shipped in the package")
-    backbone: Literal["motion", "clip"] | None = Field(default=None, description="None = the checkpoint's")
+    backbone: BackboneName | None = Field(default=None, description="None = the checkpoint's")
     clip_arch: str | None = None
     clip_pretrained: str | None = None
     clip_checkpoint: Path | None = None

