@@ -45,13 +45,13 @@ def run(args: argparse.Namespace) -> int:
 def run_ped2(args: argparse.Namespace) -> int:
     """Ped2 from its dataset folder: extract (or reuse) the split's features with the checkpoint's backbone,
     then evaluate against the split's frame labels. No checkpoint = the model shipped in the package."""
-    from model.backbones.registry import BackboneConfig, load_backbone
+    from model.backbones.registry import config_for_identity, load_backbone
     from model.checkpoint import load_checkpoint
     from model.data.feature_store import FeatureStore
     from model.data.ped2 import Ped2Dataset
     from model.evaluation.runner import evaluate_store, ped2_frame_labels
     from model.extraction import extract_to_store
-    from model.inference import DEFAULT_CHECKPOINT
+    from model.inference import DEFAULT_CHECKPOINT, resolve_checkpoint
     from model.training import resolve_device
     from model.video.snippets import SnippetSpec
 
@@ -59,7 +59,7 @@ def run_ped2(args: argparse.Namespace) -> int:
         raise SystemExit("--dataset ped2 needs --root (the folder holding wvad_split.json)")
     if args.split != "test":
         raise SystemExit("only the test split has frame labels; training clips carry video-level labels only")
-    checkpoint_path = args.checkpoint or DEFAULT_CHECKPOINT
+    checkpoint_path = resolve_checkpoint(args.checkpoint) or DEFAULT_CHECKPOINT
     if not checkpoint_path.is_file():
         raise SystemExit(f"no checkpoint at {checkpoint_path}: train one with `refinevad train`")
     device = resolve_device(args.device)
@@ -69,16 +69,15 @@ def run_ped2(args: argparse.Namespace) -> int:
     else:
         dataset = Ped2Dataset(args.root)
         identity = checkpoint.backbone
-        if identity.name != "motion" and not args.clip_checkpoint:
+        if identity.name == "clip" and not args.clip_checkpoint:
             raise SystemExit(
                 f"the checkpoint's backbone is {identity.key()}: pass --features or --clip-checkpoint"
             )
-        backbone = load_backbone(
-            BackboneConfig(
-                name=identity.name, clip_arch=identity.architecture, clip_checkpoint=args.clip_checkpoint
-            ),
-            device,
-        )
+        overrides = {"clip_checkpoint": args.clip_checkpoint} if args.clip_checkpoint else {}
+        backbone = load_backbone(config_for_identity(identity, **overrides), device)
+        problem = identity.mismatch(backbone.identity)
+        if problem:
+            raise SystemExit(problem)
         cache = args.cache_dir or Path.home() / ".cache" / "refinevad" / "features"
         root = cache / f"ped2-{args.split}-{backbone.identity.key().replace(':', '_').replace('/', '_')}"
         spec = SnippetSpec(

@@ -58,6 +58,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=defaults["appearance_pooling"].default,
         help="efficientnet_lite0 / two_stream: spatial pooling of the feature map",
     )
+    bb.add_argument(
+        "--appearance-layer",
+        choices=["head", "blocks"],
+        default=defaults["appearance_layer"].default,
+        help="efficientnet_lite0 / two_stream: head = 1280 channels after the head conv, blocks = 320 before it",
+    )
     bb.add_argument("--clip-arch", default=defaults["clip_arch"].default)
     bb.add_argument(
         "--clip-pretrained",
@@ -127,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         appearance_size=args.appearance_size,
         appearance_frames=args.appearance_frames,
         appearance_pooling=args.appearance_pooling,
+        appearance_layer=args.appearance_layer,
         text_captions=args.text_captions,
         **overrides,
     )

@@ -42,7 +42,26 @@ MAX_BATCH_BYTES = 64 * 2**20
 # Batches decoded ahead of the backbone.
 PREFETCH_DEPTH = 2
 
-DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "default.pt"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_CHECKPOINT = WEIGHTS_DIR / "default.pt"
+# Models shipped in the package, selectable by name wherever a checkpoint path is taken (see the model card).
+SHIPPED_CHECKPOINTS = {
+    "default": DEFAULT_CHECKPOINT,
+    "ped2_motion": WEIGHTS_DIR / "ped2_motion.pt",
+}
+
+
+def resolve_checkpoint(path: str | Path | None) -> Path | None:
+    """A checkpoint path, or the name of a shipped model (`default`, `ped2_motion`); None = the default model
+    (None too when the package ships none). An existing file wins over a shipped name."""
+    if path is None:
+        return DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.is_file() else None
+    candidate = Path(path)
+    if not candidate.exists() and str(path) in SHIPPED_CHECKPOINTS:
+        return SHIPPED_CHECKPOINTS[str(path)]
+    return candidate
+
+
 UNTRAINED_WARNING = (
     "UNTRAINED MODEL: the head has random weights (no trained checkpoint was found or configured); "
     "scores and categories are meaningless. Set REFINEVAD_MODEL_CHECKPOINT to a trained checkpoint."
@@ -62,7 +81,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 class EngineConfig(BaseModel):
     checkpoint: Path | None = Field(
-        None, description="trained head; None = the default model shipped in the package"
+        None,
+        description="trained head: a file, or a shipped model's name (default, ped2_motion); "
+        "None = the default model shipped in the package",
     )
     backbone: BackboneName | None = Field(None, description="None = the checkpoint's backbone")
     clip_arch: str = "ViT-B-16"
@@ -160,7 +181,7 @@ class ExportedHead:
 
 
 def _load_head(config: EngineConfig, device: torch.device) -> LoadedCheckpoint | None:
-    path = config.checkpoint or (DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.is_file() else None)
+    path = resolve_checkpoint(config.checkpoint)
     if path is None:
         return None
     return load_checkpoint(path, map_location=device)

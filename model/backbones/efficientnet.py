@@ -13,7 +13,9 @@ config for `tf_efficientnet_lite0` records as mean = std = 0.5). Preprocessing r
 resized (antialiased bicubic) so its shorter side is `size` pixels, keeping the aspect ratio and the whole
 field of view (no centre crop: an anomaly at the edge of a CCTV view counts as much as one in the middle).
 
-Feature: the 1280-channel map after the head convolution (stride 32), pooled over space (`avg`, `max`, GeM with
+Feature: the 1280-channel map after the head convolution (`layer="head"`), or the 320-channel output of the last
+MBConv stage before it (`layer="blocks"`, a quarter of the size, which keeps the head trained on it small; both
+stride 32), pooled over space (`avg`, `max`, GeM with
 p = 3 after Radenović et al., TPAMI 2018, or a 2x2 grid of averages), then averaged over the snippet's
 `frames` sampled frames (evenly spaced; the rest of the snippet is not encoded, for speed). fp16 on CUDA.
 
@@ -42,7 +44,10 @@ from model.checkpoint import file_sha256
 log = logging.getLogger(__name__)
 
 TIMM_ARCH = "tf_efficientnet_lite0"
-FEATURE_CHANNELS = 1280
+# Channels of the two feature maps a snippet can be described by (both stride 32).
+LAYER_CHANNELS = {"head": 1280, "blocks": 320}
+FEATURE_CHANNELS = LAYER_CHANNELS["head"]
+Layer = Literal["head", "blocks"]
 Pooling = Literal["avg", "max", "gem", "grid2"]
 POOLINGS: tuple[str, ...] = ("avg", "max", "gem", "grid2")
 GEM_P = 3.0
@@ -137,27 +142,34 @@ def build_classifier(weights: Path | None = None) -> tuple[torch.nn.Module, str]
     return model.eval(), f"sha256:{file_sha256(path)}"
 
 
-def architecture_string(size: int, frames: int, pooling: str) -> str:
-    return f"{TIMM_ARCH}/size={size}/frames={frames}/pool={pooling}"
+def architecture_string(size: int, frames: int, pooling: str, layer: str = "head") -> str:
+    layer_part = "" if layer == "head" else f"/layer={layer}"
+    return f"{TIMM_ARCH}/size={size}/frames={frames}/pool={pooling}{layer_part}"
 
 
 def parse_architecture(architecture: str) -> dict[str, int | str]:
-    """Inverse of `architecture_string`: {"size": int, "frames": int, "pooling": str}; ValueError otherwise."""
+    """Inverse of `architecture_string`: {"size", "frames", "pooling", "layer"}; ValueError otherwise."""
     parts = architecture.split("/")
     if parts[0] != TIMM_ARCH:
         raise ValueError(f"not an EfficientNet-Lite0 architecture string: {architecture!r}")
     options = dict(part.split("=", 1) for part in parts[1:] if "=" in part)
     try:
-        parsed = {"size": int(options["size"]), "frames": int(options["frames"]), "pooling": options["pool"]}
+        parsed = {
+            "size": int(options["size"]),
+            "frames": int(options["frames"]),
+            "pooling": options["pool"],
+            "layer": options.get("layer", "head"),
+        }
     except (KeyError, ValueError) as exc:
         raise ValueError(f"malformed EfficientNet-Lite0 architecture string {architecture!r}") from exc
-    if parsed["pooling"] not in POOLINGS:
-        raise ValueError(f"unknown pooling {parsed['pooling']!r} in {architecture!r}")
+    if parsed["pooling"] not in POOLINGS or parsed["layer"] not in LAYER_CHANNELS:
+        raise ValueError(f"unknown pooling or layer in {architecture!r}")
     return parsed
 
 
 def pool_feature_map(fmap: torch.Tensor, pooling: str) -> torch.Tensor:
-    """`[N, C, h, w]` (non-negative, after ReLU6) -> `[N, C]` (`grid2`: `[N, 4 C]`, cell-major), float32."""
+    """`[N, C, h, w]` -> `[N, C]` (`grid2`: `[N, 4 C]`, cell-major), float32. GeM is defined on non-negative
+    maps; on a signed map it pools the positive part."""
     fmap = fmap.float()
     if pooling == "avg":
         return fmap.mean(dim=(2, 3))
@@ -187,12 +199,15 @@ class EfficientNetLite0Backbone(Backbone):
         size: int = 240,
         frames: int = 4,
         pooling: Pooling = "gem",
+        layer: Layer = "head",
         precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto",
         batch_size: int = 64,
         weights: Path | None = None,
     ) -> None:
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
+        if layer not in LAYER_CHANNELS:
+            raise ValueError(f"unknown layer {layer!r}; expected one of {sorted(LAYER_CHANNELS)}")
         if size < 32 or frames < 1 or batch_size < 1:
             raise ValueError(
                 f"size must be >= 32 and frames, batch_size >= 1 (got {size}, {frames}, {batch_size})"
@@ -205,10 +220,11 @@ class EfficientNetLite0Backbone(Backbone):
         model, weights_id = build_classifier(weights)
         self.network = model.to(self.device, self.dtype)
         self.size, self.frames, self.pooling, self.batch_size = size, frames, pooling, batch_size
-        dim = FEATURE_CHANNELS * (4 if pooling == "grid2" else 1)
+        self.layer = layer
+        dim = LAYER_CHANNELS[layer] * (4 if pooling == "grid2" else 1)
         self.identity = BackboneIdentity(
             name="efficientnet_lite0",
-            architecture=architecture_string(size, frames, pooling),
+            architecture=architecture_string(size, frames, pooling, layer),
             weights=weights_id,
             dim=dim,
         )
@@ -224,6 +240,14 @@ class EfficientNetLite0Backbone(Backbone):
             x = x.clamp_(0.0, 255.0)
         return (x * (1.0 / 127.5) - 1.0).to(self.dtype)
 
+    def feature_map(self, frames: torch.Tensor) -> torch.Tensor:
+        """`[N, H, W, 3]` uint8 on the device -> `[N, channels, h/32, w/32]` map of the configured layer:
+        `head` = after the 1x1 head convolution, BN and ReLU6 (1280 channels, non-negative); `blocks` = the
+        last MBConv stage's output (320 channels, linear bottleneck, signed)."""
+        net = self.network
+        x = net.blocks(net.bn1(net.conv_stem(self.preprocess(frames))))
+        return net.bn2(net.conv_head(x)) if self.layer == "head" else x
+
     @torch.inference_mode()
     def encode_frames(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         """`[N, H, W, 3]` uint8 -> `[N, dim]` pooled features (float32), `batch_size` frames per pass."""
@@ -231,10 +255,7 @@ class EfficientNetLite0Backbone(Backbone):
         if self.device.type == "cuda" and not tensor.is_cuda:
             tensor = tensor.pin_memory()
         outputs = [
-            pool_feature_map(
-                self.network.forward_features(self.preprocess(chunk.to(self.device, non_blocking=True))),
-                self.pooling,
-            )
+            pool_feature_map(self.feature_map(chunk.to(self.device, non_blocking=True)), self.pooling)
             for chunk in tensor.split(self.batch_size)
         ]
         if not outputs:

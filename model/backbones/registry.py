@@ -56,6 +56,11 @@ class BackboneConfig(BaseModel):
     appearance_pooling: Literal["avg", "max", "gem", "grid2"] = Field(
         default="gem", description="efficientnet_lite0: spatial pooling of the feature map"
     )
+    appearance_layer: Literal["head", "blocks"] = Field(
+        default="head",
+        description="efficientnet_lite0: head = 1280-channel map after the head conv; blocks = 320-channel "
+        "output of the last stage",
+    )
     text_captions: Path | None = Field(
         default=None,
         description="captions JSON {video: [caption per snippet]}; enables the CLIP text branch (D doubles)",
@@ -89,6 +94,7 @@ def config_for_identity(identity: BackboneIdentity, **overrides: Any) -> Backbon
             "appearance_size": parsed["size"],
             "appearance_frames": parsed["frames"],
             "appearance_pooling": parsed["pooling"],
+            "appearance_layer": parsed["layer"],
         }
     elif identity.name != "motion":
         raise ValueError(f"no registered backbone produces {identity.key()}")
@@ -113,6 +119,7 @@ def load_backbone(config: BackboneConfig, device: str | torch.device = "cpu") ->
             size=config.appearance_size,
             frames=config.appearance_frames,
             pooling=config.appearance_pooling,
+            layer=config.appearance_layer,
             precision=config.precision,
             batch_size=config.batch_size,
         )

@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score
 
 from model.checkpoint import load_checkpoint, load_checkpoint_payload
 from model.config import RefineVADConfig
-from model.data.datasets import FeatureSet
+from model.data.datasets import FeatureSet, split_train_validation
 from model.data.synthetic import SyntheticGenerator, SyntheticSpec
 from model.evaluation.runner import evaluate_store
 from model.losses import LossConfig
@@ -138,3 +138,23 @@ def test_mismatched_model_config_is_refused(synthetic, tmp_path):
     features, _, _ = synthetic
     with pytest.raises(ValueError, match="dim"):
         train(features, tmp_path, small_train(), RefineVADConfig(feature_dim=16, category_names=["Fire"]))
+
+
+def test_input_standardisation_is_fitted_on_training_clips_and_stored(synthetic, tmp_path):
+    features, _, _ = synthetic
+    # Channels on very different scales, as in concatenated two-stream features.
+    scale = np.geomspace(1e-3, 1e3, features.feature_dim).astype(np.float32)
+    config = small_model(features, input_norm="standardize")
+    result = train(features, tmp_path / "run", small_train(epochs=2), config, progress=False)
+    loaded = load_checkpoint(result.best_checkpoint)
+    norm = loaded.model.input_norm
+    train_records, _ = split_train_validation(list(features.records), 0.15, TrainConfig().seed)
+    x = np.concatenate([features.load(r) for r in train_records])
+    assert torch.allclose(norm.mean, torch.from_numpy(x.mean(0)), atol=1e-5)
+    assert torch.allclose(norm.std, torch.from_numpy(x.std(0, ddof=1)), rtol=1e-4)
+    # Standardised inputs make the head blind to a per-channel rescaling of both its inputs and statistics.
+    clip = torch.from_numpy(features.load(train_records[0]))[None]
+    norm_scaled = type(norm)(features.feature_dim)
+    norm_scaled.mean.copy_(norm.mean * torch.from_numpy(scale))
+    norm_scaled.std.copy_(norm.std * torch.from_numpy(scale))
+    assert torch.allclose(norm_scaled(clip * torch.from_numpy(scale)), norm(clip), atol=1e-4)

@@ -91,7 +91,12 @@ def test_identity_records_weights_hash_and_options() -> None:
     backbone = EfficientNetLite0Backbone(size=96, frames=2, pooling="max")
     ident = backbone.identity
     assert ident.name == "efficientnet_lite0" and ident.weights == f"sha256:{WEIGHTS_SHA256}"
-    assert parse_architecture(ident.architecture) == {"size": 96, "frames": 2, "pooling": "max"}
+    assert parse_architecture(ident.architecture) == {
+        "size": 96,
+        "frames": 2,
+        "pooling": "max",
+        "layer": "head",
+    }
     assert config_for_identity(ident).appearance_pooling == "max"
     with pytest.raises(ValueError, match="malformed"):
         parse_architecture("tf_efficientnet_lite0/size=big/frames=2/pool=max")
