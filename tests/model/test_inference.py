@@ -20,8 +20,12 @@ def test_analyze_real_clip(tmp_path, untrained_engine: AnalysisEngine) -> None:
     video = encode_ped2_clip(tmp_path / "clip.mp4", max_frames=70)
     result = untrained_engine.analyze(video, frame_scores=True)
     assert result.frames == 70 and result.num_snippets == 5  # ceil(70 / 16)
-    assert result.snippets[-1].end_s == pytest.approx(7.0)
+    assert result.snippets[-1].end_s == pytest.approx(6.9)  # the last frame's time
     assert result.snippets[1].start_s == pytest.approx(1.6)
+    assert result.video.duration_s == pytest.approx(7.0) and result.video.fps == pytest.approx(10.0)
+    assert result.decode.frames_decoded == 70 and result.decode.frames_announced == 70
+    assert not result.decode.truncated and result.decode.decode_errors == 0
+    assert not any(s.degraded for s in result.snippets)
     assert len(result.frame_scores) == 70
     assert all(abs(sum(s.categories.values()) - 1) < 1e-4 for s in result.snippets)
     assert abs(sum(result.video_categories.values()) - 1) < 1e-4

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from model.video.pyav_source import NotVideoError
 from model.video.source import (
     FrameFolderSource,
     StreamUnavailableError,
@@ -91,7 +92,7 @@ def test_corrupt_and_non_video_files_give_clear_error(tmp_path: Path, ped2_mp4: 
     _assert_fails_fast(garbage, "cannot", str(garbage))
     text = tmp_path / "notes.avi"
     text.write_text("this is not a video\n" * 100)
-    _assert_fails_fast(text, "cannot", str(text))
+    _assert_fails_fast(text, "not a video", str(text), error=NotVideoError)
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes(ped2_mp4.read_bytes()[:3000])
     _assert_fails_fast(truncated, "cannot", str(truncated))
