@@ -38,13 +38,15 @@ class MediaClock:
     def place(self, index: int, raw_s: float | None) -> tuple[float, int, TimestampJump | None]:
         """(media time, frames lost just before this one, the jump this frame starts or None)."""
         previous_media, previous_raw = self._media_s, self._raw_s
-        if raw_s is not None:
-            self._raw_s = raw_s
+        self._raw_s = raw_s
         if previous_media is None:
             self._media_s = 0.0
             return 0.0, 0, None
         if raw_s is None or previous_raw is None:
             self._media_s = previous_media + self.step_s
+            # A frame without a timestamp stands where the next one was due.
+            if raw_s is None and previous_raw is not None:
+                self._raw_s = previous_raw + self.step_s
             return self._media_s, 0, None
         delta = raw_s - previous_raw
         if delta < 0 and self.wrap_s is not None and 0 < delta + self.wrap_s <= self.max_gap_s:

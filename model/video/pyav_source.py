@@ -118,6 +118,9 @@ class PyAVSource(VideoSource):
                 "flags": "+output_corrupt"
             }  # keep damaged frames, flagged, instead of losing them
             self._stream.thread_type = "AUTO"
+            # The size the stream declares, checked before a frame is decoded: a few hundred KB can hold one
+            # 12000x12000 frame that takes gigabytes to decode.
+            self._check_size(context.width, context.height)
             self._frames = self._decode()
             first = next(self._frames, None)
             if first is None:
