@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -167,11 +168,14 @@ async def _chunks(request: Request, pace: UploadPace) -> AsyncIterator[bytes]:
     received = 0
     while True:
         elapsed = time.monotonic() - started
-        # The moment the average rate would fall below the minimum if nothing more arrived.
-        slow_at = (
-            max(pace.grace_s, received / pace.min_bytes_per_s) if pace.min_bytes_per_s > 0 else float("inf")
+        # When the average rate would fall below the minimum if nothing more arrived.
+        slow_at = max(pace.grace_s, received / pace.min_bytes_per_s) if pace.min_bytes_per_s > 0 else math.inf
+        # The nearest of the three limits decides how long to wait, and which one a timeout breaks.
+        wait, reason = min(
+            (pace.idle_timeout_s, "idle"),
+            (slow_at - elapsed, "slow"),
+            (pace.max_duration_s - elapsed, "deadline"),
         )
-        wait = min(pace.idle_timeout_s, slow_at - elapsed, pace.max_duration_s - elapsed)
         try:
             if wait <= 0:
                 raise TimeoutError
@@ -179,21 +183,21 @@ async def _chunks(request: Request, pace: UploadPace) -> AsyncIterator[bytes]:
         except StopAsyncIteration:
             return
         except TimeoutError:
-            raise _pace_error(pace, time.monotonic() - started, received, slow_at) from None
+            raise _pace_error(pace, reason, time.monotonic() - started, received) from None
         received += len(chunk)
         yield chunk
 
 
-def _pace_error(pace: UploadPace, elapsed: float, received: int, slow_at: float) -> ApiError:
+def _pace_error(pace: UploadPace, reason: str, elapsed: float, received: int) -> ApiError:
     headers = {"Connection": "close"}
-    if elapsed >= pace.max_duration_s:
+    if reason == "deadline":
         return ApiError(
             408,
             "upload_deadline",
             f"the upload took longer than the limit of {pace.max_duration_s:g} s",
             headers=headers,
         )
-    if elapsed >= slow_at:
+    if reason == "slow":
         return ApiError(
             408,
             "upload_too_slow",
