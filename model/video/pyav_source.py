@@ -110,13 +110,17 @@ class PyAVSource(VideoSource):
         self.uri = str(path)
         self._max_pixels = max_pixels
         self._size = max(1, path.stat().st_size)
+        self._bytes_read = 0
+        self._decoded = 0
+        self._truncated_by_error = False
+        self._ended = False
+        self._closed = False
         self._container = _open_container(path)
         try:
             self._stream = _video_stream(self._container, path)
             context = self._stream.codec_context
-            context.options = {
-                "flags": "+output_corrupt"
-            }  # keep damaged frames, flagged, instead of losing them
+            # Keep damaged frames, flagged corrupt, instead of dropping them unseen.
+            context.options = {"flags": "+output_corrupt"}
             self._stream.thread_type = "AUTO"
             # The size the stream declares, checked before a frame is decoded: a few hundred KB can hold one
             # 12000x12000 frame that takes gigabytes to decode.
@@ -128,12 +132,12 @@ class PyAVSource(VideoSource):
                     f"{path}: a {self._container.format.name} video with no decodable frame "
                     "(corrupt, truncated or an unsupported codec)"
                 )
+            self._check_size(first.width, first.height)
         except BaseException:
             self._container.close()
             raise
         self._pending: av.VideoFrame | None = first
         self.width, self.height = first.width, first.height
-        self._check_size(first.width, first.height)
         announced = self._stream.frames
         # Constant rate when the average equals the nominal rate (a phone's VFR video averages something else).
         average, nominal = _rate(self._stream.average_rate), _rate(self._stream.guessed_rate)
@@ -151,9 +155,6 @@ class PyAVSource(VideoSource):
         wrap = _MPEG_WRAP_S if self._stream.time_base == Fraction(1, 90000) else None
         self._clock = MediaClock(1.0 / fps, constant_rate=constant, wrap_s=wrap)
         self._geometry = (self.width, self.height)
-        self._bytes_read = 0
-        self._ended = False
-        self._closed = False
 
     # -- decoding ------------------------------------------------------------------------------------------
     def _decode(self) -> Iterator[av.VideoFrame]:
@@ -179,9 +180,6 @@ class PyAVSource(VideoSource):
             for frame in frames:
                 self._decoded += 1
                 yield frame
-
-    _decoded = 0
-    _truncated_by_error = False
 
     def _check_size(self, width: int, height: int) -> None:
         if self._max_pixels and width * height > self._max_pixels:
