@@ -68,7 +68,14 @@ class VideoSource(ABC):
         k = len(frames)
         first = self.report.frames_decoded
         self.report.frames_decoded += k
-        return FrameBatch(frames, (first + np.arange(k)) / self.fps, np.zeros(k, dtype=bool))
+        damaged = np.zeros(k, dtype=bool)
+        damaged[list(self._damaged_in_last_batch)] = True
+        self.report.damaged_frames += int(damaged.sum())
+        self.report.decode_errors += int(damaged.sum())
+        return FrameBatch(frames, (first + np.arange(k)) / self.fps, damaged)
+
+    # Positions in the last `read_batch` result of frames that stand in for ones that could not be decoded.
+    _damaged_in_last_batch: tuple[int, ...] | list[int] = ()
 
     @property
     def progress(self) -> float | None:
@@ -246,6 +253,7 @@ class FrameFolderSource(VideoSource):
         remaining = len(self._files) - self._next + (self._pending is not None)
         k = max(0, min(n, remaining))
         out = np.empty((k, self.height, self.width, 3), dtype=np.uint8)
+        self._damaged_in_last_batch = []
         for i in range(k):
             if self._pending is not None:
                 image, self._pending = self._pending, None
@@ -257,6 +265,7 @@ class FrameFolderSource(VideoSource):
                     # A broken image mid-folder must not shift every later frame: repeat the previous one.
                     log.warning("%s: cannot decode %s, repeating the previous frame", self.uri, path.name)
                     out[i] = out[i - 1] if i else self._last
+                    self._damaged_in_last_batch.append(i)
                     continue
             self._store_rgb(image, out[i])
         if k:
