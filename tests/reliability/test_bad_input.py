@@ -256,7 +256,7 @@ def test_slow_drip_uploads_are_cut_off_and_others_are_served(
     assert len(drips) == 20
     for reply, seconds in drips:
         assert status_of(reply) == 408 and b'"upload_too_slow"' in reply, reply[:300]
-        assert 2.5 <= seconds < 8  # after the 3 s grace (timers may fire a few ms early), well before 30 s
+        assert 2.5 <= seconds < 8  # at the 3 s grace period (less timer slack)
     assert list((server.data_dir / "uploads").iterdir()) == []
 
 
