@@ -65,10 +65,21 @@ def run(args: argparse.Namespace) -> int:
         f"video: {result.frames} frames at {result.video.fps:.2f} fps, {result.video.width}x{result.video.height}, "
         f"{result.num_snippets} snippets"
     )
+    d = result.decode
+    print(
+        f"decode: {d.frames_decoded} frames decoded of {d.frames_announced or 'unknown'} announced, "
+        f"{d.decode_errors} damaged or lost, {len(d.geometry_changes)} size changes, "
+        f"{len(d.timestamp_jumps)} timestamp jumps, timed by {d.clock.replace('_', ' ')}"
+    )
+    if d.truncated:
+        print("WARNING: the video is truncated: it ends before the frames it announces")
     print("snippet  start_s   end_s  score  top category")
     for s in result.snippets:
         top = max(s.categories, key=s.categories.get)
-        print(f"{s.index:7d} {s.start_s:7.2f} {s.end_s:7.2f}  {s.score:.3f}  {top} ({s.categories[top]:.2f})")
+        flag = "  DEGRADED (damaged or lost frames)" if s.degraded else ""
+        print(
+            f"{s.index:7d} {s.start_s:7.2f} {s.end_s:7.2f}  {s.score:.3f}  {top} ({s.categories[top]:.2f}){flag}"
+        )
     print("video category distribution:")
     for name, value in sorted(result.video_categories.items(), key=lambda kv: -kv[1]):
         print(f"  {name:<16} {value:.3f}")

@@ -4,6 +4,10 @@ An event opens when a snippet's score reaches `enter_threshold`; it closes once 
 `exit_threshold` for `min_gap_s` of media time. Events shorter than `min_duration_s` are discarded, and a new
 event may not open within `cooldown_s` of the last one's end. The same detector serves offline analysis (fed a
 whole video) and live streams (fed one snippet at a time).
+
+A degraded snippet (damaged or lost frames) is no evidence either way: broken video must not pass for an anomaly
+or for calm. It never opens an event, and inside an open event it neither extends nor closes it and does not
+count towards its scores or categories.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ class _Open:
     last_high_end_s: float
     last_high_snippet: int
     scores: list[float] = field(default_factory=list)
+    # Scores up to and including the last high snippet (degraded snippets are not scored into an event).
+    high_count: int = 0
     category_sum: np.ndarray | None = None
     # The sum up to the last high snippet: the low snippets after it close the event but are not part of it.
     high_category_sum: np.ndarray | None = None
@@ -65,22 +71,32 @@ class EventDetector:
         return self._open is not None
 
     def update(
-        self, index: int, start_s: float, end_s: float, score: float, categories: np.ndarray | None
+        self,
+        index: int,
+        start_s: float,
+        end_s: float,
+        score: float,
+        categories: np.ndarray | None,
+        degraded: bool = False,
     ) -> tuple[bool, Event | None]:
         """Returns (opened now, closed event or None)."""
         p = self.policy
         current = self._open
+        if degraded:
+            return False, None
         if current is None:
             if score >= p.enter_threshold and start_s >= self._cooldown_until:
                 self._open = _Open(start_s, index, end_s, index)
                 self._add(self._open, score, categories)
                 self._open.high_category_sum = self._open.category_sum
+                self._open.high_count = 1
                 return True, None
             return False, None
         self._add(current, score, categories)
         if score >= p.exit_threshold:
             current.last_high_end_s, current.last_high_snippet = end_s, index
             current.high_category_sum = current.category_sum
+            current.high_count = len(current.scores)
             return False, None
         if end_s - current.last_high_end_s >= p.min_gap_s:
             return False, self._close()
@@ -100,7 +116,7 @@ class EventDetector:
     def _close(self) -> Event | None:
         current, self._open = self._open, None
         assert current is not None
-        n = current.last_high_snippet - current.start_snippet + 1
+        n = current.high_count
         scores = np.asarray(current.scores[:n])
         duration = current.last_high_end_s - current.start_s
         self._cooldown_until = current.last_high_end_s + self.policy.cooldown_s
@@ -131,13 +147,19 @@ def detect_events(
     categories: np.ndarray | None,
     category_names: list[str],
     policy: EventPolicy,
+    degraded: np.ndarray | None = None,
 ) -> list[Event]:
-    """All events of a whole score timeline (offline analysis)."""
+    """All events of a whole score timeline (offline analysis); `degraded` [T] bool marks broken snippets."""
     detector = EventDetector(policy, category_names)
     events: list[Event] = []
     for i, score in enumerate(scores):
         _, closed = detector.update(
-            i, float(start_s[i]), float(end_s[i]), float(score), None if categories is None else categories[i]
+            i,
+            float(start_s[i]),
+            float(end_s[i]),
+            float(score),
+            None if categories is None else categories[i],
+            degraded=bool(degraded[i]) if degraded is not None else False,
         )
         if closed:
             events.append(closed)

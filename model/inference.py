@@ -5,6 +5,11 @@ batches, encodes each batch with one backbone call, keeps the features on the de
 the whole sequence (in chunks of `max_head_snippets` for very long videos). Each snippet's category
 distribution comes from the head run on the window of `category_window` snippets centred on it (a live stream
 uses the window ending at its newest snippet); the video-level distribution comes from the whole-video run.
+
+Nothing the container announces is trusted: snippets are placed by their frames' own timestamps, the frame limit
+applies to decoded frames, progress follows the bytes read, and the result's `decode` object says what decoding
+really produced (frames announced and decoded, truncation, damaged or lost frames, size changes, timestamp jumps).
+Degraded snippets (a damaged or lost frame) are flagged and never open an event on their own.
 """
 
 from __future__ import annotations
@@ -31,8 +36,10 @@ from model.config import RefineVADConfig
 from model.events import Event, EventPolicy, detect_events
 from model.refinevad import RefineVAD
 from model.scoring import VideoScores, score_features
+from model.video.decode_report import DecodeReport
+from model.video.pyav_source import count_video_packets
 from model.video.snippets import SnippetBatch, SnippetSpec, iter_snippet_batches
-from model.video.source import VideoDecodeError, open_source
+from model.video.source import VideoDecodeError, VideoSource, open_source
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,8 @@ log = logging.getLogger(__name__)
 MAX_BATCH_BYTES = 64 * 2**20
 # Batches decoded ahead of the backbone.
 PREFETCH_DEPTH = 2
+# What `encode` keeps of each snippet batch once its frames are encoded.
+_PLACEMENT = ("start_frames", "end_frames", "start_times", "end_times", "degraded")
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_CHECKPOINT = WEIGHTS_DIR / "default.pt"
@@ -126,19 +135,24 @@ class ModelInfo(BaseModel):
 
 
 class VideoInfo(BaseModel):
-    fps: float
-    frame_count: int | None
-    width: int
+    fps: float = Field(
+        description="frames per second: nominal before decoding, decoded frames / duration after"
+    )
+    frame_count: int | None = Field(
+        description="frames counted in the data (packets before decoding, then frames)"
+    )
+    width: int = Field(description="picture size of the first frame; later sizes are letterboxed into it")
     height: int
-    duration_s: float | None
+    duration_s: float | None = Field(description="media time from the first frame to the end of the last")
 
 
 class SnippetScore(BaseModel):
     index: int
-    start_s: float
-    end_s: float
+    start_s: float = Field(description="media time of the snippet's first frame (its own timestamp)")
+    end_s: float = Field(description="media time of the snippet's last frame")
     score: float
     categories: dict[str, float]
+    degraded: bool = Field(default=False, description="a frame of this snippet was damaged or lost")
 
 
 class AnalysisResult(BaseModel):
@@ -149,6 +163,7 @@ class AnalysisResult(BaseModel):
     category_probs: dict[str, float] = Field(description="whole-video per-category anomaly probability")
     frame_scores: list[float] | None = None
     events: list[Event]
+    decode: DecodeReport = Field(description="what decoding really produced, against what the file announced")
     untrained_warning: str | None = None
     timings: dict[str, float]
     frames: int
@@ -157,6 +172,21 @@ class AnalysisResult(BaseModel):
 
 class AnalysisCancelled(RuntimeError):
     pass
+
+
+class EncodedVideo(NamedTuple):
+    """A decoded and encoded video: features [T, D] on the device and per-snippet placement [T]."""
+
+    features: torch.Tensor
+    start_frames: np.ndarray
+    end_frames: np.ndarray
+    start_s: np.ndarray
+    end_s: np.ndarray
+    degraded: np.ndarray
+    info: VideoInfo
+    frames: int
+    decode: DecodeReport
+    timings: dict[str, float]
 
 
 class HeadOutputs(NamedTuple):
@@ -342,21 +372,19 @@ class AnalysisEngine:
             self.head(features.unsqueeze(0))
 
     def probe(self, path: str | Path) -> VideoInfo:
-        with open_source(path) as source:
-            self._check_limits(source.width, source.height, source.frame_count)
-            return self._video_info(source.fps, source.frame_count, source.width, source.height)
-
-    def _check_limits(self, width: int, height: int, frames: int | None) -> None:
-        c = self.config
-        if c.max_pixels and width * height > c.max_pixels:
-            raise VideoDecodeError(
-                f"video frames are {width}x{height}, larger than the limit of {c.max_pixels} pixels per frame"
-            )
-        if c.max_frames and frames and frames > c.max_frames:
-            raise VideoDecodeError(f"video has {frames} frames, more than the limit of {c.max_frames}")
-
-    @staticmethod
-    def _video_info(fps: float, frames: int | None, width: int, height: int) -> VideoInfo:
+        """Check a video before analysing it: it decodes (first frame), its picture fits `max_pixels`, and the
+        frames in its data (video packets counted without decoding, not the container's claim) fit
+        `max_frames`. `duration_s` is that count over the nominal rate. Raises `VideoDecodeError` (or its
+        `NotVideoError` subclass for bytes that are not video)."""
+        with self._open(path) as source:
+            fps, width, height = source.fps, source.width, source.height
+            frames = source.frame_count
+            if Path(path).is_file():
+                frames = count_video_packets(path, self.config.max_frames)
+                if frames is None:
+                    raise VideoDecodeError(
+                        f"video has more than the limit of {self.config.max_frames} frames"
+                    )
         return VideoInfo(
             fps=fps,
             frame_count=frames,
@@ -364,6 +392,17 @@ class AnalysisEngine:
             height=height,
             duration_s=frames / fps if frames else None,
         )
+
+    def _open(self, path: str | Path) -> VideoSource:
+        source = open_source(path, max_pixels=self.config.max_pixels)
+        c = self.config
+        if c.max_pixels and source.width * source.height > c.max_pixels:
+            source.close()
+            raise VideoDecodeError(
+                f"video frames are {source.width}x{source.height}, larger than the limit of "
+                f"{c.max_pixels} pixels per frame"
+            )
+        return source
 
     def run_head(self, features: torch.Tensor) -> VideoScores:
         """features [T, D] -> snippet scores [T] and the video's category weights and probabilities [C]."""
@@ -398,14 +437,13 @@ class AnalysisEngine:
         path: str | Path,
         progress: Callable[[float], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
-    ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, VideoInfo, int, dict[str, float]]:
-        """Decode and encode a video: (features [T, D] on device, start frames, end frames, info, frames, timings)."""
+    ) -> EncodedVideo:
+        """Decode and encode a video. Raises `VideoDecodeError` when it cannot be decoded or has more decoded
+        frames than `max_frames`, `AnalysisCancelled` when `should_stop` says so."""
         timings = {"decode_s": 0.0, "backbone_s": 0.0}
         features: list[torch.Tensor] = []
-        starts: list[np.ndarray] = []
-        ends: list[np.ndarray] = []
-        with open_source(path) as source:
-            self._check_limits(source.width, source.height, source.frame_count)
+        placement: dict[str, list[np.ndarray]] = {name: [] for name in _PLACEMENT}
+        with self._open(path) as source:
             batches = _Prefetch(
                 iter_snippet_batches(
                     source, self.spec, self._snippets_per_batch(source.width, source.height)
@@ -423,25 +461,53 @@ class AnalysisEngine:
                         break
                     if should_stop is not None and should_stop():
                         raise AnalysisCancelled("analysis cancelled")
-                    t0 = time.perf_counter()
-                    with torch.inference_mode():
-                        features.append(self.backbone.encode_snippets(batch.frames))
-                    timings["backbone_s"] += time.perf_counter() - t0
-                    starts.append(batch.start_frames)
-                    ends.append(batch.end_frames)
                     frames_done = int(batch.end_frames[-1])
                     if self.config.max_frames and frames_done > self.config.max_frames:
                         raise VideoDecodeError(
                             f"video has more than the limit of {self.config.max_frames} frames"
                         )
-                    if progress is not None and source.frame_count:
-                        progress(min(frames_done / source.frame_count, 0.99))
+                    t0 = time.perf_counter()
+                    with torch.inference_mode():
+                        features.append(self.backbone.encode_snippets(batch.frames))
+                    timings["backbone_s"] += time.perf_counter() - t0
+                    for name, parts in placement.items():
+                        parts.append(getattr(batch, name))
+                    fraction = source.progress
+                    if progress is not None and fraction is not None:
+                        progress(min(fraction, 0.99))
             finally:
                 batches.close()
             if not features:
                 raise VideoDecodeError(f"{path}: no frames could be decoded")
-            info = self._video_info(source.fps, frames_done, source.width, source.height)
-        return torch.cat(features), np.concatenate(starts), np.concatenate(ends), info, frames_done, timings
+            report = source.report.model_copy(deep=True)
+            width, height, nominal_fps = source.width, source.height, source.fps
+
+        def joined(name: str) -> np.ndarray:
+            return np.concatenate(placement[name])
+
+        start_s, end_s = joined("start_times"), joined("end_times")
+        # The last frame lasts as long as the average frame before it (one nominal interval for a single frame).
+        step = (end_s[-1] - start_s[0]) / (frames_done - 1) if frames_done > 1 else 1.0 / nominal_fps
+        duration = float(end_s[-1] - start_s[0] + step) if step > 0 else None
+        info = VideoInfo(
+            fps=round(frames_done / duration, 6) if duration else nominal_fps,
+            frame_count=frames_done,
+            width=width,
+            height=height,
+            duration_s=round(duration, 6) if duration else None,
+        )
+        return EncodedVideo(
+            torch.cat(features),
+            joined("start_frames"),
+            joined("end_frames"),
+            start_s,
+            end_s,
+            joined("degraded"),
+            info,
+            frames_done,
+            report,
+            timings,
+        )
 
     def analyze(
         self,
@@ -450,7 +516,8 @@ class AnalysisEngine:
         frame_scores: bool = False,
         should_stop: Callable[[], bool] | None = None,
     ) -> AnalysisResult:
-        features, starts, ends, info, frames, timings = self.encode(path, progress, should_stop)
+        encoded = self.encode(path, progress, should_stop)
+        features, info, frames, timings = encoded.features, encoded.info, encoded.frames, encoded.timings
         t0 = time.perf_counter()
         video = self.run_head(features)
         scores, video_weights, video_probs = video.scores, video.category_weights, video.category_probs
@@ -459,7 +526,7 @@ class AnalysisEngine:
         local_np = local.float().cpu().numpy()
         timings["head_s"] = time.perf_counter() - t0
         names = self.category_names
-        start_s, end_s = starts / info.fps, ends / info.fps
+        start_s, end_s, degraded = encoded.start_s, encoded.end_s, encoded.degraded
         snippets = [
             SnippetScore(
                 index=i,
@@ -467,13 +534,14 @@ class AnalysisEngine:
                 end_s=float(end_s[i]),
                 score=float(scores_np[i]),
                 categories=dict(zip(names, local_np[i].tolist(), strict=True)),
+                degraded=bool(degraded[i]),
             )
             for i in range(len(scores_np))
         ]
         per_frame = None
         if frame_scores:
             per_frame = np.repeat(scores_np, self.spec.frames_per_snippet)[:frames].tolist()
-        events = detect_events(scores_np, start_s, end_s, local_np, names, self.config.events)
+        events = detect_events(scores_np, start_s, end_s, local_np, names, self.config.events, degraded)
         if progress is not None:
             progress(1.0)
         return AnalysisResult(
@@ -484,6 +552,7 @@ class AnalysisEngine:
             category_probs=dict(zip(names, video_probs.float().cpu().tolist(), strict=True)),
             frame_scores=per_frame,
             events=events,
+            decode=encoded.decode,
             untrained_warning=self.untrained_warning,
             timings=timings,
             frames=frames,

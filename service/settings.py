@@ -94,6 +94,17 @@ class ServiceSettings(BaseSettings):
     upload_idle_timeout_s: float = Field(
         default=30.0, gt=0, description="an upload that sends nothing for this long is cut off (408)"
     )
+    upload_min_rate_kib_s: float = Field(
+        default=16.0,
+        ge=0,
+        description="an upload averaging fewer KiB/s than this after the grace period is cut off (408); 0 = off",
+    )
+    upload_rate_grace_s: float = Field(
+        default=30.0, ge=0, description="time an upload has before its average rate is checked"
+    )
+    upload_max_duration_s: float = Field(
+        default=3600.0, gt=0, description="an upload still arriving after this long is cut off (408)"
+    )
     request_head_timeout_s: float = Field(
         default=10.0,
         gt=0,

@@ -1,9 +1,14 @@
 """Video uploads streamed from the request body straight to a spool file, with the size limit enforced as bytes
 arrive (and up front from Content-Length), so an oversized or hostile upload never sits in memory or fills the disk.
 
-Only the multipart field `file` is kept; its name must end in a video extension and its part content type must be
-`video/*` or `application/octet-stream` (what most clients send for files). Whether the bytes really are a video is
-decided later by probing with the decoder.
+Only the multipart field `file` is kept. Its file name and declared content type are not trusted: DVR exports come
+as `.h264`, `.264`, `.h265` or with no extension, and clients label `.ts` files as anything from `video/mp2t` to
+Qt translations. Whether the bytes are a video is decided afterwards by probing them with the decoder (see
+`model.video.pyav_source`), which is also why the spool file keeps no extension.
+
+A client must keep the upload moving: besides the idle timeout (nothing received for a while), an upload whose
+average rate falls below a minimum once a grace period is over, or that outlasts a total deadline, is cut off with
+408 and its spool file removed, so a slow drip cannot hold a connection and disk space forever.
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ import asyncio
 import contextlib
 import errno
 import logging
+import math
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import BinaryIO
 
 from python_multipart.exceptions import FormParserError
@@ -26,10 +33,6 @@ from service.errors import ApiError
 logger = logging.getLogger(__name__)
 
 FILE_FIELD = "file"
-VIDEO_EXTENSIONS = frozenset(
-    {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp", ".ogv"}
-)
-GENERIC_CONTENT_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})
 # Multipart framing and small form fields ride on top of the file's own bytes.
 MULTIPART_OVERHEAD = 64 * 1024
 PARTIAL_SUFFIX = ".part"
@@ -37,6 +40,17 @@ MAX_PART_HEADER = 16 * 1024
 MAX_BOUNDARY = 70  # RFC 2046
 # Writing the spool file fails with these when the disk, a quota or the process's file size limit is reached.
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+@dataclass(frozen=True)
+class UploadPace:
+    """How fast an upload must arrive: some data every `idle_timeout_s`; on average at least
+    `min_bytes_per_s` once `grace_s` have passed; and all of it within `max_duration_s`."""
+
+    idle_timeout_s: float = 30.0
+    min_bytes_per_s: float = 16 * 1024
+    grace_s: float = 30.0
+    max_duration_s: float = 3600.0
 
 
 @dataclass
@@ -112,7 +126,6 @@ class _UploadReceiver:
                 400, "too_many_files", f"send exactly one file in the multipart field {FILE_FIELD!r}"
             )
         self.file_seen = True
-        check_file_type(self.part.filename, self.part.content_type)
         self.file = self.dest.open("wb")
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
@@ -147,51 +160,65 @@ def too_large(max_bytes: int) -> ApiError:
     )
 
 
-def check_file_type(filename: str | None, content_type: str | None) -> None:
-    if not filename:
-        raise ApiError(
-            400, "missing_filename", f"the {FILE_FIELD!r} part must be a file upload with a filename"
-        )
-    suffix = PurePath(filename).suffix.lower()
-    if suffix not in VIDEO_EXTENSIONS:
-        raise ApiError(
-            415,
-            "unsupported_file_type",
-            f"{filename!r} does not have a video file extension; accepted: {', '.join(sorted(VIDEO_EXTENSIONS))}",
-        )
-    if content_type is not None:
-        base = content_type.split(";", 1)[0].strip()
-        if not (base.startswith("video/") or base in GENERIC_CONTENT_TYPES):
-            raise ApiError(
-                415,
-                "unsupported_media_type",
-                f"the file part has content type {base!r}; send a video/* type or application/octet-stream",
-            )
-
-
-def video_suffix(filename: str) -> str:
-    return PurePath(filename).suffix.lower()
-
-
-async def _chunks(request: Request, idle_timeout_s: float) -> AsyncIterator[bytes]:
-    """The body's chunks; a client that sends nothing for `idle_timeout_s` gets a 408 (a stalled or slow-loris
-    client must not hold a connection and a spool file forever)."""
+async def _chunks(request: Request, pace: UploadPace) -> AsyncIterator[bytes]:
+    """The body's chunks, cut off with 408 when the client stalls, drips too slowly or runs past the deadline (a
+    slow-loris client must not hold a connection and a spool file forever)."""
     stream = request.stream().__aiter__()
+    started = time.monotonic()
+    received = 0
     while True:
+        elapsed = time.monotonic() - started
+        # When the average rate would fall below the minimum if nothing more arrived.
+        slow_at = max(pace.grace_s, received / pace.min_bytes_per_s) if pace.min_bytes_per_s > 0 else math.inf
+        # The nearest of the three limits decides how long to wait, and which one a timeout breaks.
+        wait, reason = min(
+            (pace.idle_timeout_s, "idle"),
+            (slow_at - elapsed, "slow"),
+            (pace.max_duration_s - elapsed, "deadline"),
+        )
         try:
-            yield await asyncio.wait_for(anext(stream), idle_timeout_s)
+            if wait <= 0:
+                raise TimeoutError
+            chunk = await asyncio.wait_for(anext(stream), wait)
         except StopAsyncIteration:
             return
         except TimeoutError:
-            raise ApiError(
-                408, "upload_timeout", f"the upload stalled: no data for {idle_timeout_s:g} s"
-            ) from None
+            raise _pace_error(pace, reason, time.monotonic() - started, received) from None
+        received += len(chunk)
+        yield chunk
+
+
+def _pace_error(pace: UploadPace, reason: str, elapsed: float, received: int) -> ApiError:
+    headers = {"Connection": "close"}
+    if reason == "deadline":
+        return ApiError(
+            408,
+            "upload_deadline",
+            f"the upload took longer than the limit of {pace.max_duration_s:g} s",
+            headers=headers,
+        )
+    if reason == "slow":
+        return ApiError(
+            408,
+            "upload_too_slow",
+            f"the upload is too slow: {received} bytes in {elapsed:.0f} s, below the minimum of "
+            f"{pace.min_bytes_per_s:g} bytes/s",
+            headers=headers,
+        )
+    return ApiError(
+        408, "upload_timeout", f"the upload stalled: no data for {pace.idle_timeout_s:g} s", headers=headers
+    )
 
 
 async def receive_video_upload(
-    request: Request, dest: Path, max_bytes: int, idle_timeout_s: float = 30.0
+    request: Request, dest: Path, max_bytes: int, pace: UploadPace | None = None
 ) -> ReceivedUpload:
-    """Stream the request's multipart `file` part into `dest`; on any failure `dest` does not exist afterwards."""
+    """Stream the request's multipart `file` part into `dest`; on any failure `dest` does not exist afterwards.
+
+    Raises `ApiError`: 415 for a body that is not multipart/form-data, 400 for malformed multipart or a missing
+    `file` field, 413 over `max_bytes`, 408 when the upload breaks `pace`, 422 for an empty file, 507 when the
+    spool's disk is full.
+    """
     content_type = request.headers.get("content-type", "")
     media_type, params = parse_options_header(content_type)
     if media_type != b"multipart/form-data":
@@ -232,7 +259,7 @@ async def receive_video_upload(
     )
     total = 0
     try:
-        async for chunk in _chunks(request, idle_timeout_s):
+        async for chunk in _chunks(request, pace or UploadPace()):
             total += len(chunk)
             if total > max_bytes + MULTIPART_OVERHEAD:
                 raise too_large(max_bytes)
@@ -268,7 +295,7 @@ async def receive_video_upload(
         raise ApiError(422, "empty_file", f"the uploaded file {receiver.received.filename!r} is empty")
     return ReceivedUpload(
         path=dest,
-        filename=receiver.received.filename or "",
+        filename=receiver.received.filename or "upload",
         content_type=receiver.received.content_type,
         size=receiver.size,
     )

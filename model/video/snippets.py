@@ -1,7 +1,9 @@
 """Cutting a frame source into fixed-length snippets, the model's time step.
 
-A snippet is `frames_per_snippet` (16) consecutive frames at the source frame rate; snippet i covers
-frames [16 i, 16 i + 16) and media times [16 i / fps, (16 i + 16) / fps). Within a snippet
+A snippet is `frames_per_snippet` (16) consecutive decoded frames; snippet i covers frames [16 i, 16 i + 16).
+Its `start_s` and `end_s` are the media times of its first and last frame, taken from the frames' own timestamps
+(see `model.video.media_clock`), so variable-frame-rate video is placed where it was filmed. A snippet is
+`degraded` when any of its frames was damaged or follows lost frames. Within a snippet
 `sampled_frames_per_snippet` frames are kept, evenly spaced (the centre of each of that many equal bins),
 to trade accuracy for speed.
 
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from model.video.decode_report import FrameBatch
 from model.video.source import VideoSource
 
 
@@ -59,34 +62,28 @@ class SnippetBatch:
     frames: np.ndarray  # [S, F_sampled, H, W, 3] uint8 RGB
     start_frames: np.ndarray  # [S] int64, first source frame of each snippet
     end_frames: np.ndarray  # [S] int64, one past the last real (unpadded) source frame
-    fps: float
+    start_times: np.ndarray  # [S] float64 seconds, media time of each snippet's first frame
+    end_times: np.ndarray  # [S] float64 seconds, media time of each snippet's last real frame
+    degraded: np.ndarray  # [S] bool, a frame of the snippet was damaged or lost
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
 
-    @property
-    def start_times(self) -> np.ndarray:
-        return self.start_frames / self.fps
 
-    @property
-    def end_times(self) -> np.ndarray:
-        return self.end_frames / self.fps
-
-
-def _read_exactly(source: VideoSource, n: int) -> np.ndarray:
+def _read_exactly(source: VideoSource, n: int) -> FrameBatch:
     """Up to n frames; fewer only at the end of the source (a source may return short batches before that)."""
-    first = source.read_batch(n)
+    first = source.read_frames(n)
     if len(first) in (0, n):
         return first
     parts = [first]
     have = len(first)
     while have < n:
-        more = source.read_batch(n - have)
+        more = source.read_frames(n - have)
         if len(more) == 0:
             break
         parts.append(more)
         have += len(more)
-    return np.concatenate(parts)
+    return FrameBatch.concat(parts)
 
 
 def frames_to_snippets(frames: np.ndarray, spec: SnippetSpec) -> np.ndarray:
@@ -113,15 +110,23 @@ def iter_snippet_batches(
     f = spec.frames_per_snippet
     first_index = 0
     while True:
-        frames = _read_exactly(source, snippets_per_batch * f)
-        n = len(frames)
+        decoded = _read_exactly(source, snippets_per_batch * f)
+        n = len(decoded)
         if n == 0:
             return
-        snippets = frames_to_snippets(frames, spec)
+        snippets = frames_to_snippets(decoded.frames, spec)
         s = len(snippets)
-        starts = (first_index + np.arange(s, dtype=np.int64)) * f
-        ends = np.minimum(starts + f, first_index * f + n)
-        yield SnippetBatch(first_index, snippets, starts, ends, source.fps)
+        local_starts = np.arange(s, dtype=np.int64) * f
+        local_ends = np.minimum(local_starts + f, n)
+        yield SnippetBatch(
+            first_index,
+            snippets,
+            first_index * f + local_starts,
+            first_index * f + local_ends,
+            decoded.times_s[local_starts],
+            decoded.times_s[local_ends - 1],
+            np.logical_or.reduceat(decoded.damaged, local_starts),
+        )
         first_index += s
         if n < snippets_per_batch * f:
             return

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
+from model.video.decode_report import DecodeReport, FrameBatch, GeometryChange
+from model.video.letterbox import letterbox_into
 from model.video.url_masking import mask_url
 
 log = logging.getLogger(__name__)
@@ -44,18 +46,41 @@ class VideoSource(ABC):
     """A sequence of RGB frames of a fixed size, read in batches.
 
     `read_batch(n)` returns `[k, H, W, 3]` uint8 with `k <= n`; `k == 0` means the source is exhausted (or,
-    for a stream, that the connection ended). Frames whose size differs from the first frame are resized to
-    it, so a batch is always one array.
+    for a stream, that the connection ended). Frames whose size differs from the first frame are letterboxed
+    into it (scaled with their aspect ratio kept, black borders), never stretched, so a batch is always one
+    array; the change is recorded in `report.geometry_changes`. `read_frames(n)` gives the same frames with
+    their media times and damage flags; `report` says what decoding produced so far.
     """
 
     uri: str
     fps: float
-    frame_count: int | None
+    frame_count: int | None  # what the container announces: a hint, never a limit
     width: int
     height: int
+    report: DecodeReport
 
     @abstractmethod
     def read_batch(self, n: int) -> np.ndarray: ...
+
+    def read_frames(self, n: int) -> FrameBatch:
+        """Up to n frames with media times (frame index / fps: this source has no per-frame timestamps)."""
+        frames = self.read_batch(n)
+        k = len(frames)
+        first = self.report.frames_decoded
+        self.report.frames_decoded += k
+        damaged = np.zeros(k, dtype=bool)
+        damaged[list(self._damaged_in_last_batch)] = True
+        self.report.damaged_frames += int(damaged.sum())
+        self.report.decode_errors += int(damaged.sum())
+        return FrameBatch(frames, (first + np.arange(k)) / self.fps, damaged)
+
+    # Positions in the last `read_batch` result of frames that stand in for ones that could not be decoded.
+    _damaged_in_last_batch: tuple[int, ...] | list[int] = ()
+
+    @property
+    def progress(self) -> float | None:
+        """Fraction of the input read so far, None where unknown (streams)."""
+        return None
 
     @abstractmethod
     def close(self) -> None: ...
@@ -84,7 +109,9 @@ class VideoSource(ABC):
     def _store_rgb(self, bgr: np.ndarray, out: np.ndarray) -> None:
         """Convert one decoded BGR/grey frame straight into its slot of the batch array (one copy)."""
         if bgr.shape[0] != self.height or bgr.shape[1] != self.width:
-            bgr = cv2.resize(bgr, (self.width, self.height), interpolation=cv2.INTER_AREA)
+            boxed = np.empty((self.height, self.width, *bgr.shape[2:]), dtype=bgr.dtype)
+            letterbox_into(bgr, boxed)
+            bgr = boxed
         if bgr.ndim == 2:
             cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB, dst=out)
         elif bgr.shape[2] == 4:
@@ -93,7 +120,8 @@ class VideoSource(ABC):
             cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=out)
 
 
-def _plausible_fps(value: float, fallback: float) -> float:
+def plausible_fps(value: float, fallback: float | None) -> float | None:
+    """`value` when it is a believable frame rate, else `fallback` (0, negative, NaN and 90000 fps are not)."""
     if not np.isfinite(value) or value <= 0 or value > MAX_PLAUSIBLE_FPS:
         return fallback
     return float(value)
@@ -140,10 +168,12 @@ class CaptureSource(VideoSource):
             )
             raise error(f"cannot read {what} {mask_url(uri)}: {reason}")
         self.height, self.width = int(first.shape[0]), int(first.shape[1])
-        self.fps = _plausible_fps(self._cap.get(cv2.CAP_PROP_FPS), fallback_fps)
+        self.fps = plausible_fps(self._cap.get(cv2.CAP_PROP_FPS), fallback_fps) or FALLBACK_FPS
         count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not stream else 0
         # Containers may report an estimate; it is a hint only, the decoded frames are the truth.
         self.frame_count = count if count > 0 else None
+        self.report = DecodeReport(frames_announced=self.frame_count, clock="frame_rate")
+        self._geometry = (self.width, self.height)
         self._pending: np.ndarray | None = first
         self._closed = False
 
@@ -164,9 +194,19 @@ class CaptureSource(VideoSource):
             ok, frame = self._cap.read()
             if not ok or frame is None:
                 break
+            if (frame.shape[1], frame.shape[0]) != self._geometry:
+                self._note_geometry(frame, k)
             self._store_rgb(frame, out[k])
             k += 1
         return out if k == n else out[:k]
+
+    def _note_geometry(self, frame: np.ndarray, k: int) -> None:
+        self._geometry = (frame.shape[1], frame.shape[0])
+        change = GeometryChange(
+            frame=self.report.frames_decoded + k, width=frame.shape[1], height=frame.shape[0]
+        )
+        self.report.geometry_changes.append(change)
+        log.info("%s: picture size changes to %dx%d", mask_url(self.uri), *self._geometry)
 
     def close(self) -> None:
         if not self._closed:
@@ -199,6 +239,7 @@ class FrameFolderSource(VideoSource):
         self.height, self.width = int(first.shape[0]), int(first.shape[1])
         self.fps = float(fps)
         self.frame_count = len(self._files)
+        self.report = DecodeReport(frames_announced=self.frame_count, clock="frame_rate")
         self._pending: np.ndarray | None = first
         self._last: np.ndarray = np.zeros((self.height, self.width, 3), dtype=np.uint8)
         self._next = 1
@@ -212,6 +253,7 @@ class FrameFolderSource(VideoSource):
         remaining = len(self._files) - self._next + (self._pending is not None)
         k = max(0, min(n, remaining))
         out = np.empty((k, self.height, self.width, 3), dtype=np.uint8)
+        self._damaged_in_last_batch = []
         for i in range(k):
             if self._pending is not None:
                 image, self._pending = self._pending, None
@@ -223,11 +265,16 @@ class FrameFolderSource(VideoSource):
                     # A broken image mid-folder must not shift every later frame: repeat the previous one.
                     log.warning("%s: cannot decode %s, repeating the previous frame", self.uri, path.name)
                     out[i] = out[i - 1] if i else self._last
+                    self._damaged_in_last_batch.append(i)
                     continue
             self._store_rgb(image, out[i])
         if k:
             self._last = out[k - 1].copy()
         return out
+
+    @property
+    def progress(self) -> float:
+        return (self._next - (self._pending is not None)) / len(self._files)
 
     def close(self) -> None:
         self._next = len(self._files)
@@ -241,17 +288,23 @@ def open_source(
     fallback_fps: float = FALLBACK_FPS,
     open_timeout_s: float = DEFAULT_OPEN_TIMEOUT_S,
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+    max_pixels: int | None = None,
 ) -> VideoSource:
     """Open a video file, a folder of frames, or a stream URL (rtsp/http/...), reading its first frame.
 
+    Files are decoded by PyAV (`PyAVSource`: identified by content, per-frame timestamps, damaged and lost
+    frames reported), stream URLs by OpenCV (`CaptureSource`), folders image by image (`FrameFolderSource`).
     Raises `VideoDecodeError` (a `ValueError`) with a human-readable reason when the input cannot be
-    decoded, and `StreamUnavailableError` (a subclass) when a stream URL cannot be reached.
+    decoded, `NotVideoError` (a subclass) when a file is not video at all, and `StreamUnavailableError` (a
+    subclass) when a stream URL cannot be reached. `max_pixels` refuses larger decoded frames (files only).
     """
     text = os.fspath(uri)
     scheme = urlsplit(text).scheme.lower() if "://" in text else ""
     if scheme:
         if scheme == "file":
-            return open_source(urlsplit(text).path, folder_fps=folder_fps, fallback_fps=fallback_fps)
+            return open_source(
+                urlsplit(text).path, folder_fps=folder_fps, fallback_fps=fallback_fps, max_pixels=max_pixels
+            )
         if scheme not in STREAM_SCHEMES:
             raise VideoDecodeError(
                 f"unsupported URL scheme {scheme!r} in {mask_url(text)} "
@@ -275,4 +328,6 @@ def open_source(
         raise VideoDecodeError(f"{path} is neither a regular file nor a folder of frames")
     if path.stat().st_size == 0:
         raise VideoDecodeError(f"video file {path} is empty (0 bytes)")
-    return CaptureSource(str(path), stream=False, fallback_fps=fallback_fps, read_timeout_s=read_timeout_s)
+    from model.video.pyav_source import PyAVSource  # imports this module
+
+    return PyAVSource(path, fallback_fps=fallback_fps, max_pixels=max_pixels)

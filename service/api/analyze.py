@@ -10,6 +10,7 @@ import uuid
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from model.video.pyav_source import NotVideoError
 from model.video.source import VideoDecodeError
 from service.api.jobs import job_view
 from service.api.responses import AUTH_ERRORS, errors
@@ -19,8 +20,7 @@ from service.errors import ApiError
 from service.jobs import PRIORITY_BACKGROUND, PRIORITY_WAITING
 from service.schemas import Job
 from service.storage import JobRecord
-from service.uploads import FILE_FIELD, PARTIAL_SUFFIX, receive_video_upload, video_suffix
-from service.video_limits import check_frame_size
+from service.uploads import FILE_FIELD, PARTIAL_SUFFIX, UploadPace, receive_video_upload
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,8 @@ _UPLOAD_BODY = {
                         FILE_FIELD: {
                             "type": "string",
                             "format": "binary",
-                            "description": "the video (mp4, avi, mov, mkv, webm, ...)",
+                            "description": "the video (mp4, mov, mkv, avi, MPEG-TS, raw H.264/H.265, ...); "
+                            "recognised by its content, whatever its name",
                         }
                     },
                 }
@@ -78,20 +79,31 @@ async def analyze(
             request,
             spool / f"{job_id}{PARTIAL_SUFFIX}",
             settings.max_upload_bytes,
-            idle_timeout_s=settings.upload_idle_timeout_s,
+            UploadPace(
+                idle_timeout_s=settings.upload_idle_timeout_s,
+                min_bytes_per_s=settings.upload_min_rate_kib_s * 1024,
+                grace_s=settings.upload_rate_grace_s,
+                max_duration_s=settings.upload_max_duration_s,
+            ),
         )
     except ApiError as exc:
         ctx.metrics.uploads_rejected.labels(reason=exc.code).inc()
         raise
-    path = upload.path.rename(spool / f"{job_id}{video_suffix(upload.filename)}")
+    # No extension: the decoder identifies the format by the bytes alone, never by the client's file name.
+    path = upload.path.rename(spool / f"{job_id}.upload")
     try:
-        await asyncio.to_thread(check_frame_size, path, settings.max_video_pixels)
         video = await asyncio.to_thread(engine.probe, path)
+    except NotVideoError as exc:
+        path.unlink(missing_ok=True)
+        ctx.metrics.uploads_rejected.labels(reason="not_video").inc()
+        reason = str(exc).replace(str(path), "the upload")
+        raise ApiError(415, "not_video", f"{upload.filename!r} is not a video: {reason}") from None
     except VideoDecodeError as exc:
         path.unlink(missing_ok=True)
         ctx.metrics.uploads_rejected.labels(reason="invalid_video").inc()
+        reason = str(exc).replace(str(path), "the upload")
         raise ApiError(
-            422, "invalid_video", f"{upload.filename!r} cannot be analysed as a video: {exc}"
+            422, "invalid_video", f"{upload.filename!r} cannot be analysed as a video: {reason}"
         ) from None
     except BaseException:
         path.unlink(missing_ok=True)

@@ -244,9 +244,10 @@ class StreamEvents:
         captured_at: float,
         score: float,
         categories: np.ndarray,
+        degraded: bool = False,
     ) -> list[EventNotice]:
         was_active = self.detector.active
-        opened, closed = self.detector.update(index, start_s, end_s, score, categories)
+        opened, closed = self.detector.update(index, start_s, end_s, score, categories, degraded)
         notices: list[EventNotice] = []
         if opened:
             self._start_s, self._started_at, self._peak, self._event_id = (
@@ -255,12 +256,13 @@ class StreamEvents:
                 score,
                 None,
             )
-        elif self.detector.active:
+        elif self.detector.active and not degraded:
             self._peak = max(self._peak, score)
         # Announce only on a high snippet: the detector measures an event up to its last high snippet, so a
         # duration counted through the low tail could announce an event the detector then drops as too short.
         if (
             self.detector.active
+            and not degraded
             and self._event_id is None
             and score >= self.policy.exit_threshold
             and end_s - self._start_s >= self.policy.min_duration_s

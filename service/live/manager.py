@@ -243,6 +243,7 @@ class LiveStreamManager:
             frames_in=st.frames_in,
             snippets_processed=running.snippets_processed,
             dropped_frames=st.dropped_frames,
+            decode_errors=st.decode_errors,
             connect_attempts=st.connect_attempts,
             reconnects=st.reconnects,
             last_score=running.last_score,

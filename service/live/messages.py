@@ -55,6 +55,9 @@ class SnippetMessage(BaseModel):
     categories: dict[str, float] = Field(description="category distribution of the window ending here")
     dominant_category: str | None
     gap: GapInfo | None = Field(default=None, description="what was skipped just before this snippet")
+    degraded: bool = Field(
+        default=False, description="a frame of this snippet was damaged or lost; it cannot open an event"
+    )
     events: list[EventNotice] = Field(default_factory=list, description="events that started or ended here")
 
 

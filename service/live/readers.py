@@ -66,6 +66,7 @@ class Snippet:
     captured_at: float  # wall clock (time.time()) when the snippet's last frame was read
     captured_mono: float  # the same instant on the monotonic clock, for latency measurements
     gap: Gap | None = None
+    degraded: bool = False  # a frame of the snippet was damaged or lost (decoder's report)
 
 
 @dataclass
@@ -121,6 +122,7 @@ class ReaderStats:
     frames_in: int = 0
     snippets_out: int = 0
     dropped_frames: int = 0
+    decode_errors: int = 0  # frames the decoder reported damaged, or lost, across connections
     width: int | None = None
     height: int | None = None
     source_fps: float | None = None
@@ -249,9 +251,13 @@ class StreamReader:
         fps = source.fps
         paced_start = time.monotonic()
         frames_this_connection = 0
+        errors_before = source.report.decode_errors
         while not self._stop.is_set():
-            batch = source.read_batch(f)
+            decoded = source.read_frames(f)
+            batch = decoded.frames
             k = len(batch)
+            self.stats.decode_errors += source.report.decode_errors - errors_before
+            errors_before = source.report.decode_errors
             now_mono = time.monotonic()
             self.stats.frames_in += k
             self.stats.rate_in.add(k, now_mono)
@@ -267,7 +273,7 @@ class StreamReader:
                 if self._stop.wait(max(0.0, due - time.monotonic())):
                     return False
                 now_mono = time.monotonic()
-            self._deliver(batch, fps, now_mono)
+            self._deliver(batch, fps, now_mono, degraded=bool(decoded.damaged.any()))
             # A camera that delivered a whole snippet is healthy again: the next outage starts the backoff afresh.
             self._backoff.reset()
         return False
@@ -277,7 +283,7 @@ class StreamReader:
         self.stats.dropped_frames += frames
         self._carry_gap = Gap(frames, ("reconnect",)).merge(self._carry_gap)
 
-    def _deliver(self, batch: np.ndarray, fps: float, captured_mono: float) -> None:
+    def _deliver(self, batch: np.ndarray, fps: float, captured_mono: float, degraded: bool = False) -> None:
         f = self.spec.frames_per_snippet
         start = self._next_frame
         self._next_frame += f
@@ -291,6 +297,7 @@ class StreamReader:
             captured_at=time.time(),
             captured_mono=captured_mono,
             gap=self._carry_gap,
+            degraded=degraded,
         )
         self._carry_gap = None
         with self._lock:

@@ -273,7 +273,13 @@ class LiveScheduler:
                 prev = stream.previous
                 if prev is not None and not np.isnan(previous[b]) and stream.events is not None:
                     notices = stream.events.update(
-                        prev.index, prev.start_s, prev.end_s, prev.captured_at, float(previous[b]), weights[b]
+                        prev.index,
+                        prev.start_s,
+                        prev.end_s,
+                        prev.captured_at,
+                        float(previous[b]),
+                        weights[b],
+                        degraded=prev.degraded,
                     )
                     out_items.append(
                         (
@@ -324,5 +330,6 @@ class LiveScheduler:
             categories=distribution,
             dominant_category=dominant,
             gap=GapInfo.of(snippet.gap),
+            degraded=snippet.degraded,
             events=notices,
         ).model_dump_json()

@@ -79,6 +79,9 @@ class StreamView(BaseModel):
     dropped_frames: int = Field(
         description="frames received but not scored (processing lagged, or cut short)"
     )
+    decode_errors: int = Field(
+        default=0, description="frames the decoder reported damaged, or lost (file replay; OpenCV streams: 0)"
+    )
     connect_attempts: int
     reconnects: int
     last_score: float | None = None

@@ -2,6 +2,7 @@ import json
 
 from cli.main import main
 from tests.footage import encode_ped2_clip
+from tests.shared_data import SHARED_DATA
 
 
 def test_analyze_prints_scores_and_writes_plot_and_json(tmp_path, capsys) -> None:
@@ -21,3 +22,20 @@ def test_analyze_rejects_a_non_video_with_a_clear_error(tmp_path, caplog) -> Non
     bogus.write_text("hello")
     assert main(["analyze", str(bogus), "--device", "cpu"]) == 2
     assert "cannot" in caplog.text.lower()
+
+
+def test_analyze_json_carries_the_decode_report(capsys) -> None:
+    video = SHARED_DATA / "field" / "hevc_packet_loss.ts"
+    assert main(["analyze", str(video), "--device", "cpu", "--json", "-"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    decode = result["decode"]
+    assert decode["frames_decoded"] == 197 and decode["frames_announced"] is None and not decode["truncated"]
+    assert decode["decode_errors"] == decode["damaged_frames"] + 3
+    assert decode["geometry_changes"] == [] and decode["timestamp_jumps"] == []
+    degraded = [s["degraded"] for s in result["snippets"]]
+    assert any(degraded) and not all(degraded)
+    for event in result["events"]:  # no event stands on degraded snippets alone
+        assert not all(degraded[event["start_snippet"] : event["end_snippet"]])
+    assert main(["analyze", str(SHARED_DATA / "field" / "truncated_upload.mp4"), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "of 250 announced" in printed and "truncated" in printed

@@ -61,3 +61,14 @@ def test_event_categories_cover_only_the_event_not_the_gap_snippets_that_closed_
     assert (e.start_snippet, e.end_snippet) == (0, 2)
     assert e.dominant_category == "Biking"
     assert e.categories["Biking"] == pytest.approx(0.9)
+
+
+def test_degraded_snippets_never_open_an_event_and_are_no_evidence_inside_one() -> None:
+    s, a, b = timeline([0.9, 0.9, 0.1, 0.9, 0.95, 0.1, 0.1])
+    degraded = np.array([True, True, False, False, True, True, False])
+    policy = EventPolicy(enter_threshold=0.5, exit_threshold=0.4)
+    events = detect_events(s, a, b, None, NAMES, policy, degraded)
+    # Snippets 0-1 are high but broken: nothing opens. The event opened at 3 ignores the broken 4 (its 0.95 is no
+    # peak) and the broken 5 (its 0.1 is no calm); the clean low snippet 6 closes it at its last good high one.
+    assert [(e.start_snippet, e.end_snippet, e.peak_score) for e in events] == [(3, 4, 0.9)]
+    assert detect_events(s, a, b, None, NAMES, policy, np.ones(7, bool)) == []

@@ -8,6 +8,7 @@ from model.checkpoint import save_checkpoint
 from model.inference import AnalysisEngine, EngineConfig
 from model.video.source import VideoDecodeError
 from tests.footage import encode_ped2_clip
+from tests.shared_data import SHARED_DATA
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +21,12 @@ def test_analyze_real_clip(tmp_path, untrained_engine: AnalysisEngine) -> None:
     video = encode_ped2_clip(tmp_path / "clip.mp4", max_frames=70)
     result = untrained_engine.analyze(video, frame_scores=True)
     assert result.frames == 70 and result.num_snippets == 5  # ceil(70 / 16)
-    assert result.snippets[-1].end_s == pytest.approx(7.0)
+    assert result.snippets[-1].end_s == pytest.approx(6.9)  # the last frame's time
     assert result.snippets[1].start_s == pytest.approx(1.6)
+    assert result.video.duration_s == pytest.approx(7.0) and result.video.fps == pytest.approx(10.0)
+    assert result.decode.frames_decoded == 70 and result.decode.frames_announced == 70
+    assert not result.decode.truncated and result.decode.decode_errors == 0
+    assert not any(s.degraded for s in result.snippets)
     assert len(result.frame_scores) == 70
     assert all(abs(sum(s.categories.values()) - 1) < 1e-4 for s in result.snippets)
     assert abs(sum(result.video_categories.values()) - 1) < 1e-4
@@ -109,3 +114,24 @@ def test_exported_head_backends_give_the_same_analysis(
     )
     first_e, first_x = eager.snippets[0].categories, exported.snippets[0].categories
     assert np.allclose(list(first_e.values()), list(first_x.values()), atol=1e-4)
+
+
+def test_progress_follows_the_bytes_read_not_the_container_claims(untrained_engine: AnalysisEngine) -> None:
+    """`encoder_restart.ts` claims about 26 hours and millions of frames: under a 1000-frame limit it is analysed
+    (the limit counts real frames), the probe counts its 200, and progress runs through to the end."""
+    video = SHARED_DATA / "field" / "encoder_restart.ts"
+    engine = AnalysisEngine(
+        untrained_engine.backbone,
+        untrained_engine.head,
+        untrained_engine.identity,
+        untrained_engine.spec,
+        EngineConfig(device="cpu", snippets_per_batch=2, max_frames=1000),
+    )
+    info = engine.probe(video)
+    assert info.frame_count == 200 and info.duration_s == pytest.approx(8.0)
+    seen: list[float] = []
+    result = engine.analyze(video, progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    assert 0 < seen[0] < 0.5 and max(seen[:-1]) > 0.8  # steps through the file, not 0 until the jump to 1
+    assert result.frames == 200 and result.video.duration_s == pytest.approx(8.0)
+    assert len(result.decode.timestamp_jumps) == 1

@@ -25,7 +25,7 @@ def _prefetch_threads() -> list[threading.Thread]:
 
 def test_features_equal_a_plain_decode_loop(tmp_path, engine: AnalysisEngine) -> None:
     video = encode_ped2_clip(tmp_path / "clip.mp4", max_frames=100)
-    features, starts, ends, _, frames, timings = engine.encode(video)
+    features, starts, ends, *_, frames, _, timings = engine.encode(video)
     with open_source(video) as source:
         batches = list(iter_snippet_batches(source, engine.spec, 8))
     expected = torch.cat([engine.backbone.encode_snippets(b.frames) for b in batches])

@@ -7,8 +7,10 @@ answer, promptly, and leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +28,10 @@ ENV = {
     "REFINEVAD_SYNC_MAX_SECONDS": "10",
     "REFINEVAD_MAX_VIDEO_FRAMES": "1000",
     "REFINEVAD_UPLOAD_IDLE_TIMEOUT_S": "2",
+    # An upload must average 1 KiB/s once 3 s have passed, and be complete within 8 s.
+    "REFINEVAD_UPLOAD_MIN_RATE_KIB_S": "1",
+    "REFINEVAD_UPLOAD_RATE_GRACE_S": "3",
+    "REFINEVAD_UPLOAD_MAX_DURATION_S": "8",
     # One loopback address only: the streams these tests create never reach or look up any other host. What
     # the default (empty) list refuses is checked without connecting in test_allow_list_decisions.
     "REFINEVAD_ALLOWED_HOSTS": "127.0.0.2",
@@ -208,6 +214,61 @@ def test_a_stalled_upload_is_cut_off(server: ServerProcess, report) -> None:
         reply = read_reply(sock)
         report("stalled_json_cut_after_s", time.perf_counter() - started)
     assert status_of(reply) == 408 and b'"request_timeout"' in reply
+
+
+def _drip(server: ServerProcess, piece: bytes, every_s: float, out: list) -> None:
+    """An upload that sends `piece` every `every_s` until the server answers; appends (reply, seconds)."""
+    part = b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="v.mp4"\r\n\r\n'
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(_multipart_head() + b"Content-Length: 1000000\r\n\r\n" + part)
+        started = time.perf_counter()
+        while time.perf_counter() - started < 30:
+            if select.select([sock], [], [], every_s)[0]:
+                break
+            try:
+                sock.sendall(piece)
+            except OSError:  # the server answered and closed while we were sending
+                break
+        out.append((read_reply(sock), time.perf_counter() - started))
+
+
+def test_slow_drip_uploads_are_cut_off_and_others_are_served(
+    server: ServerProcess, footage: dict[str, Path], report
+) -> None:
+    """20 clients send 1 byte every 0.5 s (the idle timeout alone would keep them forever); a normal upload from
+    another client meanwhile is received at once; each drip gets 408 after the grace period, spool file removed."""
+    drips: list[tuple[bytes, float]] = []
+    threads = [threading.Thread(target=_drip, args=(server, b"\0", 0.5, drips)) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    assert len(list((server.data_dir / "uploads").iterdir())) >= 20  # all 20 are spooling
+    with server.client() as client:
+        started = time.perf_counter()
+        normal = upload_video(client, footage["short"], background=True)
+        report("normal_upload_during_20_drips_s", time.perf_counter() - started)
+        assert normal.status_code == 202, normal.text
+        assert not drips  # received while every drip was still connected
+        for thread in threads:
+            thread.join(30)
+        assert wait_final(client, normal.json()["id"])["status"] == "succeeded"
+    report("drip_cut_after_s", max(seconds for _, seconds in drips))
+    assert len(drips) == 20
+    for reply, seconds in drips:
+        assert status_of(reply) == 408 and b'"upload_too_slow"' in reply, reply[:300]
+        assert 2.5 <= seconds < 8  # at the 3 s grace period (less timer slack)
+    assert list((server.data_dir / "uploads").iterdir()) == []
+
+
+def test_an_upload_past_the_total_deadline_is_cut_off(server: ServerProcess, report) -> None:
+    """Fast enough (4 KiB/s, above the minimum rate) but endless: cut at the 8 s deadline."""
+    out: list[tuple[bytes, float]] = []
+    _drip(server, b"\0" * 2048, 0.5, out)
+    [(reply, seconds)] = out
+    report("endless_upload_cut_after_s", seconds)
+    assert status_of(reply) == 408 and b'"upload_deadline"' in reply, reply[:300]
+    assert 7.5 <= seconds < 12
+    assert list((server.data_dir / "uploads").iterdir()) == []
 
 
 REFUSED_SOURCES = [

@@ -138,7 +138,8 @@ function onMessage(msg) {
     $("#live-info").textContent =
       `snippet ${msg.index} (${msg.start_s.toFixed(1)}-${msg.end_s.toFixed(1)} s) ` +
       `score ${msg.score.toFixed(3)} ${msg.status}, latency ${msg.latency_s.toFixed(2)} s, ` +
-      `likely ${msg.dominant_category}`;
+      `likely ${msg.dominant_category}` +
+      (msg.degraded ? " (degraded: damaged or lost frames)" : "");
     if (msg.events.length) refreshEvents();
     draw();
   } else if (msg.type === "state") {

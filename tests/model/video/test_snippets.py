@@ -52,8 +52,10 @@ def test_snippets_cover_frames_with_padded_tail(tmp_path: Path, n: int, per_batc
     ends = np.concatenate([b.end_frames for b in batches])
     np.testing.assert_array_equal(starts, np.arange(t) * 16)
     np.testing.assert_array_equal(ends, np.minimum(np.arange(1, t + 1) * 16, n))
-    times = np.concatenate([b.end_times for b in batches])
-    assert times[-1] == pytest.approx(n / 8.0)
+    # Each snippet spans the times of its first and last frame.
+    np.testing.assert_allclose(np.concatenate([b.start_times for b in batches]), starts / 8.0)
+    np.testing.assert_allclose(np.concatenate([b.end_times for b in batches]), (ends - 1) / 8.0)
+    assert not np.concatenate([b.degraded for b in batches]).any()
 
 
 def test_subsampling_keeps_evenly_spaced_frames_and_clamps_the_tail() -> None:
@@ -74,4 +76,5 @@ def test_snippet_count_and_timing_of_real_clip(tmp_path: Path) -> None:
     assert last.start_frames.tolist() == [64, 80, 96]
     assert last.end_frames.tolist() == [80, 96, 100]
     assert last.start_times.tolist() == pytest.approx([6.4, 8.0, 9.6])
-    assert last.end_times[-1] == pytest.approx(10.0)
+    assert last.end_times.tolist() == pytest.approx([7.9, 9.5, 9.9])
+    assert not last.degraded.any()

@@ -7,6 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
+from model.video.letterbox import letterbox_into
+from model.video.pyav_source import NotVideoError
 from model.video.source import (
     FrameFolderSource,
     StreamUnavailableError,
@@ -69,6 +71,29 @@ def test_frame_folder_uses_natural_order(tmp_path: Path) -> None:
     assert frames[:, 0, 0, 0].tolist() == [1, 2, 10, 11]
 
 
+def test_frame_folder_flags_an_unreadable_image_as_damaged(tmp_path: Path) -> None:
+    for i in range(4):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((8, 10, 3), 10 * i, np.uint8))
+    (tmp_path / "2.png").write_bytes(b"not a png")
+    with open_source(tmp_path) as source:
+        batch = source.read_frames(10)
+        report = source.report
+    # The broken frame repeats its predecessor (the timeline keeps its length) and says so.
+    assert batch.frames[:, 0, 0, 0].tolist() == [0, 10, 10, 30]
+    assert batch.damaged.tolist() == [False, False, True, False]
+    assert report.decode_errors == report.damaged_frames == 1 and report.frames_decoded == 4
+    np.testing.assert_allclose(batch.times_s, np.arange(4) / 10.0)
+
+
+def test_letterbox_keeps_the_aspect_ratio() -> None:
+    out = np.full((100, 200, 3), 255, np.uint8)
+    letterbox_into(np.full((100, 100, 3), 7, np.uint8), out)  # a square picture in a 2:1 frame
+    assert out[:, :50].max() == 0 and out[:, 150:].max() == 0 and (out[:, 50:150] == 7).all()
+    tall = np.empty((100, 200, 3), np.uint8)
+    letterbox_into(np.full((400, 200, 3), 9, np.uint8), tall)  # 1:2 into 2:1: a 50x100 column in the middle
+    assert (tall[:, 75:125] == 9).all() and tall[:, :75].max() == 0 and tall[:, 125:].max() == 0
+
+
 def _assert_fails_fast(path, *words: str, error: type[Exception] = VideoDecodeError) -> None:
     start = time.perf_counter()
     with pytest.raises(error) as info:
@@ -91,7 +116,7 @@ def test_corrupt_and_non_video_files_give_clear_error(tmp_path: Path, ped2_mp4: 
     _assert_fails_fast(garbage, "cannot", str(garbage))
     text = tmp_path / "notes.avi"
     text.write_text("this is not a video\n" * 100)
-    _assert_fails_fast(text, "cannot", str(text))
+    _assert_fails_fast(text, "not a video", str(text), error=NotVideoError)
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes(ped2_mp4.read_bytes()[:3000])
     _assert_fails_fast(truncated, "cannot", str(truncated))

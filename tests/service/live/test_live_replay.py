@@ -14,7 +14,8 @@ from websockets.sync.client import connect
 
 from tests.footage import PED2_ROOT
 from tests.rtsp_server import free_port
-from tests.service.live.service_process import API_KEY, ServiceProcess
+from tests.service.live.service_process import API_KEY, ServiceProcess, next_snippets
+from tests.shared_data import SHARED_DATA
 
 pytestmark = pytest.mark.integration
 
@@ -188,3 +189,21 @@ def test_registrations_resume_after_restart(service: ServiceProcess) -> None:
                 pass
         assert client.get(f"/streams/{sid}").json()["state"] == "live"
         assert client.delete(f"/streams/{sid}").status_code == 204
+
+
+def test_replayed_lossy_camera_marks_degraded_snippets_and_counts_decode_errors(
+    service: ServiceProcess,
+) -> None:
+    """`hevc_packet_loss.ts` (8 s, 25 fps, ~2 % of transport packets lost) replayed as a camera: the snippets
+    holding damaged or lost frames say so, and the stream status counts the decoder's errors."""
+    lossy = SHARED_DATA / "field" / "hevc_packet_loss.ts"
+    with service.client() as client:
+        sid = client.post("/streams", json={"url": str(lossy), "name": "lossy"}).json()["id"]
+        with connect(f"{service.ws_base}/streams/{sid}/live?api_key={API_KEY}", open_timeout=10) as ws:
+            # 197 frames decode: 12 whole snippets, the last one provisional only.
+            messages = next_snippets(ws, 11, timeout=40, status="final")
+        view = client.get(f"/streams/{sid}").json()
+        assert client.delete(f"/streams/{sid}").status_code == 204
+    degraded = [m["degraded"] for m in messages]
+    assert any(degraded) and not all(degraded), degraded
+    assert view["decode_errors"] >= sum(degraded) and view["decode_errors"] <= 62
