@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
@@ -53,6 +54,9 @@ class VideoSource(ABC):
     frame_count: int | None
     width: int
     height: int
+    # Monotonic time the newest frame arrived, for a watchdog on another thread (a stalled camera blocks
+    # `read_batch` until its read timeout; this shows how long nothing has come meanwhile). 0 = not tracked.
+    last_frame_mono: float = 0.0
 
     @abstractmethod
     def read_batch(self, n: int) -> np.ndarray: ...
@@ -146,6 +150,7 @@ class CaptureSource(VideoSource):
         self.frame_count = count if count > 0 else None
         self._pending: np.ndarray | None = first
         self._closed = False
+        self.last_frame_mono = time.monotonic()
 
     @property
     def is_stream(self) -> bool:
@@ -164,6 +169,7 @@ class CaptureSource(VideoSource):
             ok, frame = self._cap.read()
             if not ok or frame is None:
                 break
+            self.last_frame_mono = time.monotonic()
             self._store_rgb(frame, out[k])
             k += 1
         return out if k == n else out[:k]

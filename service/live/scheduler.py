@@ -30,7 +30,7 @@ from service.live.events import LiveEventStore, StreamEvents, WebhookSender
 from service.live.hub import LiveHub
 from service.live.messages import EventNotice, GapInfo, SnippetMessage, StateMessage
 from service.live.metrics import LiveMetrics
-from service.live.readers import RateMeter, Snippet, StreamReader
+from service.live.readers import STREAM_STATES, RateMeter, Snippet, StreamReader
 from service.live.window import FeatureWindows
 from service.model_service import ModelService
 
@@ -168,17 +168,16 @@ class LiveScheduler:
                 logger.info("stream %s: closed its open event %d on removal", stream.id, notice.event_id)
 
     def _publish_states(self) -> None:
-        counts = {"connecting": 0, "live": 0, "reconnecting": 0, "stopped": 0}
+        counts = dict.fromkeys(STREAM_STATES, 0)
         for stream in self.streams():
-            stats = stream.reader.stats
-            counts[stats.state] += 1
-            state = (stats.state, stats.last_error)
-            if state != stream.published_state:
-                stream.published_state = state
+            state, last_error = stream.reader.status()
+            counts[state] += 1
+            if (state, last_error) != stream.published_state:
+                stream.published_state = (state, last_error)
                 text = StateMessage(
                     stream_id=stream.id,
-                    state=stats.state,
-                    last_error=stats.last_error,
+                    state=state,
+                    last_error=last_error,
                     wall_clock=time.time(),
                 ).model_dump_json()
                 self.hub.publish_threadsafe(stream.id, [(None, text)])
