@@ -125,7 +125,7 @@ class ServiceSettings(BaseSettings):
         description="cap of that backoff (a source that does not answer is probed instead)",
     )
     live_probe_interval_s: float = Field(
-        default=1.0, gt=0, le=60, description="reachability check of a source that is down, this often"
+        default=0.5, gt=0, le=60, description="reachability check of a source that is down, this often"
     )
     live_probe_timeout_s: float = Field(
         default=2.0, gt=0, le=60, description="one reachability check's limit (at most the open timeout)"

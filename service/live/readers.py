@@ -35,6 +35,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, urlsplit
 
@@ -154,7 +155,7 @@ class StreamReader:
         backoff: Backoff | None = None,
         open_timeout_s: float = 10.0,
         read_timeout_s: float = 10.0,
-        probe_interval_s: float = 1.0,
+        probe_interval_s: float = 0.5,
         probe_timeout_s: float = 2.0,
         stall_after_s: float = 2.0,
         loop_files: bool = False,
@@ -412,9 +413,13 @@ def open_camera(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> VideoSource:
     """`open_source`, after a check that a network source answers (see `service.live.preflight`: a dead camera
-    must not get as far as OpenCV's lock), taking turns with the other readers."""
+    must not get as far as OpenCV's lock), taking turns with the other readers for what OpenCV opens."""
     if "://" in url:
         check_reachable(url, open_timeout_s)
+    elif Path(url).is_dir():
+        # A folder of frames is read image by image, never opened as a capture: it need not wait for a turn (a
+        # looping replay would otherwise pause behind every camera being opened).
+        return open_source(url, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s)
     while not _OPEN_TURN.acquire(timeout=_TURN_POLL_S):
         if should_stop():
             raise ReaderStopped("stopped while waiting to open the source")

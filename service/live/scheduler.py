@@ -172,8 +172,12 @@ class LiveScheduler:
                 stream.slot = None
 
     def _finish_events(self, stream: LiveStream, reason: EndReason) -> None:
-        """Close the stream's open event at its last scored snippet, and announce it in an `event` message."""
-        if stream.events is None or stream.previous is None or not stream.events.active:
+        """Close the stream's open event at its last scored snippet, and announce it in an `event` message.
+
+        Called again on every cycle while the source is away: the snippets scored before it went stay closed off
+        (their late final scores open no event), whether or not an event was open then.
+        """
+        if stream.events is None or stream.previous is None:
             return
         last = stream.previous.index
         notice = stream.events.finish(reason, through_index=last)
