@@ -185,6 +185,7 @@ class StreamReader:
         self._pending: Snippet | None = None
         self._carry_gap: Gap | None = None
         self._next_frame = 0  # media frame counter across connections
+        self.end_of_replay = False  # stopped because its file ended (not because it was asked to stop)
         self.stats = ReaderStats()
         self._thread = threading.Thread(target=self._run, name=f"reader-{stream_id}", daemon=True)
 
@@ -272,6 +273,7 @@ class StreamReader:
                 break
             if self.replay and ended_cleanly and not self.loop_files:
                 self.stats.note = "end of file replay"
+                self.end_of_replay = True
                 logger.info("stream %s: end of file replay %s", self.stream_id, self.display_url)
                 break
             if not self.replay:

@@ -190,8 +190,10 @@ class LiveScheduler:
     def _close_events_without_source(self) -> None:
         """Streams whose reader stalled, lost its source or stopped: no scores are coming to close their events."""
         for stream in self.streams():
-            reason = _ENDED_BY_STATE.get(stream.reader.status()[0])
-            if reason is None:
+            state = stream.reader.status()[0]
+            reason = _ENDED_BY_STATE.get(state)
+            # A reader asked to stop (service shutting down) is not a stream that ended: `stop` closes those.
+            if reason is None or (state == "stopped" and not stream.reader.end_of_replay):
                 continue
             try:
                 self._finish_events(stream, reason)

@@ -1,6 +1,6 @@
 """How live events end when their stream does, against the real service (`refinevad serve` in a subprocess): a
 replayed file reaching its end, a removed stream, an MJPEG-over-HTTP camera that goes silent and one that goes
-away. Each closes its open event at the last scored snippet with the reason, in the event API and in a WebSocket
+away, the service shutting down. Each closes its open event at the last scored snippet with the reason, in the event API and in a WebSocket
 `event` message, and scoring after the camera's return starts a new event instead of bridging the outage.
 
 Every stream here uses enter and exit thresholds of 0, so each scored snippet is "high": an event opens with the
@@ -16,6 +16,8 @@ from collections.abc import Iterator
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
+from service.live.events import EventFilter, LiveEventStore
+from service.storage import Database
 from tests.footage import encode_ped2_clip
 from tests.mjpeg_server import MjpegCamera
 from tests.service.live.service_process import API_KEY, ServiceProcess
@@ -164,3 +166,22 @@ def test_a_camera_that_goes_away_closes_its_event(service: ServiceProcess) -> No
             assert client.delete(f"/streams/{sid}").status_code == 204
     finally:
         camera.close()
+
+
+def test_a_service_shutdown_closes_open_events(tmp_path) -> None:
+    """Stopped cleanly (SIGTERM), the service closes its streams' open events as `service_stopped`, not as ended
+    streams (their readers stop first) and not as `interrupted` (that is for crashes)."""
+    clip = encode_ped2_clip(tmp_path / "clip.avi", max_frames=64, codec="MJPG")
+    proc = ServiceProcess(
+        tmp_path / "data", tmp_path / "service.log", allowed_schemes="rtsp,http,file"
+    ).start()
+    try:
+        sid = add_stream(proc, str(clip), "looped replay", loop=True)
+        with open_live(proc, sid) as ws:
+            started = next_message(ws, 30, event_started)["events"][0]
+    finally:
+        proc.stop()
+    store = LiveEventStore(Database(tmp_path / "data" / "refinevad.sqlite3"))
+    rows, total = store.query(EventFilter(source_id=sid))
+    assert total == 1 and rows[0]["id"] == started["event_id"]
+    assert rows[0]["status"] == "closed" and rows[0]["end_reason"] == "service_stopped"
