@@ -127,9 +127,8 @@ class RateMeter:
 
 @dataclass
 class ReaderStats:
-    state: StreamState = (
-        "connecting"  # as the reader thread last set it; `StreamReader.status()` adds `stalled`
-    )
+    # As the reader thread last set it; `StreamReader.status()` adds `stalled`.
+    state: StreamState = "connecting"
     last_error: str | None = None
     connected_since: float | None = None
     connect_attempts: int = 0
