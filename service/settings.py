@@ -127,10 +127,28 @@ class ServiceSettings(BaseSettings):
     )
     live_window: int = Field(default=32, ge=2, le=1024, description="W: snippets the head sees per stream")
     live_max_streams: int = Field(default=64, ge=1, description="streams that may be registered at once")
-    live_reconnect_initial_s: float = Field(default=0.5, gt=0, description="first reconnection delay")
-    live_reconnect_max_s: float = Field(default=30.0, gt=0, description="cap of the exponential backoff")
+    live_reconnect_initial_s: float = Field(
+        default=0.5, gt=0, description="first delay before reopening a source that answers but failed to open"
+    )
+    live_reconnect_max_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="cap of that backoff (a source that does not answer is probed instead)",
+    )
+    live_probe_interval_s: float = Field(
+        default=0.5, gt=0, le=60, description="reachability check of a source that is down, this often"
+    )
+    live_probe_timeout_s: float = Field(
+        default=2.0, gt=0, le=60, description="one reachability check's limit (at most the open timeout)"
+    )
     live_open_timeout_s: float = Field(default=10.0, gt=0, description="connecting to a camera")
     live_read_timeout_s: float = Field(default=10.0, gt=0, description="no frame for this long = dropped")
+    live_stall_after_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="no frame for this long shows `stalled` (at least 3 frame intervals, at most half the read "
+        "timeout)",
+    )
     live_client_queue: int = Field(
         default=256, ge=1, description="messages a WebSocket client may fall behind before it is dropped"
     )

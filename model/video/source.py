@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
@@ -58,6 +59,9 @@ class VideoSource(ABC):
     width: int
     height: int
     report: DecodeReport
+    # Monotonic time the newest frame arrived, for a watchdog on another thread (a stalled camera blocks
+    # `read_batch` until its read timeout; this shows how long nothing has come meanwhile). 0 = not tracked.
+    last_frame_mono: float = 0.0
 
     @abstractmethod
     def read_batch(self, n: int) -> np.ndarray: ...
@@ -176,6 +180,7 @@ class CaptureSource(VideoSource):
         self._geometry = (self.width, self.height)
         self._pending: np.ndarray | None = first
         self._closed = False
+        self.last_frame_mono = time.monotonic()
 
     @property
     def is_stream(self) -> bool:
@@ -194,6 +199,7 @@ class CaptureSource(VideoSource):
             ok, frame = self._cap.read()
             if not ok or frame is None:
                 break
+            self.last_frame_mono = time.monotonic()
             if (frame.shape[1], frame.shape[0]) != self._geometry:
                 self._note_geometry(frame, k)
             self._store_rgb(frame, out[k])

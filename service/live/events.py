@@ -3,8 +3,13 @@ to an optional webhook.
 
 An event is announced (stored, `start` notice, webhook) only once it has lasted `min_duration_s`, so a short blip
 that the policy would discard never raises an alarm. Events share the `events` table with file analysis
-(`source_kind = "stream"`, `source_id` = stream id); this module adds wall-clock start/end and a status column.
-Events left open by a crash are marked `interrupted` at the next start-up.
+(`source_kind = "stream"`, `source_id` = stream id); this module adds wall-clock start/end, a status column and
+the reason each live event ended (`end_reason`, see `EndReason`).
+
+An event never outlives its source's scores: when the stream stops (end of a replayed file, removal, shutdown),
+stalls or loses its source, its open event is closed at once at its last scored high snippet, and a snippet that
+follows a gap (frames dropped, an outage) longer than the policy's `min_gap_s` first closes the event it would
+otherwise be bridged into. Events left open by a crash are marked `interrupted` at the next start-up.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import httpx
 import numpy as np
 
 from model.events import Event, EventDetector, EventPolicy
-from service.live.messages import EventNotice
+from service.live.messages import EndReason, EventNotice
 from service.live.urls import mask_url
 from service.storage import Database, EventStore
 
@@ -37,6 +42,8 @@ _EVENTS_LIVE_V1 = (
     "ALTER TABLE events ADD COLUMN status TEXT NOT NULL DEFAULT 'closed'",
     "CREATE INDEX events_by_started ON events (started_at)",
 )
+# Databases from before: their live events keep a NULL reason (not recorded then).
+_EVENTS_LIVE_V2 = ("ALTER TABLE events ADD COLUMN end_reason TEXT",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +64,7 @@ class LiveEventStore:
         self.db = db
         EventStore(db)  # makes sure the shared events table exists
         db.migrate("events_live_v1", _EVENTS_LIVE_V1)
+        db.migrate("events_live_v2", _EVENTS_LIVE_V2)
 
     def open(self, stream_id: str, start_s: float, started_at: float, peak: float) -> int:
         with self.db.transaction() as conn:
@@ -77,19 +85,21 @@ class LiveEventStore:
         mean: float,
         dominant: str | None,
         categories: dict[str, float],
+        reason: EndReason,
     ) -> None:
         with self.db.transaction() as conn:
             conn.execute(
                 "UPDATE events SET end_s = ?, ended_at = ?, peak_score = ?, mean_score = ?, dominant_category = ?, "
-                "categories_json = ?, status = 'closed' WHERE id = ?",
-                (end_s, ended_at, peak, mean, dominant, json.dumps(categories), event_id),
+                "categories_json = ?, status = 'closed', end_reason = ? WHERE id = ?",
+                (end_s, ended_at, peak, mean, dominant, json.dumps(categories), reason, event_id),
             )
 
     def mark_interrupted(self) -> int:
         """Events a crash or shutdown left open; they keep their start, with no end."""
         with self.db.transaction() as conn:
             cur = conn.execute(
-                "UPDATE events SET status = 'interrupted', ended_at = ? WHERE source_kind = ? AND status = 'open'",
+                "UPDATE events SET status = 'interrupted', ended_at = ?, end_reason = 'service_interrupted' "
+                "WHERE source_kind = ? AND status = 'open'",
                 (time.time(), SOURCE_KIND),
             )
             return cur.rowcount
@@ -235,6 +245,16 @@ class StreamEvents:
         self._started_at = 0.0
         self._peak = 0.0
         self._event_id: int | None = None  # set once the open event is confirmed (announced)
+        # The last snippet fed (media end, wall clock of its end): where a gap starts, and what dates an end.
+        self._last_end_s: float | None = None
+        self._last_captured_at = 0.0
+        # Snippets up to this index belong to a stretch already closed by `finish` (their final scores come late).
+        self._closed_through = -1
+
+    @property
+    def active(self) -> bool:
+        """An event is open (announced or not yet long enough to be)."""
+        return self.detector.active
 
     def update(
         self,
@@ -245,10 +265,23 @@ class StreamEvents:
         score: float,
         categories: np.ndarray,
         degraded: bool = False,
+        outage_s: float = 0.0,
     ) -> list[EventNotice]:
+        """Feed one final score; returns the event notices it causes (an `end` of a bridged gap included).
+
+        `outage_s`: wall-clock seconds the source was away just before this snippet (not in its media time).
+        """
+        if index <= self._closed_through:
+            return []
+        notices: list[EventNotice] = []
+        if self.detector.active and self._last_end_s is not None:
+            gap_s = max(0.0, start_s - self._last_end_s) + outage_s
+            # No scores for longer than the exit rules wait: the event ended there, whatever comes after.
+            if gap_s > self.policy.min_gap_s and (notice := self._finish("gap")) is not None:
+                notices.append(notice)
         was_active = self.detector.active
         opened, closed = self.detector.update(index, start_s, end_s, score, categories, degraded)
-        notices: list[EventNotice] = []
+        self._last_end_s, self._last_captured_at = end_s, captured_at
         if opened:
             self._start_s, self._started_at, self._peak, self._event_id = (
                 start_s,
@@ -270,24 +303,37 @@ class StreamEvents:
             self._event_id = self.store.open(self.stream_id, self._start_s, self._started_at, self._peak)
             notices.append(self._notice("start", categories))
         if closed is not None and self._event_id is not None:
-            notices.append(self._close(closed, captured_at - (end_s - closed.end_s)))
+            notices.append(self._close(closed, captured_at - (end_s - closed.end_s), "scores_below_exit"))
         elif was_active and not self.detector.active:
             self._event_id = None  # too short: discarded by the policy, never announced
         for notice in notices:
             self._hook(notice)
         return notices
 
-    def finish(self, ended_at: float) -> EventNotice | None:
-        """The stream goes away: close an announced open event at its last high score."""
+    def finish(self, reason: EndReason, through_index: int | None = None) -> EventNotice | None:
+        """The stream stopped, stalled or lost its source: close an open event at its last scored high snippet.
+
+        Returns the `end` notice, or None when nothing announced was open (an event still too short is dropped).
+        `through_index`: the newest snippet already scored provisionally; its final score, if it comes after all,
+        is not fed to the detector (the stretch it belongs to is closed).
+        """
+        if through_index is not None:
+            self._closed_through = max(self._closed_through, through_index)
+        notice = self._finish(reason)
+        if notice is not None:
+            self._hook(notice)
+        return notice
+
+    def _finish(self, reason: EndReason) -> EventNotice | None:
         closed = self.detector.finish()
         if closed is None or self._event_id is None:
             self._event_id = None
             return None
-        notice = self._close(closed, ended_at)
-        self._hook(notice)
-        return notice
+        # The wall clock of the last high snippet's end, counted back from the last snippet fed.
+        last_end_s = self._last_end_s if self._last_end_s is not None else closed.end_s
+        return self._close(closed, self._last_captured_at - (last_end_s - closed.end_s), reason)
 
-    def _close(self, closed: Event, ended_at: float) -> EventNotice:
+    def _close(self, closed: Event, ended_at: float, reason: EndReason) -> EventNotice:
         assert self._event_id is not None
         self.store.close(
             self._event_id,
@@ -297,6 +343,7 @@ class StreamEvents:
             mean=closed.mean_score,
             dominant=closed.dominant_category,
             categories=closed.categories,
+            reason=reason,
         )
         notice = EventNotice(
             type="end",
@@ -308,6 +355,7 @@ class StreamEvents:
             peak_score=closed.peak_score,
             dominant_category=closed.dominant_category,
             categories=closed.categories,
+            end_reason=reason,
         )
         self._event_id = None
         return notice

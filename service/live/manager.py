@@ -176,6 +176,9 @@ class LiveStreamManager:
             backoff=Backoff(s.live_reconnect_initial_s, s.live_reconnect_max_s),
             open_timeout_s=s.live_open_timeout_s,
             read_timeout_s=s.live_read_timeout_s,
+            probe_interval_s=s.live_probe_interval_s,
+            probe_timeout_s=s.live_probe_timeout_s,
+            stall_after_s=s.live_stall_after_s,
             loop_files=record.loop,
         )
         stream = LiveStream(record.id, record.name, reader, self._policy(record.events), record.created_at)
@@ -229,10 +232,11 @@ class LiveStreamManager:
                 reconnects=0,
             )
         st = running.reader.stats
+        state, last_error = running.reader.status()
         return StreamView(
             **base,
-            state=st.state,
-            last_error=st.last_error,
+            state=state,
+            last_error=last_error,
             note=st.note,
             connected_since=_time(st.connected_since),
             width=st.width,

@@ -8,6 +8,17 @@ from pydantic import BaseModel, Field
 
 from service.live.readers import Gap, StreamState
 
+EndReason = Literal[
+    "scores_below_exit",  # the scores stayed below the exit threshold for `min_gap_s`
+    "gap",  # a gap in the scores (dropped frames, an outage) longer than `min_gap_s`
+    "source_stalled",  # the source stopped sending frames
+    "source_lost",  # the connection failed or the source became unreachable
+    "stream_ended",  # a replayed file reached its end
+    "stream_removed",
+    "service_stopped",
+    "service_interrupted",  # found open at start-up: the service crashed or was killed
+]
+
 
 class GapInfo(BaseModel):
     """Frames between the previous scored snippet and this one that were not scored."""
@@ -37,6 +48,7 @@ class EventNotice(BaseModel):
     peak_score: float
     dominant_category: str | None = None
     categories: dict[str, float] = Field(default_factory=dict)
+    end_reason: EndReason | None = Field(default=None, description="why it ended (`end` only)")
 
 
 class SnippetMessage(BaseModel):
@@ -59,6 +71,16 @@ class SnippetMessage(BaseModel):
         default=False, description="a frame of this snippet was damaged or lost; it cannot open an event"
     )
     events: list[EventNotice] = Field(default_factory=list, description="events that started or ended here")
+
+
+class EventMessage(BaseModel):
+    """An event that ended without a new snippet to carry it: the stream stopped, stalled or lost its source."""
+
+    type: Literal["event"] = "event"
+    stream_id: str
+    index: int = Field(description="the last scored snippet, where the event was closed")
+    event: EventNotice
+    wall_clock: float
 
 
 class StateMessage(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from service.live.readers import STREAM_STATES
 from service.metrics import ServiceMetrics
 
 _LATENCY = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
@@ -37,5 +38,5 @@ class LiveMetrics:
             registry=r,
         )
         self.errors = Counter("refinevad_live_scheduler_errors", "scheduler cycles that failed", registry=r)
-        for state in ("connecting", "live", "reconnecting", "stopped"):
+        for state in STREAM_STATES:
             self.streams.labels(state=state).set(0)

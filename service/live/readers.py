@@ -2,8 +2,19 @@
 
 A reader never gives up: any failure (first connection included, camera gone, a read that times out, even an
 unexpected exception) puts it in `connecting`/`reconnecting` with the error kept in `last_error`, and it tries
-again after a capped, jittered exponential backoff. Each reader owns its thread and its capture, so a crash in
-one cannot touch another.
+again. How it retries depends on why it failed, so a camera that comes back is scored again within seconds however
+long it was away:
+
+- the source does not answer (`SourceUnreachable`: refused, no answer, not speaking its protocol): a cheap
+  reachability check (TCP connect plus RTSP `OPTIONS` / HTTP `HEAD`, see `service.live.preflight`) every
+  `probe_interval_s`, and the expensive OpenCV open only once it answers. The backoff starts afresh then;
+- the source answers but cannot be opened or read (wrong path, refused credentials, no frames): a capped, jittered
+  exponential backoff, so a misconfigured camera is not hammered with opens that hold OpenCV's open lock.
+
+A network source that stops sending frames while connected shows `stalled` (with `last_error` saying so) once no
+frame came for `stall_after_s` (at least three frame intervals, at most half the read timeout); when the read
+timeout expires it reconnects. Each reader owns its thread and its capture, so a crash in one cannot touch
+another.
 
 Lag never piles up: the reader keeps at most one complete snippet waiting for the scheduler. When a newer one is
 complete before the scheduler took the waiting one, the older is dropped, its frames are counted in
@@ -24,6 +35,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, urlsplit
 
@@ -31,14 +43,16 @@ import numpy as np
 
 from model.video.snippets import SnippetSpec, sample_indices
 from model.video.source import VideoSource, open_source
-from service.live.preflight import check_reachable
+from service.live.preflight import SourceUnreachable, check_reachable
 from service.live.urls import MASK, SECRET_QUERY_KEYS, mask_url
 
 logger = logging.getLogger(__name__)
 
-StreamState = Literal["connecting", "live", "reconnecting", "stopped"]
+StreamState = Literal["connecting", "live", "stalled", "reconnecting", "stopped"]
+STREAM_STATES: tuple[StreamState, ...] = ("connecting", "live", "stalled", "reconnecting", "stopped")
 GapReason = Literal["lag", "reconnect"]
 SourceOpener = Callable[..., VideoSource]
+SourceProbe = Callable[[str, float], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +128,7 @@ class RateMeter:
 
 @dataclass
 class ReaderStats:
+    # As the reader thread last set it; `StreamReader.status()` adds `stalled`.
     state: StreamState = "connecting"
     last_error: str | None = None
     connected_since: float | None = None
@@ -141,8 +156,12 @@ class StreamReader:
         backoff: Backoff | None = None,
         open_timeout_s: float = 10.0,
         read_timeout_s: float = 10.0,
+        probe_interval_s: float = 0.5,
+        probe_timeout_s: float = 2.0,
+        stall_after_s: float = 2.0,
         loop_files: bool = False,
         opener: SourceOpener | None = None,
+        probe: SourceProbe | None = None,
     ) -> None:
         self.stream_id = stream_id
         self._url = url
@@ -154,7 +173,12 @@ class StreamReader:
         self._backoff = backoff or Backoff()
         self._open_timeout_s = open_timeout_s
         self._read_timeout_s = read_timeout_s
+        self._probe_interval_s = probe_interval_s
+        self._probe_timeout_s = min(probe_timeout_s, open_timeout_s)
+        self._stall_after_s = stall_after_s
         self._opener = opener or open_camera
+        self._probe = probe or check_reachable
+        self._source: VideoSource | None = None  # the open capture, for the stall watchdog
         self._secrets = _secrets_of(url)
         self._sampled = sample_indices(spec)
         self._lock = threading.Lock()
@@ -162,6 +186,7 @@ class StreamReader:
         self._pending: Snippet | None = None
         self._carry_gap: Gap | None = None
         self._next_frame = 0  # media frame counter across connections
+        self.end_of_replay = False  # stopped because its file ended (not because it was asked to stop)
         self.stats = ReaderStats()
         self._thread = threading.Thread(target=self._run, name=f"reader-{stream_id}", daemon=True)
 
@@ -180,6 +205,24 @@ class StreamReader:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    def status(self) -> tuple[StreamState, str | None]:
+        """(state, last error), with `stalled` for a connected network source that has sent no frame for too long.
+
+        Read from other threads: the reader thread itself sits blocked in the capture's read meanwhile.
+        """
+        state, error, source = self.stats.state, self.stats.last_error, self._source
+        if state == "live" and source is not None and not self.replay and source.last_frame_mono > 0:
+            limit = self.stall_limit_s(source.fps)
+            if time.monotonic() - source.last_frame_mono >= limit:
+                return "stalled", f"no frame received for more than {limit:.1f}s"
+        return state, error
+
+    def stall_limit_s(self, fps: float) -> float:
+        """Seconds without a frame after which a connected source counts as stalled: `stall_after_s`, but at least
+        three frame intervals (a slow camera is not stalled between frames) and at most half the read timeout
+        (so `stalled` shows before the reconnection)."""
+        return min(max(self._stall_after_s, 3.0 / fps), 0.5 * self._read_timeout_s)
 
     def take(self) -> Snippet | None:
         """The waiting snippet (at most one), for the scheduler."""
@@ -202,6 +245,7 @@ class StreamReader:
                 )
             except Exception as exc:
                 self._failed(exc, "reconnecting" if ever_live else "connecting")
+                self._wait_to_retry(exc)
                 continue
             try:
                 if ever_live:
@@ -213,21 +257,29 @@ class StreamReader:
                     logger.info("stream %s: connected to %s", self.stream_id, self.display_url)
                 ever_live = True
                 with source:
-                    self._connected(source)
-                    ended_cleanly = self._pump(source)
+                    self._source = source
+                    try:
+                        self._connected(source)
+                        ended_cleanly = self._pump(source)
+                    finally:
+                        self._source = None
             except Exception as exc:
                 self._failed(exc, "reconnecting")
-                outage_started = time.monotonic()
+                outage_started = self._silent_since(source)
+                self._wait_to_retry(exc)
                 continue
-            outage_started = time.monotonic()
+            # A source that went silent was gone from its last frame on, not from when the read gave up.
+            outage_started = self._silent_since(source)
             if self._stop.is_set():
                 break
             if self.replay and ended_cleanly and not self.loop_files:
                 self.stats.note = "end of file replay"
+                self.end_of_replay = True
                 logger.info("stream %s: end of file replay %s", self.stream_id, self.display_url)
                 break
             if not self.replay:
                 self._failed(ConnectionError("the stream ended or stopped sending frames"), "reconnecting")
+                self._wait_to_retry(None)
         self.stats.state = "stopped"
         self.stats.connected_since = None
 
@@ -236,14 +288,47 @@ class StreamReader:
         s.state, s.last_error, s.connected_since = "live", None, time.time()
         s.width, s.height, s.source_fps = source.width, source.height, source.fps
 
+    @staticmethod
+    def _silent_since(source: VideoSource) -> float:
+        return source.last_frame_mono if source.last_frame_mono > 0 else time.monotonic()
+
     def _failed(self, exc: BaseException, state: StreamState) -> None:
         message = self._scrub(f"{type(exc).__name__}: {exc}")
         self.stats.state, self.stats.last_error, self.stats.connected_since = state, message, None
+
+    def _wait_to_retry(self, exc: BaseException | None) -> None:
+        """Wait before the next open: until the source answers when it did not, else the open backoff."""
         if self._stop.is_set():
+            return
+        message = self.stats.last_error
+        if isinstance(exc, SourceUnreachable):
+            # Gone: its return is a fresh start, whatever failed before, so the backoff cannot have grown meanwhile.
+            self._backoff.reset()
+            logger.warning(
+                "stream %s: %s; checking every %.1fs until it answers",
+                self.stream_id,
+                message,
+                self._probe_interval_s,
+            )
+            self._await_source()
             return
         delay = self._backoff.next_delay()
         logger.warning("stream %s: %s; retrying in %.1fs", self.stream_id, message, delay)
         self._stop.wait(delay)
+
+    def _await_source(self) -> None:
+        """Cheap reachability checks every `probe_interval_s` (jittered) until the source answers or the reader
+        stops; each counts as a connection attempt and keeps `last_error` current."""
+        while not self._stop.wait(self._probe_interval_s * random.uniform(0.8, 1.2)):
+            self.stats.connect_attempts += 1
+            try:
+                self._probe(self._url, self._probe_timeout_s)
+            except SourceUnreachable as exc:
+                self.stats.last_error = self._scrub(f"{type(exc).__name__}: {exc}")
+                logger.debug("stream %s: still unreachable: %s", self.stream_id, self.stats.last_error)
+                continue
+            logger.info("stream %s: the source answers again; reopening", self.stream_id)
+            return
 
     def _pump(self, source: VideoSource) -> bool:
         """Read snippets until the source ends or fails; True if it ended (file end), False if stopped."""
@@ -336,9 +421,13 @@ def open_camera(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> VideoSource:
     """`open_source`, after a check that a network source answers (see `service.live.preflight`: a dead camera
-    must not get as far as OpenCV's lock), taking turns with the other readers."""
+    must not get as far as OpenCV's lock), taking turns with the other readers for what OpenCV opens."""
     if "://" in url:
         check_reachable(url, open_timeout_s)
+    elif Path(url).is_dir():
+        # A folder of frames is read image by image, never opened as a capture: it need not wait for a turn (a
+        # looping replay would otherwise pause behind every camera being opened).
+        return open_source(url, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s)
     while not _OPEN_TURN.acquire(timeout=_TURN_POLL_S):
         if should_stop():
             raise ReaderStopped("stopped while waiting to open the source")

@@ -12,6 +12,10 @@ of snippets (all full windows share one call). From each window it reads two sco
 
 Messages are serialised once here and handed to the hub on the event loop. A failing cycle is logged and
 counted, never fatal; a snippet whose frames make the backbone fail is skipped alone.
+
+Each cycle also looks at every stream's reader: one that stalled, lost its source or stopped (end of a replayed
+file) gets its open event closed at once at its last scored snippet, with the reason, announced in an `event`
+message (there is no new snippet to carry it).
 """
 
 from __future__ import annotations
@@ -28,15 +32,21 @@ from model.events import EventPolicy
 from model.inference import AnalysisEngine
 from service.live.events import LiveEventStore, StreamEvents, WebhookSender
 from service.live.hub import LiveHub
-from service.live.messages import EventNotice, GapInfo, SnippetMessage, StateMessage
+from service.live.messages import EndReason, EventMessage, EventNotice, GapInfo, SnippetMessage, StateMessage
 from service.live.metrics import LiveMetrics
-from service.live.readers import RateMeter, Snippet, StreamReader
+from service.live.readers import STREAM_STATES, RateMeter, Snippet, StreamReader
 from service.live.window import FeatureWindows
 from service.model_service import ModelService
 
 logger = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 0.5
+# Reader states that mean no more scores are coming for now, and why an open event ends then.
+_ENDED_BY_STATE: dict[str, EndReason] = {
+    "stalled": "source_stalled",
+    "reconnecting": "source_lost",
+    "stopped": "stream_ended",
+}
 
 
 @dataclass(eq=False)
@@ -134,6 +144,7 @@ class LiveScheduler:
             try:
                 self._release_removed()
                 self._publish_states()
+                self._close_events_without_source()
                 items = self._collect(engine)
                 if items:
                     self._process(engine, items)
@@ -143,7 +154,7 @@ class LiveScheduler:
                 logger.exception("live scheduler cycle failed; continuing")
         self._release_removed()
         for stream in self.streams():
-            self._finish_events(stream)
+            self._finish_events(stream, "service_stopped")
 
     def _release_removed(self) -> None:
         with self._lock:
@@ -152,7 +163,7 @@ class LiveScheduler:
             # Closing the stream's event may fail (database busy); its window slot is freed whatever happens,
             # and the other removed streams are still handled.
             try:
-                self._finish_events(stream)
+                self._finish_events(stream, "stream_removed")
             except Exception:
                 self.metrics.errors.inc()
                 logger.exception("stream %s: closing its open event on removal failed", stream.id)
@@ -160,25 +171,47 @@ class LiveScheduler:
                 self._windows.release(stream.slot)
                 stream.slot = None
 
-    def _finish_events(self, stream: LiveStream) -> None:
-        """A stream going away closes its open event at the last scored snippet."""
-        if stream.events is not None and stream.previous is not None:
-            notice = stream.events.finish(ended_at=stream.previous.captured_at)
-            if notice is not None:
-                logger.info("stream %s: closed its open event %d on removal", stream.id, notice.event_id)
+    def _finish_events(self, stream: LiveStream, reason: EndReason) -> None:
+        """Close the stream's open event at its last scored snippet, and announce it in an `event` message.
+
+        Called again on every cycle while the source is away: the snippets scored before it went stay closed off
+        (their late final scores open no event), whether or not an event was open then.
+        """
+        if stream.events is None or stream.previous is None:
+            return
+        last = stream.previous.index
+        notice = stream.events.finish(reason, through_index=last)
+        if notice is None:
+            return
+        logger.info("stream %s: closed its open event %d (%s)", stream.id, notice.event_id, reason)
+        message = EventMessage(stream_id=stream.id, index=last, event=notice, wall_clock=time.time())
+        self.hub.publish_threadsafe(stream.id, [(last, message.model_dump_json())])
+
+    def _close_events_without_source(self) -> None:
+        """Streams whose reader stalled, lost its source or stopped: no scores are coming to close their events."""
+        for stream in self.streams():
+            state = stream.reader.status()[0]
+            reason = _ENDED_BY_STATE.get(state)
+            # A reader asked to stop (service shutting down) is not a stream that ended: `stop` closes those.
+            if reason is None or (state == "stopped" and not stream.reader.end_of_replay):
+                continue
+            try:
+                self._finish_events(stream, reason)
+            except Exception:
+                self.metrics.errors.inc()
+                logger.exception("stream %s: closing its open event (%s) failed", stream.id, reason)
 
     def _publish_states(self) -> None:
-        counts = {"connecting": 0, "live": 0, "reconnecting": 0, "stopped": 0}
+        counts = dict.fromkeys(STREAM_STATES, 0)
         for stream in self.streams():
-            stats = stream.reader.stats
-            counts[stats.state] += 1
-            state = (stats.state, stats.last_error)
-            if state != stream.published_state:
-                stream.published_state = state
+            state, last_error = stream.reader.status()
+            counts[state] += 1
+            if (state, last_error) != stream.published_state:
+                stream.published_state = (state, last_error)
                 text = StateMessage(
                     stream_id=stream.id,
-                    state=stats.state,
-                    last_error=stats.last_error,
+                    state=state,
+                    last_error=last_error,
                     wall_clock=time.time(),
                 ).model_dump_json()
                 self.hub.publish_threadsafe(stream.id, [(None, text)])
@@ -280,6 +313,7 @@ class LiveScheduler:
                         float(previous[b]),
                         weights[b],
                         degraded=prev.degraded,
+                        outage_s=prev.gap.outage_s if prev.gap is not None else 0.0,
                     )
                     out_items.append(
                         (

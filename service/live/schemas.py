@@ -111,6 +111,11 @@ class EventView(BaseModel):
     mean_score: float | None = None
     dominant_category: str | None = None
     categories: dict[str, float] = Field(default_factory=dict)
+    end_reason: str | None = Field(
+        default=None,
+        description="live events: why it ended (scores_below_exit, gap, source_stalled, source_lost, "
+        "stream_ended, stream_removed, service_stopped, service_interrupted); null while open",
+    )
 
 
 class EventList(BaseModel):
@@ -137,4 +142,5 @@ def event_view(row: dict[str, Any]) -> EventView:
         mean_score=row["mean_score"],
         dominant_category=row["dominant_category"],
         categories=row["categories"],
+        end_reason=row.get("end_reason"),
     )

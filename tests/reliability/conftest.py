@@ -8,6 +8,7 @@ every peer listens on loopback only and stops with its fixture.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import socket
@@ -21,7 +22,7 @@ import pytest
 
 # Fixtures of the service suite, reused here (importing them into a conftest registers them).
 from tests.service.conftest import ServerProcess, footage, make_server  # noqa: F401
-from tests.service.live.service_process import next_snippets  # noqa: F401
+from tests.service.live.service_process import next_snippets
 
 logger = logging.getLogger("reliability")
 
@@ -156,6 +157,36 @@ def hostile_peers() -> Iterator[Callable[[str], HostilePeer]]:
     yield make
     for peer in peers:
         peer.close()
+
+
+class Cadence:
+    """Arrival times of a stream's provisional snippets, collected by a background WebSocket client."""
+
+    def __init__(self, service: ServerProcess, stream_id: str) -> None:
+        self._exit = contextlib.ExitStack()
+        self._ws = self._exit.enter_context(open_live(service, stream_id))
+        self.arrivals: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                next_snippets(self._ws, 1, timeout=1.0, status="provisional")
+            except (AssertionError, TimeoutError):
+                continue
+            except Exception:
+                return
+            self.arrivals.append(time.monotonic())
+
+    def max_gap_s(self) -> float:
+        return max(b - a for a, b in itertools.pairwise(self.arrivals))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._exit.close()
 
 
 def server_pid(server: ServerProcess) -> int:

@@ -89,9 +89,11 @@ def test_sigkill_mid_job_loses_nothing(make_server, footage: dict[str, Path], tm
                 # Left open by the crash: kept with its start, closed as interrupted at start-up.
                 assert after["events"][event_id]["status"] == "interrupted"
                 assert after["events"][event_id]["ended_at"] is not None
-                assert {
-                    k: v for k, v in after["events"][event_id].items() if k not in ("status", "ended_at")
-                } == {k: v for k, v in event.items() if k not in ("status", "ended_at")}
+                assert after["events"][event_id]["end_reason"] == "service_interrupted"
+                changed = ("status", "ended_at", "end_reason")
+                assert {k: v for k, v in after["events"][event_id].items() if k not in changed} == {
+                    k: v for k, v in event.items() if k not in changed
+                }
             else:
                 assert after["events"][event_id] == event
         report("events_before_kill", len(before["events"]))

@@ -144,6 +144,8 @@ function onMessage(msg) {
     draw();
   } else if (msg.type === "state") {
     $("#live-info").textContent = `stream ${msg.state}${msg.last_error ? ": " + msg.last_error : ""}`;
+  } else if (msg.type === "event") {
+    refreshEvents();
   } else if (msg.type === "notice") {
     showStatus(msg.message);
   }
@@ -244,7 +246,7 @@ async function refreshEvents() {
       cell(time(e.ended_at)),
       cell(e.peak_score.toFixed(3)),
       cell(e.dominant_category || ""),
-      cell(e.status),
+      cell(e.end_reason ? `${e.status} (${e.end_reason.replaceAll("_", " ")})` : e.status),
     );
     body.append(tr);
   }

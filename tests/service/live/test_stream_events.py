@@ -1,10 +1,11 @@
 import time
 
 import numpy as np
+import pytest
 
 from model.events import EventPolicy
-from service.live.events import EventFilter, LiveEventStore, StreamEvents
-from service.storage import Database
+from service.live.events import _EVENTS_LIVE_V1, EventFilter, LiveEventStore, StreamEvents
+from service.storage import Database, EventStore
 
 
 def test_an_event_too_short_by_its_last_high_snippet_is_never_announced(tmp_path) -> None:
@@ -32,3 +33,118 @@ def test_a_long_enough_event_is_announced_and_closed(tmp_path) -> None:
     assert kinds == ["start", "end"]
     rows, total = store.query(EventFilter())
     assert total == 1 and rows[0]["status"] == "closed"
+
+
+def _feed(
+    events: StreamEvents, snippets: list[tuple[int, float]], outage: dict[int, float] | None = None
+) -> list:
+    """Snippets of 1 s each, (index, score); `outage` maps an index to the wall-clock outage just before it."""
+    notices = []
+    base = time.time()
+    for index, score in snippets:
+        notices += events.update(
+            index,
+            float(index),
+            float(index + 1),
+            base + index + 1,
+            score,
+            np.array([0.2, 0.8]),
+            outage_s=(outage or {}).get(index, 0.0),
+        )
+    return notices
+
+
+def _events(tmp_path, **policy) -> tuple[LiveEventStore, StreamEvents]:
+    store = LiveEventStore(Database(tmp_path / "db.sqlite"))
+    rules = EventPolicy(enter_threshold=0.5, exit_threshold=0.4, min_gap_s=2.0, **policy)
+    return store, StreamEvents("s", "cam", rules, ["A", "B"], store, None)
+
+
+def test_dropped_snippets_longer_than_the_exit_rules_are_never_bridged(tmp_path) -> None:
+    store, events = _events(tmp_path)
+    # Snippets 3-7 never arrive (5 s without scores, the exit rules wait 2 s): two events, not one.
+    notices = _feed(
+        events, [(0, 0.9), (1, 0.9), (2, 0.9), (8, 0.9), (9, 0.9), (10, 0.1), (11, 0.1), (12, 0.1)]
+    )
+    assert [(n.type, n.end_reason) for n in notices] == [
+        ("start", None),
+        ("end", "gap"),
+        ("start", None),
+        ("end", "scores_below_exit"),
+    ]
+    rows, total = store.query(EventFilter())
+    assert total == 2
+    first, second = sorted(rows, key=lambda r: r["start_s"])
+    assert (first["start_s"], first["end_s"], first["end_reason"]) == (0.0, 3.0, "gap")
+    assert (second["start_s"], second["end_s"], second["end_reason"]) == (8.0, 10.0, "scores_below_exit")
+    # The first event ended with its last scored snippet (wall clock of snippet 2's end), not when the gap was seen.
+    assert notices[1].ended_at == pytest.approx(notices[0].started_at + 3.0)
+
+
+def test_an_outage_longer_than_the_exit_rules_is_never_bridged(tmp_path) -> None:
+    _, events = _events(tmp_path)
+    # Media time runs on (frames are counted), but the source was away 30 s before snippet 3.
+    notices = _feed(events, [(0, 0.9), (1, 0.9), (2, 0.9), (3, 0.9), (4, 0.1), (5, 0.1), (6, 0.1)], {3: 30.0})
+    assert [(n.type, n.end_reason) for n in notices] == [
+        ("start", None),
+        ("end", "gap"),
+        ("start", None),
+        ("end", "scores_below_exit"),
+    ]
+
+
+def test_a_gap_the_exit_rules_allow_is_bridged(tmp_path) -> None:
+    store, events = _events(tmp_path)
+    notices = _feed(events, [(0, 0.9), (1, 0.9), (3, 0.9), (4, 0.1), (5, 0.1), (6, 0.1)], {3: 0.5})
+    assert [(n.type, n.end_reason) for n in notices] == [("start", None), ("end", "scores_below_exit")]
+    rows, _ = store.query(EventFilter())
+    assert (rows[0]["start_s"], rows[0]["end_s"]) == (0.0, 4.0)
+
+
+def test_finish_closes_at_the_last_scored_high_snippet_with_its_reason(tmp_path) -> None:
+    store, events = _events(tmp_path)
+    notices = _feed(events, [(0, 0.9), (1, 0.9), (2, 0.3)])
+    assert events.active
+    end = events.finish("source_lost", through_index=3)
+    assert end is not None and end.type == "end" and end.end_reason == "source_lost"
+    assert end.end_s == 2.0 and end.ended_at == pytest.approx(notices[0].started_at + 2.0)
+    assert not events.active
+    # Snippet 3's final score arrives late (with the first snippet after the outage): it opens nothing.
+    assert _feed(events, [(3, 0.9)]) == []
+    rows, total = store.query(EventFilter())
+    assert total == 1 and rows[0]["status"] == "closed" and rows[0]["end_reason"] == "source_lost"
+    assert rows[0]["end_s"] == 2.0
+    # Scoring goes on after the outage: a new event may open.
+    assert [n.type for n in _feed(events, [(4, 0.9), (5, 0.9)])] == ["start"]
+
+
+def test_finish_of_an_event_too_short_to_announce_stores_nothing(tmp_path) -> None:
+    store, events = _events(tmp_path, min_duration_s=5.0)
+    assert _feed(events, [(0, 0.9), (1, 0.9)]) == []
+    assert events.finish("stream_ended", through_index=2) is None
+    assert store.query(EventFilter())[1] == 0
+
+
+def test_a_database_from_before_end_reasons_is_migrated(tmp_path) -> None:
+    path = tmp_path / "old.sqlite"
+    old = Database(path)
+    EventStore(old)
+    old.migrate("events_live_v1", _EVENTS_LIVE_V1)  # the schema as released before end reasons
+    with old.transaction() as conn:
+        conn.execute(
+            "INSERT INTO events (source_kind, source_id, start_s, end_s, peak_score, created_at, started_at, "
+            "ended_at, status) VALUES ('stream', 's', 0, 3, 0.9, 1, 1, 4, 'closed')"
+        )
+        conn.execute(
+            "INSERT INTO events (source_kind, source_id, start_s, peak_score, created_at, started_at, status) "
+            "VALUES ('stream', 's', 5, 0.8, 6, 6, 'open')"
+        )
+    old.close()
+    store = LiveEventStore(Database(path))
+    assert store.mark_interrupted() == 1
+    rows, total = store.query(EventFilter())
+    assert total == 2
+    by_start = {r["start_s"]: r for r in rows}
+    assert by_start[0.0]["status"] == "closed" and by_start[0.0]["end_reason"] is None
+    assert by_start[5.0]["status"] == "interrupted" and by_start[5.0]["end_reason"] == "service_interrupted"
+    LiveEventStore(store.db)  # a second start applies nothing again
