@@ -123,6 +123,16 @@ class TorchScriptHeadBackend(HeadBackend):
             return dict(zip(self.metadata.output_names, self.module(x), strict=True))
 
 
+def require_tensorrt(device: torch.device) -> None:
+    """RuntimeError unless ONNX Runtime's TensorRT provider can run on `device`."""
+    available = ort.get_available_providers()
+    if device.type != "cuda" or "TensorrtExecutionProvider" not in available:
+        raise RuntimeError(
+            f"ONNX Runtime's TensorRT execution provider cannot run on {device} here "
+            f"(available providers: {', '.join(available)})"
+        )
+
+
 class OnnxHeadBackend(HeadBackend):
     """ONNX Runtime with IOBinding: inputs and outputs are bound to torch buffers, so nothing is copied through
     numpy and, with the CUDA execution provider, nothing leaves the GPU."""
@@ -141,11 +151,8 @@ class OnnxHeadBackend(HeadBackend):
         self.path = Path(path)
         providers: list[str | tuple[str, dict[str, str]]] = ["CPUExecutionProvider"]
         available = ort.get_available_providers()
-        if tensorrt and (device.type != "cuda" or "TensorrtExecutionProvider" not in available):
-            raise RuntimeError(
-                f"ONNX Runtime's TensorRT execution provider cannot run on {device} here "
-                f"(available providers: {', '.join(available)})"
-            )
+        if tensorrt:
+            require_tensorrt(device)
         if device.type == "cuda":
             index = str(device.index if device.index is not None else torch.cuda.current_device())
             if "CUDAExecutionProvider" in available:
@@ -289,6 +296,7 @@ def _load_tensorrt(
     max_snippets: int,
     ort_threads: int | None,
 ) -> HeadBackend:
+    require_tensorrt(device)  # before spending seconds on an export nothing could run
     return OnnxHeadBackend(
         exported_file("onnx", path, cache_dir, opset, max_snippets), device, ort_threads, tensorrt=True
     )

@@ -252,7 +252,7 @@ def check_frames(snippets: int, frames: int, size: int = 64) -> np.ndarray:
     y, x = np.mgrid[0:size, 0:size].astype(np.float32)
     t = np.arange(snippets * frames, dtype=np.float32).reshape(snippets, frames, 1, 1)
     blob = 200.0 * np.exp(-((x - 8 - 3 * t) ** 2 + (y - 8 - 2 * t) ** 2) / 50.0)
-    rgb = np.stack([x * 3 + blob, y * 3 + blob, 96 + blob / 2], axis=-1)
+    rgb = np.stack([x * 3 + blob, y * 2 + blob / 2, 200 - x * 2 + 0 * blob], axis=-1)  # distinct channels
     rgb += rng.normal(0.0, 10.0, rgb.shape).astype(np.float32)
     return rgb.clip(0, 255).astype(np.uint8)
 

@@ -15,7 +15,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -318,17 +318,24 @@ class AnalysisEngine:
             or head_config.sampled_frames_per_snippet,
         )
         engine = cls(backbone, head, info, spec, config)
-        engine._select_accelerated_paths(loaded.path if loaded else None, plugin_errors)
+        engine.select_accelerated_paths(loaded.path if loaded else None, plugin_errors)
         return engine
 
-    def _select_accelerated_paths(self, checkpoint: Path | None, plugin_errors: list[str]) -> None:
-        """Check each configured accelerated path against its reference on the device; keep those that pass."""
+    def select_accelerated_paths(
+        self, checkpoint: Path | None = None, plugin_errors: Sequence[str] = ()
+    ) -> None:
+        """Check each configured accelerated path against its reference on the device and keep those that pass
+        (`self.acceleration` says which serve and why). `checkpoint`: the file an exported head is made from.
+
+        Call it once, on an engine whose head is the eager model (as `from_config` does)."""
         config, policy = self.config, self.config.acceleration
         dim = self.backbone.dim
         backbone_path, self.backbone = check_backbone(
             self.backbone, self.spec.sampled_frames_per_snippet, policy.backbone_rtol
         )
         reference_head = self.head
+        if not isinstance(reference_head, torch.nn.Module):
+            raise ValueError("select_accelerated_paths needs the eager head as the engine's head")
         if config.head_backend == "torch":
             head_path = stage_path("head", "torch", [])
         else:
@@ -359,7 +366,7 @@ class AnalysisEngine:
             shift=shift_path,
             head=head_path,
             backbone=backbone_path,
-            plugin_errors=plugin_errors,
+            plugin_errors=list(plugin_errors),
         )
         for stage, path in self.acceleration.stages().items():
             log.info("acceleration: %s served by %s (%s)", stage, path.path, path.reason)

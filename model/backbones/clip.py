@@ -172,7 +172,7 @@ class ClipBackbone(Backbone):
         self._tokenizer = tokenizer
         self._captions = captions or {}
         self._mean, self._std = tuple(mean), tuple(std)
-        self.dtype = next(self.visual.parameters()).dtype
+        self.dtype = _compute_dtype(self.visual)
         self.precision = {dtype: name for name, dtype in _DTYPES.items()}.get(self.dtype, str(self.dtype))
         size = self.visual.image_size
         self.image_size = (size, size) if isinstance(size, int) else tuple(size)
@@ -294,6 +294,14 @@ class ClipBackbone(Backbone):
         self._model = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _compute_dtype(module: torch.nn.Module) -> torch.dtype:
+    """The dtype most of the weights are in (open_clip's fp16/bf16 leave embeddings and norms in fp32)."""
+    counts: dict[torch.dtype, int] = {}
+    for parameter in module.parameters():
+        counts[parameter.dtype] = counts.get(parameter.dtype, 0) + parameter.numel()
+    return max(counts, key=counts.__getitem__)
 
 
 class _VisualOnly(torch.nn.Module):
