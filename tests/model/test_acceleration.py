@@ -196,3 +196,34 @@ def test_check_frames_are_deterministic_uint8_snippets() -> None:
     assert frames.shape == (2, 4, 64, 64, 3) and frames.dtype == np.uint8
     np.testing.assert_array_equal(frames, check_frames(2, 4))
     assert not np.array_equal(frames[0, 0], frames[0, 1])  # things move
+
+
+# -- on a GPU (skipped without one; bench/gpu_check.sh runs them) ----------------------------------------------
+@pytest.mark.cuda
+def test_on_cuda_the_triton_shift_and_the_onnx_head_pass_their_checks(tmp_path: Path) -> None:
+    e = AnalysisEngine.from_config(EngineConfig(device="cuda", motion_threads=1))
+    shift = e.acceleration.shift
+    assert (shift.path, shift.reason_code) == ("triton", "passed"), shift.reason
+    assert shift.checks[0].max_error == 0.0 or shift.checks[0].max_error <= 1e-5
+    onnx = AnalysisEngine.from_config(
+        EngineConfig(device="cuda", motion_threads=1, head_backend="onnx", export_cache_dir=tmp_path)
+    ).acceleration.head
+    assert onnx.path == "onnx (CUDAExecutionProvider)" and onnx.reason_code == "passed", onnx.reason
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_on_cuda_reduced_precision_clip_passes_its_check(precision: str) -> None:
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-S-32", pretrained=None, precision=precision, device="cuda")
+    identity = BackboneIdentity(name="clip", architecture="ViT-S-32", weights="random", dim=384)
+    clip = ClipBackbone(
+        model,
+        identity,
+        torch.device("cuda"),
+        mean=open_clip.OPENAI_DATASET_MEAN,
+        std=open_clip.OPENAI_DATASET_STD,
+    )
+    path, serving = check_backbone(clip, sampled_frames=4, rtol=3e-2)
+    assert (path.path, path.reason_code) == (precision, "passed"), path.reason
+    assert serving is clip
