@@ -89,7 +89,10 @@ class StagePath(BaseModel):
         description="what serves the stage, e.g. `triton`, `onnx (CUDAExecutionProvider)`, `fp16`"
     )
     reference: str = Field(description="the stage's reference path")
-    accelerated: bool = Field(description="whether `path` is an accelerated path (it then passed its check)")
+    accelerated: bool = Field(
+        description="whether `path` is an accelerated path; it passed its check unless `reason_code` is `error` "
+        "(a backbone whose fp32 reference could not even be built keeps serving, unchecked)"
+    )
     reason_code: ReasonCode
     reason: str
     checks: list[CandidateCheck] = Field(default_factory=list)
@@ -229,6 +232,13 @@ def stage_path(stage: Stage, reference: str, checks: list[CandidateCheck]) -> St
     level = logging.INFO if worst.outcome == "unavailable" else logging.WARNING
     log.log(level, "acceleration: %s stage falls back to its reference path: %s", stage, path.reason)
     return path
+
+
+def not_applicable(reference: str, reason: str) -> StagePath:
+    """A stage no candidate of this kind can apply to (e.g. the shift inside an exported head's graph)."""
+    return StagePath(
+        path=reference, reference=reference, accelerated=False, reason_code="not_applicable", reason=reason
+    )
 
 
 # -- the check inputs ----------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from model.acceleration import (
     check_head,
     check_shift,
     load_plugins,
+    not_applicable,
     stage_path,
 )
 from model.backbones.base import Backbone
@@ -40,6 +41,7 @@ from model.config import RefineVADConfig
 from model.events import Event, EventPolicy, detect_events
 from model.refinevad import RefineVAD
 from model.scoring import VideoScores, score_features
+from model.shift_kernels import REFERENCE
 from model.video.snippets import SnippetBatch, SnippetSpec, iter_snippet_batches
 from model.video.source import VideoDecodeError, open_source
 
@@ -356,9 +358,9 @@ class AnalysisEngine:
                 self.head = exported
         if head_path.accelerated:
             # The exported graph carries the tensor-op shift; no kernel of ours runs inside it.
-            shift_path = stage_path("shift", "reference", [])
-            shift_path.reason_code = "not_applicable"
-            shift_path.reason = f"the {head_path.path} head runs its exported graph's tensor-op shift"
+            shift_path = not_applicable(
+                REFERENCE, f"the {head_path.path} head runs its exported graph's tensor-op shift"
+            )
         else:
             shift_path = check_shift(reference_head, dim, self.device, policy.shift_kernels)
         self.acceleration = AccelerationReport(
