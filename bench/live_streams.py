@@ -67,7 +67,9 @@ def live_window_outputs(engine, features, window: int) -> tuple[np.ndarray, np.n
     return final, categories
 
 
-def _category_agreement(dominant: list[str], scores: np.ndarray, category: str | None, threshold: float) -> dict:
+def _category_agreement(
+    dominant: list[str], scores: np.ndarray, category: str | None, threshold: float
+) -> dict:
     """Of the snippets above `threshold`, how many name the clip's own category as dominant."""
     high = [name for name, score in zip(dominant, scores, strict=True) if score > threshold]
     return {"high": len(high), "agree": sum(name == category for name in high)}
@@ -129,7 +131,10 @@ def bench_auc(window: int, checkpoint: Path | None, threshold: float = 0.5) -> d
         "auc_gap": round(auc_live - auc_off, 4),
         "mean_abs_score_diff": round(float(np.abs(off - liv).mean()), 4),
         "category_agreement_above_threshold": {
-            mode: {**counts, "fraction": round(counts["agree"] / counts["high"], 4) if counts["high"] else None}
+            mode: {
+                **counts,
+                "fraction": round(counts["agree"] / counts["high"], 4) if counts["high"] else None,
+            }
             for mode, counts in agreement.items()
         },
         "threshold": threshold,

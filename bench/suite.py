@@ -90,6 +90,7 @@ class Sizes(BaseModel):
     scaling_streams: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
     scaling_rounds: int = 3
     parity_head_backends: list[str] = Field(default_factory=lambda: ["torchscript", "onnx", "onnx-tensorrt"])
+    parity_backbones: list[str] = Field(default_factory=lambda: ["clip", "efficientnet_lite0"])
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -519,30 +520,31 @@ def part_parity(device: torch.device, sizes: Sizes, inputs: Inputs) -> dict[str,
         rows += _parity_rows("shift", report.shift.checks) if kind == "torch" else []
         rows += _parity_rows("head", report.head.checks)
     precisions = ["fp16", "bf16"] if device.type == "cuda" else ["bf16"]
-    for precision in precisions:
-        config = BackboneConfig(
-            name="clip", clip_arch=sizes.clip_pipeline_arch, clip_pretrained=None, precision=precision
-        )
-        try:
-            clip = load_backbone(config, device)
-        except Exception as exc:  # a precision the device cannot build is a parity result too
-            rows.append(
-                {
-                    "stage": "backbone",
-                    "candidate": precision,
-                    "outcome": "error",
-                    "max_error": None,
-                    "tolerance": policy.backbone_rtol,
-                    "detail": f"{type(exc).__name__}: {exc}",
-                }
+    for name in sizes.parity_backbones:
+        label = f"clip {sizes.clip_pipeline_arch} (random weights)" if name == "clip" else name
+        for precision in precisions:
+            config = BackboneConfig(
+                name=name, clip_arch=sizes.clip_pipeline_arch, clip_pretrained=None, precision=precision
             )
-            continue
-        path, serving = check_backbone(clip, sizes.clip_pipeline_sampled, policy.backbone_rtol)
-        serving.close()
-        for row in _parity_rows("backbone", path.checks):
-            rows.append(
-                {**row, "candidate": f"clip {sizes.clip_pipeline_arch} {row['candidate']} (random weights)"}
-            )
+            try:
+                backbone = load_backbone(config, device)
+            except Exception as exc:  # a precision the device cannot build is a parity result too
+                rows.append(
+                    {
+                        "stage": "backbone",
+                        "candidate": f"{label} {precision}",
+                        "outcome": "error",
+                        "max_error": None,
+                        "tolerance": policy.backbone_rtol,
+                        "detail": f"{type(exc).__name__}: {exc}",
+                    }
+                )
+                continue
+            path, serving = check_backbone(backbone, sizes.clip_pipeline_sampled, policy.backbone_rtol)
+            serving.close()
+            rows += [
+                {**row, "candidate": f"{label} {precision}"} for row in _parity_rows("backbone", path.checks)
+            ]
     return {"device": str(device), "paths": rows}
 
 

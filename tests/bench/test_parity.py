@@ -23,8 +23,10 @@ def test_parity_part_reports_every_candidate_on_the_cpu(tmp_path: Path) -> None:
     torchscript = rows["head", "torchscript"]
     assert torchscript["outcome"] == "passed" and torchscript["max_error"] < 1e-4
     assert rows["head", "onnx-tensorrt"]["outcome"] == "error"
-    bf16 = rows["backbone", "clip ViT-S-32 bf16 (random weights)"]
+    bf16 = rows["backbone", "clip ViT-S-32 (random weights) bf16"]
     assert bf16["outcome"] == "passed" and 0 < bf16["max_error"] <= bf16["tolerance"]
+    # EfficientNet-Lite0 in bf16 drifts beyond the tolerance on the CPU (see tests/model/test_acceleration.py).
+    assert rows["backbone", "efficientnet_lite0 bf16"]["outcome"] == "mismatch"
     results = {
         "mode": "quick",
         "created_at": "now",

@@ -39,6 +39,7 @@ TINY = Sizes(
     scaling_streams=[1, 2],
     scaling_rounds=1,
     parity_head_backends=["torchscript", "onnx-tensorrt"],
+    parity_backbones=["clip"],
 )
 
 

@@ -219,6 +219,16 @@ def test_on_cuda_the_onnx_head_passes_its_check(tmp_path: Path) -> None:
 
 
 @pytest.mark.cuda
+def test_on_cuda_fp16_efficientnet_passes_its_check() -> None:
+    from model.backbones.efficientnet import EfficientNetLite0Backbone
+
+    candidate = EfficientNetLite0Backbone("cuda")
+    path, serving = check_backbone(candidate, sampled_frames=4, rtol=3e-2)
+    assert (path.path, path.reason_code) == ("fp16", "passed"), path.reason
+    assert serving is candidate
+
+
+@pytest.mark.cuda
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_on_cuda_reduced_precision_clip_passes_its_check(precision: str) -> None:
     torch.manual_seed(0)
@@ -234,3 +244,23 @@ def test_on_cuda_reduced_precision_clip_passes_its_check(precision: str) -> None
     path, serving = check_backbone(clip, sampled_frames=4, rtol=3e-2)
     assert (path.path, path.reason_code) == (precision, "passed"), path.reason
     assert serving is clip
+
+
+@pytest.mark.integration
+def test_bf16_efficientnet_two_stream_is_bypassed_for_its_fp32_reference() -> None:
+    """A real finding on the CPU: EfficientNet-Lite0 in bf16 (BatchNorm included) drifts ~5% from fp32, beyond
+    the tolerance, so the two-stream backbone serves its fp32 reference, with a motion stream of its own."""
+    from model.backbones.efficientnet import EfficientNetLite0Backbone
+    from model.backbones.motion import MotionBackbone
+    from model.backbones.two_stream import TwoStreamBackbone
+
+    candidate = TwoStreamBackbone(EfficientNetLite0Backbone("cpu", precision="bf16"), MotionBackbone("cpu"))
+    assert candidate.precision == "bf16"
+    path, serving = check_backbone(candidate, sampled_frames=4, rtol=3e-2)
+    assert (path.path, path.reference, path.reason_code) == ("fp32", "fp32", "mismatch"), path.reason
+    assert path.checks[0].max_error > 3e-2
+    assert isinstance(serving, TwoStreamBackbone) and serving.appearance.precision == "fp32"
+    assert serving.identity == candidate.identity and serving.motion is not candidate.motion
+    assert candidate.appearance.network is None  # the bypassed backbone was released
+    features = serving.encode_snippets(check_frames(1, 4))
+    assert features.shape == (1, serving.dim) and torch.isfinite(features).all()
