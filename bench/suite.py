@@ -16,6 +16,8 @@ Parts (each comparison is measured side by side in the same process and run):
 4. live: the largest number of concurrent real-time streams with p95 capture-to-message latency under 2 s, with
    the default (motion) backbone and with CLIP ViT-B-16 sampling 4 frames per snippet.
 5. scaling: head cost vs window length W, and one live scheduler cycle's cost vs the number of streams.
+6. parity: every accelerated path (shift kernels, exported head backends, fp16/bf16 CLIP) against its reference
+   on the device, by the same start-up check the service runs (`model.acceleration`): outcome and difference.
 
 Figures are medians where rounds repeat. The machine (CPU model, cores, RAM, GPU), the load average before and
 after, and the library versions are recorded with them: on a shared machine the load average says how much the
@@ -47,8 +49,8 @@ log = logging.getLogger("bench.suite")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # In a checkout: bench/results (gitignored); installed: ./bench-results in the working directory.
 DEFAULT_OUT = REPO_ROOT / "bench" / "results" if (REPO_ROOT / ".git").exists() else Path("bench-results")
-Part = Literal["head", "backbone", "e2e", "live", "scaling"]
-PARTS: tuple[Part, ...] = ("head", "backbone", "e2e", "live", "scaling")
+Part = Literal["head", "backbone", "e2e", "live", "scaling", "parity"]
+PARTS: tuple[Part, ...] = ("head", "backbone", "e2e", "live", "scaling", "parity")
 SNIPPET_FRAMES = 16
 
 
@@ -87,6 +89,8 @@ class Sizes(BaseModel):
     scaling_windows: list[int] = Field(default_factory=lambda: [8, 16, 32, 64, 128, 256])
     scaling_streams: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
     scaling_rounds: int = 3
+    parity_head_backends: list[str] = Field(default_factory=lambda: ["torchscript", "onnx", "onnx-tensorrt"])
+    parity_backbones: list[str] = Field(default_factory=lambda: ["clip", "efficientnet_lite0"])
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -479,12 +483,78 @@ def part_scaling(device: torch.device, sizes: Sizes, inputs: Inputs) -> dict[str
     }
 
 
+def _parity_rows(stage: str, checks: list[Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "stage": stage,
+            "candidate": c.name,
+            "outcome": c.outcome,
+            "max_error": c.max_error,
+            "tolerance": c.tolerance,
+            "detail": c.detail,
+        }
+        for c in checks
+    ]
+
+
+def part_parity(device: torch.device, sizes: Sizes, inputs: Inputs) -> dict[str, Any]:
+    """Each accelerated path against its reference on `device`, checked as at service start-up."""
+    from model.acceleration import AccelerationPolicy, check_backbone
+    from model.backbones.registry import BackboneConfig, load_backbone
+    from model.inference import AnalysisEngine, EngineConfig
+    from model.shift_kernels import SHIFT_KERNELS
+
+    policy = AccelerationPolicy(shift_kernels=list(SHIFT_KERNELS))
+    rows: list[dict[str, Any]] = []
+    for kind in ["torch", *sizes.parity_head_backends]:
+        config = EngineConfig(
+            device=str(device),
+            head_backend=kind,
+            export_cache_dir=inputs.workdir / "exports",
+            acceleration=policy,
+            motion_threads=1,
+        )
+        report = AnalysisEngine.from_config(config).acceleration
+        assert report is not None
+        # The shift kernels run inside the eager head: checked once, with the eager head.
+        rows += _parity_rows("shift", report.shift.checks) if kind == "torch" else []
+        rows += _parity_rows("head", report.head.checks)
+    precisions = ["fp16", "bf16"] if device.type == "cuda" else ["bf16"]
+    for name in sizes.parity_backbones:
+        label = f"clip {sizes.clip_pipeline_arch} (random weights)" if name == "clip" else name
+        for precision in precisions:
+            config = BackboneConfig(
+                name=name, clip_arch=sizes.clip_pipeline_arch, clip_pretrained=None, precision=precision
+            )
+            try:
+                backbone = load_backbone(config, device)
+            except Exception as exc:  # a precision the device cannot build is a parity result too
+                rows.append(
+                    {
+                        "stage": "backbone",
+                        "candidate": f"{label} {precision}",
+                        "outcome": "error",
+                        "max_error": None,
+                        "tolerance": policy.backbone_rtol,
+                        "detail": f"{type(exc).__name__}: {exc}",
+                    }
+                )
+                continue
+            path, serving = check_backbone(backbone, sizes.clip_pipeline_sampled, policy.backbone_rtol)
+            serving.close()
+            rows += [
+                {**row, "candidate": f"{label} {precision}"} for row in _parity_rows("backbone", path.checks)
+            ]
+    return {"device": str(device), "paths": rows}
+
+
 PART_FUNCTIONS: dict[Part, Callable[[torch.device, Sizes, Inputs], dict[str, Any]]] = {
     "head": part_head,
     "backbone": part_backbone,
     "e2e": part_e2e,
     "live": part_live,
     "scaling": part_scaling,
+    "parity": part_parity,
 }
 
 
@@ -606,6 +676,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += _live_md(parts["live"])
     if "scaling" in parts:
         lines += _scaling_md(parts["scaling"])
+    if "parity" in parts:
+        lines += _parity_md(parts["parity"])
     if results["errors"]:
         lines += ["## Errors", ""]
         lines += [f"- **{part}**: {error}" for part, error in results["errors"].items()]
@@ -823,3 +895,26 @@ def _scaling_md(scaling: dict[str, Any]) -> list[str]:
         ],
     )
     return lines
+
+
+def _parity_md(parity: dict[str, Any]) -> list[str]:
+    lines = [
+        "## 6. Accelerated paths vs reference",
+        "",
+        f"On {parity['device']}, by the service's start-up check: a path serves only if it `passed`. Shift: "
+        "exact copy, then the head with it; head: absolute difference of scores and category probabilities; "
+        "backbone: relative L2 error of snippet features vs fp32.",
+        "",
+    ]
+    rows = [
+        [
+            r["stage"],
+            r["candidate"],
+            r["outcome"],
+            r["max_error"],
+            r["tolerance"],
+            r["detail"] if r["outcome"] in ("error", "unavailable") else "",
+        ]
+        for r in parity["paths"]
+    ]
+    return lines + _table(["stage", "candidate", "outcome", "difference", "tolerance", "why not"], rows)

@@ -22,7 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clip-checkpoint", type=Path, help="local CLIP weights file")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda")
     p.add_argument(
-        "--head-backend", choices=["torch", "torchscript", "onnx"], default="torch", help="how the head runs"
+        "--head-backend",
+        choices=["torch", "torchscript", "onnx", "onnx-tensorrt"],
+        default="torch",
+        help="how the head runs (anything but torch only after matching it at start-up)",
     )
     p.add_argument("--threshold", type=float, default=0.5, help="event enter threshold")
     p.add_argument(

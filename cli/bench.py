@@ -1,4 +1,4 @@
-"""`refinevad bench`: the benchmark suite (head, backbone, end to end, live, scaling) into one results file."""
+"""`refinevad bench`: the benchmark suite (head, backbone, end to end, live, scaling, parity) into one results file."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-PART_NAMES = ("head", "backbone", "e2e", "live", "scaling")
+PART_NAMES = ("head", "backbone", "e2e", "live", "scaling", "parity")
 
 
 def _parts(text: str) -> list[str]:
@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Measure the head (eager / TorchScript / ONNX Runtime, shift, MoTAR size), the backbones (images/s "
             "per precision and batch, where a video's time goes), POST /analyze end to end, the live streams "
-            "sustained under 2 s p95 latency, and scaling with W and streams. Writes "
+            "sustained under 2 s p95 latency, scaling with W and streams, and every accelerated path's parity "
+            "with its reference. Writes "
             "bench-<mode>-<device>-<time>.json and .md under --out."
         ),
     )

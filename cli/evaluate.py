@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
 def run_ped2(args: argparse.Namespace) -> int:
     """Ped2 from its dataset folder: extract (or reuse) the split's features with the checkpoint's backbone,
     then evaluate against the split's frame labels. No checkpoint = the model shipped in the package."""
+    from model.acceleration import AccelerationPolicy, check_backbone
     from model.backbones.registry import config_for_identity, load_backbone
     from model.checkpoint import load_checkpoint
     from model.data.feature_store import FeatureStore
@@ -83,6 +84,10 @@ def run_ped2(args: argparse.Namespace) -> int:
         spec = SnippetSpec(
             frames_per_snippet=checkpoint.config.frames_per_snippet,
             sampled_frames_per_snippet=checkpoint.config.sampled_frames_per_snippet,
+        )
+        # A reduced-precision backbone (fp16 on CUDA) extracts only after matching its fp32 reference.
+        _, backbone = check_backbone(
+            backbone, spec.sampled_frames_per_snippet, AccelerationPolicy().backbone_rtol
         )
         report = extract_to_store(
             dataset.extraction_inputs(args.split),

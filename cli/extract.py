@@ -7,6 +7,7 @@ import logging
 import os
 from pathlib import Path
 
+from model.acceleration import AccelerationPolicy, check_backbone
 from model.backbones.registry import BackboneConfig, load_backbone
 from model.extraction import ExtractionReport, VideoInput, extract_to_store
 from model.video.snippets import SnippetSpec
@@ -164,6 +165,10 @@ def run(args: argparse.Namespace) -> int:
     except (RuntimeError, ValueError, FileNotFoundError) as exc:
         log.error("cannot load the %s backbone: %s", config.name, exc)
         return 2
+    # A reduced-precision backbone (fp16 on CUDA) extracts only after matching its fp32 reference.
+    _, backbone = check_backbone(
+        backbone, spec.sampled_frames_per_snippet, AccelerationPolicy().backbone_rtol
+    )
     log.info("backbone %s on %s", backbone.identity.key(), backbone.device)
 
     failed = 0

@@ -6,6 +6,10 @@
 Every backend takes and returns torch tensors on its device. Given a checkpoint (.pt) and kind torchscript or
 onnx, the head is exported once into a cache keyed by the checkpoint's SHA-256 and the export settings; given an
 exported file (.ts / .onnx), that file is loaded with the metadata embedded in it.
+
+Besides the built-in kinds (`HEAD_KINDS`), `onnx-tensorrt` runs the ONNX export on ONNX Runtime's TensorRT
+provider, and a plugin can add its own kind with `register_head_backend`. Every backend but `torch` is an
+accelerated path: the engine checks it against the eager head at start-up (`model.acceleration`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +43,7 @@ log = logging.getLogger(__name__)
 HEAD_KINDS: tuple[HeadKind, ...] = ("torch", "torchscript", "onnx")
 # File suffix of each exported format; anything else is read as a checkpoint.
 EXPORT_SUFFIXES: dict[str, HeadKind] = {".ts": "torchscript", ".onnx": "onnx"}
+TENSORRT = "onnx-tensorrt"
 
 
 def default_cache_dir() -> Path:
@@ -53,6 +59,11 @@ class HeadBackend(ABC):
     def __init__(self, metadata: ExportMetadata, device: torch.device) -> None:
         self.metadata = metadata
         self.device = device
+
+    @property
+    def label(self) -> str:
+        """What runs the head, for reports (e.g. `onnx (CUDAExecutionProvider)`)."""
+        return str(self.kind)
 
     @property
     def feature_dim(self) -> int:
@@ -112,6 +123,16 @@ class TorchScriptHeadBackend(HeadBackend):
             return dict(zip(self.metadata.output_names, self.module(x), strict=True))
 
 
+def require_tensorrt(device: torch.device) -> None:
+    """RuntimeError unless ONNX Runtime's TensorRT provider can run on `device`."""
+    available = ort.get_available_providers()
+    if device.type != "cuda" or "TensorrtExecutionProvider" not in available:
+        raise RuntimeError(
+            f"ONNX Runtime's TensorRT execution provider cannot run on {device} here "
+            f"(available providers: {', '.join(available)})"
+        )
+
+
 class OnnxHeadBackend(HeadBackend):
     """ONNX Runtime with IOBinding: inputs and outputs are bound to torch buffers, so nothing is copied through
     numpy and, with the CUDA execution provider, nothing leaves the GPU."""
@@ -119,27 +140,44 @@ class OnnxHeadBackend(HeadBackend):
     kind: HeadKind = "onnx"
 
     def __init__(
-        self, path: str | os.PathLike[str], device: torch.device, intra_op_threads: int | None = None
+        self,
+        path: str | os.PathLike[str],
+        device: torch.device,
+        intra_op_threads: int | None = None,
+        *,
+        tensorrt: bool = False,
     ) -> None:
         super().__init__(read_onnx_metadata(path), device)
         self.path = Path(path)
         providers: list[str | tuple[str, dict[str, str]]] = ["CPUExecutionProvider"]
+        available = ort.get_available_providers()
+        if tensorrt:
+            require_tensorrt(device)
         if device.type == "cuda":
-            if "CUDAExecutionProvider" in ort.get_available_providers():
-                index = device.index if device.index is not None else torch.cuda.current_device()
-                providers.insert(0, ("CUDAExecutionProvider", {"device_id": str(index)}))
+            index = str(device.index if device.index is not None else torch.cuda.current_device())
+            if "CUDAExecutionProvider" in available:
+                providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
             else:
                 log.warning("ONNX Runtime has no CUDA execution provider; the head runs on the CPU")
+            if tensorrt:
+                providers.insert(0, ("TensorrtExecutionProvider", {"device_id": index}))
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if intra_op_threads:
             options.intra_op_num_threads = intra_op_threads
         self.session = ort.InferenceSession(str(path), options, providers=providers)
-        on_cuda = self.session.get_providers()[0] == "CUDAExecutionProvider"
+        self.provider = self.session.get_providers()[0]
+        if tensorrt and self.provider != "TensorrtExecutionProvider":
+            raise RuntimeError(f"ONNX Runtime did not load the TensorRT provider (it chose {self.provider})")
+        on_cuda = self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
         # Where ORT reads and writes: the requested GPU when its provider loaded, else host memory.
         self.run_device = device if on_cuda else torch.device("cpu")
         if on_cuda and self.run_device.index is None:
             self.run_device = torch.device("cuda", torch.cuda.current_device())
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} ({self.provider})"
 
     def _bind_args(self, tensor: Tensor) -> tuple[str, int, type, tuple[int, ...], int]:
         device_type = "cuda" if tensor.device.type == "cuda" else "cpu"
@@ -175,8 +213,26 @@ def cached_export_path(cache_dir: Path, sha256: str, kind: HeadKind, opset: int,
     return cache_dir / f"{sha256[:16]}-{settings}-torch{torch.__version__.split('+')[0]}{suffix}"
 
 
+HeadFactory = Callable[..., HeadBackend]
+"""`factory(path, device, *, cache_dir, opset, max_snippets, ort_threads) -> HeadBackend`, arguments as
+`load_head_backend` takes them (`device` a torch.device, `path` a Path)."""
+_REGISTERED: dict[str, HeadFactory] = {}
+
+
+def register_head_backend(kind: str, factory: HeadFactory) -> None:
+    """Make `kind` loadable by `load_head_backend` (and selectable as the service's `head_backend`)."""
+    if kind in HEAD_KINDS:
+        raise ValueError(f"{kind!r} is a built-in head backend and cannot be replaced")
+    _REGISTERED[kind] = factory
+
+
+def head_backend_kinds() -> list[str]:
+    """Every loadable kind: the built-in ones, then the registered ones."""
+    return [*HEAD_KINDS, *_REGISTERED]
+
+
 def load_head_backend(
-    kind: HeadKind,
+    kind: str,
     path: str | os.PathLike[str],
     device: str | torch.device = "cpu",
     *,
@@ -187,24 +243,38 @@ def load_head_backend(
 ) -> HeadBackend:
     """The head at `path` (checkpoint or exported file) on `device`, run by backend `kind`.
 
-    `ort_threads` sets ONNX Runtime's intra-op CPU threads (default: one per physical core).
+    `ort_threads` sets ONNX Runtime's intra-op CPU threads (default: one per physical core). Raises ValueError
+    for an unknown kind or an export of another kind.
     """
-    if kind not in HEAD_KINDS:
-        raise ValueError(f"unknown head backend {kind!r}; choose one of {', '.join(HEAD_KINDS)}")
     device = torch.device(device)
     path = Path(path)
-    exported_kind = EXPORT_SUFFIXES.get(path.suffix)
-    if exported_kind is not None:
-        if exported_kind != kind:
-            raise ValueError(f"{path} is a {exported_kind} export; it cannot run on the {kind} backend")
-        return _load_exported(kind, path, device, ort_threads)
-
-    if kind == "torch":
+    factory = _REGISTERED.get(kind)
+    if factory is not None:
+        return factory(
+            path, device, cache_dir=cache_dir, opset=opset, max_snippets=max_snippets, ort_threads=ort_threads
+        )
+    if kind not in HEAD_KINDS:
+        raise ValueError(f"unknown head backend {kind!r}; choose one of {', '.join(head_backend_kinds())}")
+    if kind == "torch" and path.suffix not in EXPORT_SUFFIXES:
         checkpoint = load_checkpoint(path, map_location=device)
         return TorchHeadBackend(
             InferenceHead(checkpoint.model), torch_metadata(checkpoint, max_snippets), device
         )
+    target = exported_file(kind, path, cache_dir, opset, max_snippets)
+    if kind == "onnx":
+        return OnnxHeadBackend(target, device, ort_threads)
+    return TorchScriptHeadBackend(target, device)
 
+
+def exported_file(
+    kind: HeadKind, path: Path, cache_dir: str | os.PathLike[str] | None, opset: int, max_snippets: int
+) -> Path:
+    """`path` itself if it is an export of `kind`; for a checkpoint, its cached export (made on first use)."""
+    exported_kind = EXPORT_SUFFIXES.get(path.suffix)
+    if exported_kind is not None:
+        if exported_kind != kind:
+            raise ValueError(f"{path} is a {exported_kind} export; it cannot run on the {kind} backend")
+        return path
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = cached_export_path(cache, file_sha256(path), kind, opset, max_snippets)
     if not target.is_file():
@@ -214,10 +284,22 @@ def load_head_backend(
             export_onnx(checkpoint, target, opset=opset, max_snippets=max_snippets)
         else:
             export_torchscript(checkpoint, target, max_snippets=max_snippets)
-    return _load_exported(kind, target, device, ort_threads)
+    return target
 
 
-def _load_exported(kind: HeadKind, path: Path, device: torch.device, ort_threads: int | None) -> HeadBackend:
-    if kind == "onnx":
-        return OnnxHeadBackend(path, device, ort_threads)
-    return TorchScriptHeadBackend(path, device)
+def _load_tensorrt(
+    path: Path,
+    device: torch.device,
+    *,
+    cache_dir: str | os.PathLike[str] | None,
+    opset: int,
+    max_snippets: int,
+    ort_threads: int | None,
+) -> HeadBackend:
+    require_tensorrt(device)  # before spending seconds on an export nothing could run
+    return OnnxHeadBackend(
+        exported_file("onnx", path, cache_dir, opset, max_snippets), device, ort_threads, tensorrt=True
+    )
+
+
+register_head_backend(TENSORRT, _load_tensorrt)

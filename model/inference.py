@@ -20,14 +20,24 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
+from model.acceleration import (
+    AccelerationPolicy,
+    AccelerationReport,
+    check_backbone,
+    check_head,
+    check_shift,
+    load_plugins,
+    not_applicable,
+    stage_path,
+)
 from model.backbones.base import Backbone
 from model.backbones.identity import BackboneIdentity
 from model.backbones.registry import BackboneName
@@ -36,6 +46,7 @@ from model.config import RefineVADConfig
 from model.events import Event, EventPolicy, detect_events
 from model.refinevad import RefineVAD
 from model.scoring import VideoScores, score_features
+from model.shift_kernels import REFERENCE
 from model.video.decode_report import DecodeReport
 from model.video.pyav_source import count_video_packets
 from model.video.snippets import SnippetBatch, SnippetSpec, iter_snippet_batches
@@ -111,9 +122,14 @@ class EngineConfig(BaseModel):
         ge=1,
         description="threads of the motion descriptor (its output is the same for any count)",
     )
-    head_backend: Literal["torch", "torchscript", "onnx"] = Field(
+    head_backend: str = Field(
         "torch",
-        description="how the head runs: eager PyTorch, TorchScript, or ONNX Runtime (CUDA when present)",
+        description="how the head runs: eager PyTorch (the reference), torchscript, onnx (ONNX Runtime, CUDA "
+        "when present), onnx-tensorrt, or a plugin's backend; anything but torch serves only if it passes "
+        "its start-up check against the eager head",
+    )
+    acceleration: AccelerationPolicy = Field(
+        default_factory=AccelerationPolicy, description="accelerated paths to check at start-up"
     )
     export_cache_dir: Path | None = Field(
         None, description="where TorchScript/ONNX exports of the head are cached"
@@ -201,6 +217,7 @@ class ExportedHead:
 
     def __init__(self, backend) -> None:
         self.backend = backend
+        self.label: str = getattr(backend, "label", type(backend).__name__)
 
     def __call__(self, x: torch.Tensor) -> HeadOutputs:
         out = self.backend(x.float())
@@ -298,12 +315,17 @@ class AnalysisEngine:
         self.config = config
         self.device = backbone.device
         self.category_names = list(info.category_names)
+        # Which path serves each stage and why (set by from_config's start-up checks).
+        self.acceleration: AccelerationReport | None = None
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> AnalysisEngine:
+        """Build the engine; accelerated paths (shift kernel, exported head, reduced-precision backbone) serve
+        only after matching their reference paths on the device (see `model.acceleration`)."""
         from model.backbones.registry import load_backbone
 
         device = resolve_device(config.device)
+        plugin_errors = load_plugins(config.acceleration.plugins)
         loaded = _load_head(config, device)
         backbone = load_backbone(_backbone_config(config, loaded), device)
         if loaded is None:
@@ -343,21 +365,64 @@ class AnalysisEngine:
             )
             if not loaded.trained:
                 log.warning(UNTRAINED_WARNING)
-            if config.head_backend != "torch":
-                from exporters.backends import load_head_backend
-
-                head = ExportedHead(
-                    load_head_backend(
-                        config.head_backend, loaded.path, device, cache_dir=config.export_cache_dir
-                    )
-                )
-                log.info("head runs on the %s backend", config.head_backend)
         spec = SnippetSpec(
             frames_per_snippet=head_config.frames_per_snippet,
             sampled_frames_per_snippet=config.sampled_frames_per_snippet
             or head_config.sampled_frames_per_snippet,
         )
-        return cls(backbone, head, info, spec, config)
+        engine = cls(backbone, head, info, spec, config)
+        engine.select_accelerated_paths(loaded.path if loaded else None, plugin_errors)
+        return engine
+
+    def select_accelerated_paths(
+        self, checkpoint: Path | None = None, plugin_errors: Sequence[str] = ()
+    ) -> None:
+        """Check each configured accelerated path against its reference on the device and keep those that pass
+        (`self.acceleration` says which serve and why). `checkpoint`: the file an exported head is made from.
+
+        Call it once, on an engine whose head is the eager model (as `from_config` does)."""
+        config, policy = self.config, self.config.acceleration
+        dim = self.backbone.dim
+        backbone_path, self.backbone = check_backbone(
+            self.backbone, self.spec.sampled_frames_per_snippet, policy.backbone_rtol
+        )
+        reference_head = self.head
+        if not isinstance(reference_head, torch.nn.Module):
+            raise ValueError("select_accelerated_paths needs the eager head as the engine's head")
+        if config.head_backend == "torch":
+            head_path = stage_path("head", "torch", [])
+        else:
+
+            def load() -> ExportedHead:
+                from exporters.backends import load_head_backend
+
+                assert checkpoint is not None
+                backend = load_head_backend(
+                    config.head_backend, checkpoint, self.device, cache_dir=config.export_cache_dir
+                )
+                return ExportedHead(backend)
+
+            head_path, exported = check_head(
+                config.head_backend, load, reference_head, dim, self.device, policy.head_atol
+            )
+            if exported is not None:
+                self.head = exported
+        if head_path.accelerated:
+            # The exported graph carries the tensor-op shift; no kernel of ours runs inside it.
+            shift_path = not_applicable(
+                REFERENCE, f"the {head_path.path} head runs its exported graph's tensor-op shift"
+            )
+        else:
+            shift_path = check_shift(reference_head, dim, self.device, policy.shift_kernels)
+        self.acceleration = AccelerationReport(
+            device=str(self.device),
+            shift=shift_path,
+            head=head_path,
+            backbone=backbone_path,
+            plugin_errors=list(plugin_errors),
+        )
+        for stage, path in self.acceleration.stages().items():
+            log.info("acceleration: %s served by %s (%s)", stage, path.path, path.reason)
 
     @property
     def untrained_warning(self) -> str | None:

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from model.attention import TransformerEncoder, init_like_torch
 from model.config import RefineVADConfig
 from model.shift import adaptive_temporal_shift, shift_sizes, straight_through_shift
-from model.shift_triton import adaptive_temporal_shift_auto
+from model.shift_kernels import REFERENCE, run_shift
 
 
 def motion_variance(x: Tensor) -> Tensor:
@@ -47,6 +47,8 @@ class MoTAR(nn.Module):
             config.transformer_layers,
         )
         init_like_torch(self.transformer)
+        # Inference shift kernel (model.shift_kernels); only a start-up check selects anything but the reference.
+        self.shift_kernel: str = REFERENCE
 
     def shift_ratio(self, x: Tensor) -> Tensor:
         return self.shift_predictor(motion_variance(x))
@@ -57,9 +59,8 @@ class MoTAR(nn.Module):
             shifted = straight_through_shift(x, ratio, self.fold_div, self.ste_temperature)
         else:
             sizes = shift_sizes(ratio, self.feature_dim, self.fold_div)
-            if not torch.jit.is_scripting() and x.is_cuda:
-                # On CUDA the fused Triton kernel (when installed); the tensor-op shift is its reference.
-                shifted = adaptive_temporal_shift_auto(x, sizes)
+            if torch.jit.is_scripting():
+                shifted = adaptive_temporal_shift(x, sizes)  # exported graphs keep the tensor ops
             else:
-                shifted = adaptive_temporal_shift(x, sizes)
+                shifted = run_shift(self.shift_kernel, x, sizes)
         return self.transformer(shifted)

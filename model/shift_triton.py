@@ -5,8 +5,9 @@ masks, then selects: about five passes over [B, T, D] memory. The kernel reads e
 source (x_{t-1}, x_{t+1} or x_t) and writes it once. Forward only: training keeps the tensor-op/STE path,
 and TorchScript and ONNX exports keep the tensor ops (the kernel is not part of any exported graph).
 
-`adaptive_temporal_shift_auto` dispatches: the kernel when x is on CUDA, Triton imports and no gradient is needed, else the
-reference. Importing this module never fails on a CPU-only install.
+Models use it only through `model.shift_kernels` (name `triton`), after the start-up check of `model.acceleration`
+found it equal to the reference on the serving device. `adaptive_temporal_shift_auto` dispatches without that
+check (benchmarks and tests). Importing this module never fails on a CPU-only install.
 """
 
 from __future__ import annotations
@@ -55,6 +56,15 @@ if triton is not None:
 def fused_shift_available(x: Tensor) -> bool:
     """Whether `fused_adaptive_temporal_shift` can run on x."""
     return triton is not None and (x.is_cuda or INTERPRET)
+
+
+def fused_unavailable_reason(device: torch.device) -> str | None:
+    """Why the kernel cannot run on `device`, or None when it can."""
+    if triton is None:
+        return "Triton is not installed"
+    if device.type != "cuda" and not INTERPRET:
+        return f"the Triton kernel needs a CUDA device, not {device.type}"
+    return None
 
 
 def fused_adaptive_temporal_shift(x: Tensor, shift: Tensor) -> Tensor:

@@ -12,6 +12,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from model.acceleration import AccelerationReport
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 _FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -79,7 +81,37 @@ class ServiceMetrics:
             registry=r,
         )
         self.model_ready = Gauge("refinevad_model_ready", "1 once the model is loaded and warm", registry=r)
+        self.acceleration_path = Gauge(
+            "refinevad_acceleration_path",
+            "1 for the path serving each inference stage; `reason`: passed (an accelerated path passed its "
+            "start-up check), no_candidate, not_applicable, or why the candidates were bypassed "
+            "(unavailable, error, mismatch)",
+            ["stage", "path", "accelerated", "reason"],
+            registry=r,
+        )
+        self.acceleration_check_error = Gauge(
+            "refinevad_acceleration_check_error",
+            "largest difference of each checked accelerated path from its reference at start-up",
+            ["stage", "candidate", "outcome"],
+            registry=r,
+        )
         self.queue_depth.labels(queue="jobs").set(0)
+
+    def set_acceleration(self, report: AccelerationReport) -> None:
+        self.acceleration_path.clear()
+        self.acceleration_check_error.clear()
+        for stage, path in report.stages().items():
+            self.acceleration_path.labels(
+                stage=stage,
+                path=path.path,
+                accelerated=str(path.accelerated).lower(),
+                reason=path.reason_code,
+            ).set(1)
+            for check in path.checks:
+                if check.max_error is not None:
+                    self.acceleration_check_error.labels(
+                        stage=stage, candidate=check.name, outcome=check.outcome
+                    ).set(check.max_error)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

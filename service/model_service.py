@@ -8,6 +8,7 @@ import threading
 import time
 from typing import Literal
 
+from model.acceleration import AccelerationPolicy, AccelerationReport
 from model.events import EventPolicy
 from model.inference import AnalysisEngine, EngineConfig, ModelInfo
 from service.errors import ApiError
@@ -32,6 +33,12 @@ def engine_config(settings: ServiceSettings) -> EngineConfig:
         backbone=settings.backbone,
         device=settings.device,
         head_backend=settings.head_backend,
+        acceleration=AccelerationPolicy(
+            shift_kernels=settings.accel_shift_kernels,
+            head_atol=settings.accel_head_atol,
+            backbone_rtol=settings.accel_backbone_rtol,
+            plugins=settings.accel_plugins,
+        ),
         export_cache_dir=settings.cache_dir / "exports" if settings.cache_dir else None,
         # Hysteresis: an event closes a little below the score that opened it.
         events=EventPolicy(enter_threshold=threshold, exit_threshold=max(0.0, threshold - 0.1)),
@@ -72,6 +79,8 @@ class ModelService:
         else:
             self._engine = engine
             self.state = "ready"
+            if engine.acceleration is not None:
+                self.metrics.set_acceleration(engine.acceleration)
             self.metrics.model_ready.set(1)
             identity = engine.identity
             logger.info(
@@ -92,6 +101,11 @@ class ModelService:
     @property
     def identity(self) -> ModelInfo | None:
         return None if self._engine is None else self._engine.identity
+
+    @property
+    def acceleration(self) -> AccelerationReport | None:
+        """Which path serves each stage (shift, head, backbone) and why; None until the model is loaded."""
+        return None if self._engine is None else self._engine.acceleration
 
     @property
     def device(self) -> str | None:

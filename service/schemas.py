@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from model.acceleration import AccelerationReport
 from model.inference import AnalysisResult, ModelInfo, VideoInfo
 
 
@@ -72,3 +73,8 @@ class Readiness(BaseModel):
     model: ModelInfo | None = None
     device: str | None = None
     queue_depth: int = 0
+    acceleration: AccelerationReport | None = Field(
+        default=None,
+        description="which path serves each stage (shift, head, backbone) and why: an accelerated path only "
+        "after matching its reference on the device at start-up",
+    )

@@ -84,8 +84,32 @@ class ServiceSettings(BaseSettings):
         le=256,
         description="torch CPU threads; None = torch's default (1 is often faster for the small head on 2-4 cores)",
     )
-    head_backend: Literal["torch", "torchscript", "onnx"] = Field(
-        default="torch", description="how the head runs: eager PyTorch, TorchScript, or ONNX Runtime"
+    head_backend: str = Field(
+        default="torch",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="how the head runs: torch (eager, the reference), torchscript, onnx, onnx-tensorrt, or a "
+        "plugin's backend; anything but torch serves only if it matches the eager head at start-up",
+    )
+    accel_shift_kernels: CommaList = Field(
+        default_factory=lambda: ["triton"],
+        description="MoTAR shift kernels to try in order; one serves only if it matches the tensor ops at "
+        "start-up; empty = always the tensor ops",
+    )
+    accel_head_atol: float = Field(
+        default=2e-3,
+        ge=0,
+        le=1,
+        description="largest head score/probability difference an exported head may show",
+    )
+    accel_backbone_rtol: float = Field(
+        default=3e-2,
+        ge=0,
+        le=1,
+        description="largest relative error of a reduced-precision (fp16/bf16) backbone's features vs fp32",
+    )
+    accel_plugins: CommaList = Field(
+        default_factory=list,
+        description="Python modules imported at model load that register shift kernels or head backends",
     )
     event_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
 
@@ -161,7 +185,15 @@ class ServiceSettings(BaseSettings):
     )
     live_webhook_attempts: int = Field(default=5, ge=1, le=20)
 
-    @field_validator("api_keys", "cors_origins", "allowed_schemes", "allowed_hosts", mode="before")
+    @field_validator(
+        "api_keys",
+        "cors_origins",
+        "allowed_schemes",
+        "allowed_hosts",
+        "accel_shift_kernels",
+        "accel_plugins",
+        mode="before",
+    )
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _split_commas(value)

@@ -20,6 +20,8 @@ class Backbone(ABC):
 
     identity: BackboneIdentity
     device: torch.device
+    # Numeric precision of the computation (`fp32` is the reference; `fp16`/`bf16` are reduced-precision paths).
+    precision: str = "fp32"
 
     @property
     def dim(self) -> int:
@@ -37,6 +39,13 @@ class Backbone(ABC):
 
         `captions` (one per snippet) are required when the backbone has a text branch, ignored otherwise.
         """
+
+    def reference_variant(self) -> Backbone | None:
+        """The same backbone on its reference path (same weights, fp32, no fused or compiled parts) when this one
+        runs an accelerated path, else None. `model.acceleration` checks this backbone against it at start-up
+        and serves the reference instead when they disagree; a backbone with a reduced-precision or otherwise
+        accelerated mode must override this."""
+        return None
 
     def captions_for(self, video: str) -> list[str]:
         """Per-snippet captions of `video` from the configured captions file (text branch only)."""

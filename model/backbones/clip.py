@@ -12,6 +12,7 @@ short TCP connect, so an offline machine fails within seconds with a message say
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -170,7 +171,9 @@ class ClipBackbone(Backbone):
         self._model = model if tokenizer is not None else None
         self._tokenizer = tokenizer
         self._captions = captions or {}
-        self.dtype = next(self.visual.parameters()).dtype
+        self._mean, self._std = tuple(mean), tuple(std)
+        self.dtype = _compute_dtype(self.visual)
+        self.precision = {dtype: name for name, dtype in _DTYPES.items()}.get(self.dtype, str(self.dtype))
         size = self.visual.image_size
         self.image_size = (size, size) if isinstance(size, int) else tuple(size)
         # x / 255 then (x - mean) / std, folded into one multiply-add.
@@ -207,6 +210,23 @@ class ClipBackbone(Backbone):
             batch_size=config.batch_size,
             tokenizer=tokenizer,
             captions=captions,
+        )
+
+    def reference_variant(self) -> ClipBackbone | None:
+        """An fp32 copy of this encoder (same weights) when this one computes in fp16/bf16, else None."""
+        if self.dtype == torch.float32:
+            return None
+        # Without a text branch only the image tower is kept (and copied).
+        source = self._model if self._model is not None else _VisualOnly(self.visual)
+        return ClipBackbone(
+            copy.deepcopy(source).float(),
+            self.identity,
+            self.device,
+            mean=self._mean,
+            std=self._std,
+            batch_size=self.batch_size,
+            tokenizer=self._tokenizer,
+            captions=self._captions,
         )
 
     # -- encoding ----------------------------------------------------------------------------------------
@@ -274,6 +294,22 @@ class ClipBackbone(Backbone):
         self._model = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _compute_dtype(module: torch.nn.Module) -> torch.dtype:
+    """The dtype most of the weights are in (open_clip's fp16/bf16 leave embeddings and norms in fp32)."""
+    counts: dict[torch.dtype, int] = {}
+    for parameter in module.parameters():
+        counts[parameter.dtype] = counts.get(parameter.dtype, 0) + parameter.numel()
+    return max(counts, key=counts.__getitem__)
+
+
+class _VisualOnly(torch.nn.Module):
+    """Holds just an image tower, in the shape ClipBackbone's constructor reads (`model.visual`)."""
+
+    def __init__(self, visual: torch.nn.Module) -> None:
+        super().__init__()
+        self.visual = visual
 
 
 def load_captions(path: Path) -> dict[str, list[str]]:

@@ -217,6 +217,7 @@ class EfficientNetLite0Backbone(Backbone):
             precision = "fp16" if self.device.type == "cuda" else "fp32"
         self.precision = precision
         self.dtype = _DTYPES[precision]
+        self._weights = weights
         model, weights_id = build_classifier(weights)
         self.network = model.to(self.device, self.dtype)
         self.size, self.frames, self.pooling, self.batch_size = size, frames, pooling, batch_size
@@ -227,6 +228,20 @@ class EfficientNetLite0Backbone(Backbone):
             architecture=architecture_string(size, frames, pooling, layer),
             weights=weights_id,
             dim=dim,
+        )
+
+    def reference_variant(self) -> EfficientNetLite0Backbone | None:
+        """The same network built in fp32 from the same weights file when this one runs in fp16/bf16."""
+        if self.dtype == torch.float32:
+            return None
+        return EfficientNetLite0Backbone(
+            self.device,
+            size=self.size,
+            frames=self.frames,
+            pooling=self.pooling,  # type: ignore[arg-type]
+            precision="fp32",
+            batch_size=self.batch_size,
+            weights=self._weights,
         )
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:

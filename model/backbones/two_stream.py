@@ -40,6 +40,15 @@ class TwoStreamBackbone(Backbone):
             weights=f"{a.weights}{SEPARATOR}{m.weights}",
             dim=a.dim + m.dim,
         )
+        self.precision = appearance.precision
+
+    def reference_variant(self) -> TwoStreamBackbone | None:
+        """The appearance stream's fp32 reference with a motion stream of its own (the motion descriptor has no
+        accelerated path), or None when the appearance stream is its own reference."""
+        appearance = self.appearance.reference_variant()
+        if appearance is None:
+            return None
+        return TwoStreamBackbone(appearance, MotionBackbone(self.device, threads=self.motion.threads))
 
     @property
     def blocks(self) -> dict[str, slice]:

@@ -38,6 +38,7 @@ async def ready(ctx: ServiceContext = Depends(get_context)) -> Response:
         model=model.identity,
         device=model.device,
         queue_depth=ctx.jobs.queue_depth,
+        acceleration=model.acceleration,
     )
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if model.ready else 503)
 

@@ -38,6 +38,8 @@ TINY = Sizes(
     scaling_windows=[8, 32],
     scaling_streams=[1, 2],
     scaling_rounds=1,
+    parity_head_backends=["torchscript", "onnx-tensorrt"],
+    parity_backbones=["clip"],
 )
 
 

@@ -60,7 +60,7 @@ def test_cpu_tensors_use_the_reference():
         fused_adaptive_temporal_shift(x, shift)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.cuda
 def test_fused_kernel_matches_reference_on_cuda():
     pytest.importorskip("triton")
     x = torch.randn(64, 32, 768, device="cuda")

@@ -92,3 +92,25 @@ def test_running_open_is_announced_loudly(caplog: pytest.LogCaptureFixture) -> N
         log_settings(ServiceSettings())
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings and "NO API KEYS" in warnings[0].getMessage()
+
+
+def test_acceleration_settings_reach_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.model_service import engine_config
+
+    assert ServiceSettings().accel_shift_kernels == ["triton"]
+    monkeypatch.setenv("REFINEVAD_ACCEL_SHIFT_KERNELS", "")
+    monkeypatch.setenv("REFINEVAD_ACCEL_PLUGINS", "site_kernels, more.kernels")
+    monkeypatch.setenv("REFINEVAD_ACCEL_HEAD_ATOL", "0.01")
+    monkeypatch.setenv("REFINEVAD_HEAD_BACKEND", "onnx-tensorrt")
+    policy = engine_config(ServiceSettings()).acceleration
+    assert policy.shift_kernels == [] and policy.plugins == ["site_kernels", "more.kernels"]
+    assert policy.head_atol == 0.01 and policy.backbone_rtol == 0.03
+    assert engine_config(ServiceSettings()).head_backend == "onnx-tensorrt"
+    for bad in ("onnx tensorrt", "../x"):
+        monkeypatch.setenv("REFINEVAD_HEAD_BACKEND", bad)
+        with pytest.raises(ValidationError, match="head_backend"):
+            ServiceSettings()
+    monkeypatch.setenv("REFINEVAD_HEAD_BACKEND", "torch")
+    monkeypatch.setenv("REFINEVAD_ACCEL_HEAD_ATOL", "-1")
+    with pytest.raises(ValidationError, match="accel_head_atol"):
+        ServiceSettings()
