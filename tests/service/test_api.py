@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 def _check_result(result: dict, frames: int, fps: float, frame_scores: bool) -> None:
     model = result["model"]
     names = model["category_names"]
-    assert names and model["backbone"]["name"] in ("motion", "clip")
+    assert names and model["backbone"]["name"] in ("motion", "clip", "efficientnet_lite0", "two_stream")
     # An untrained model is always flagged.
     assert (result["untrained_warning"] is None) == model["trained"]
     assert result["video"]["frame_count"] == frames
