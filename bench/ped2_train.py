@@ -1,4 +1,4 @@
-"""Train and evaluate RefineVAD on UCSD Ped2 motion features: config selection on the training clips only, test
+"""Train and evaluate RefineVAD on UCSD Ped2 snippet features: config selection on the training clips only, test
 figures over seeds, and the shipped default model.
 
 Three steps (see bench/ped2_reproduce.sh for the exact commands that produced model/weights/default.pt):
