@@ -162,6 +162,12 @@ _JOBS_V1 = (
     "CREATE INDEX jobs_by_created ON jobs (created_at)",
 )
 
+# Event snapshots on request (`POST /analyze?snapshots=true`), stored with the result.
+_JOBS_V2 = (
+    "ALTER TABLE jobs ADD COLUMN snapshots INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE jobs ADD COLUMN snapshots_json TEXT",
+)
+
 _EVENTS_V1 = (
     """
     CREATE TABLE events (
@@ -196,8 +202,10 @@ class JobRecord(BaseModel):
     size_bytes: int
     upload_path: str | None = None
     frame_scores: bool = False
+    snapshots: bool = False
     video_json: str | None = None
     result_json: str | None = None
+    snapshots_json: str | None = None
     error: str | None = None
     error_code: str | None = None
     note: str | None = None
@@ -226,6 +234,7 @@ def _job(row: sqlite3.Row | None) -> JobRecord | None:
         return None
     data = dict(row)
     data["frame_scores"] = bool(data["frame_scores"])
+    data["snapshots"] = bool(data.get("snapshots", 0))
     return JobRecord(**data)
 
 
@@ -278,10 +287,12 @@ class JobStore:
         # Job results own their events (deleted with the job), so both tables must exist.
         db.migrate("events_v1", _EVENTS_V1)
         db.migrate("jobs_v1", _JOBS_V1)
+        db.migrate("jobs_v2", _JOBS_V2)
 
     def create(self, record: JobRecord) -> JobRecord:
         data = record.model_dump()
         data["frame_scores"] = int(data["frame_scores"])
+        data["snapshots"] = int(data["snapshots"])
         columns = ", ".join(data)
         marks = ", ".join("?" for _ in data)
         with self.db.transaction() as conn:
@@ -299,8 +310,8 @@ class JobStore:
         where, params = ("WHERE status = ?", [status]) if status else ("", [])
         columns = (
             "id, status, created_at, started_at, finished_at, progress, filename, content_type, "
-            "size_bytes, upload_path, frame_scores, video_json, NULL AS result_json, error, error_code, note, "
-            "attempts"
+            "size_bytes, upload_path, frame_scores, snapshots, video_json, NULL AS result_json, error, error_code, "
+            "note, attempts"
         )
         rows = self.db.query(
             f"SELECT {columns} FROM jobs {where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
@@ -345,16 +356,18 @@ class JobStore:
         error: str | None = None,
         error_code: str | None = None,
         events: Sequence[EventRecord] = (),
+        snapshots_json: str | None = None,
     ) -> bool:
         """Move a job to a terminal state with its result and events in one transaction."""
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"{status!r} is not a terminal job status")
         with self.db.transaction() as conn:
             cur = conn.execute(
-                "UPDATE jobs SET status = ?, finished_at = ?, result_json = ?, error = ?, error_code = ?, "
-                "upload_path = NULL, progress = CASE WHEN ? = 'succeeded' THEN 1.0 ELSE progress END "
+                "UPDATE jobs SET status = ?, finished_at = ?, result_json = ?, snapshots_json = ?, error = ?, "
+                "error_code = ?, upload_path = NULL, "
+                "progress = CASE WHEN ? = 'succeeded' THEN 1.0 ELSE progress END "
                 "WHERE id = ? AND status IN ('queued', 'running')",
-                (status, time.time(), result_json, error, error_code, status, job_id),
+                (status, time.time(), result_json, snapshots_json, error, error_code, status, job_id),
             )
             if cur.rowcount == 0:
                 return False

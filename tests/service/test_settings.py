@@ -114,3 +114,16 @@ def test_acceleration_settings_reach_the_engine(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("REFINEVAD_ACCEL_HEAD_ATOL", "-1")
     with pytest.raises(ValidationError, match="accel_head_atol"):
         ServiceSettings()
+
+
+def test_a_bad_mqtt_url_is_refused_without_its_password() -> None:
+    assert ServiceSettings(mqtt_url="mqtts://user:pw@broker.example").masked()["mqtt_url"] == "**********"
+    assert ServiceSettings(mqtt_url="").mqtt_url is None  # empty = MQTT off
+    for bad in (
+        "http://user:topsecret@broker",
+        "mqtt://user:topsecret@broker:99999",
+        "mqtt://user:topsecret@",
+    ):
+        with pytest.raises(ValueError) as info:
+            ServiceSettings(mqtt_url=bad)
+        assert "mqtt_url" in str(info.value) and "topsecret" not in str(info.value)
