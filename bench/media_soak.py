@@ -39,7 +39,10 @@ def _dir_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.glob("*") if p.is_file()) / 2**20 if path.is_dir() else 0.0
 
 
-def media_soak(minutes: float, streams: int, hold_s: float, budget_mb: float, sample_s: float) -> dict:
+def media_soak(
+    minutes: float, streams: int, hold_s: float, budget_mb: float, sample_s: float, model: str | None = None
+) -> dict:
+    """`model`: a checkpoint path or shipped model name for the service (None = the shipped default)."""
     from tests.footage import PED2_ROOT
     from tests.reliability.conftest import LIVE_ENV, proc_stats
     from tests.service.conftest import ServerProcess
@@ -53,6 +56,8 @@ def media_soak(minutes: float, streams: int, hold_s: float, budget_mb: float, sa
         "REFINEVAD_MEDIA_PRE_ROLL_S": "1",
         "REFINEVAD_MEDIA_POST_ROLL_S": "1",
     }
+    if model is not None:
+        env["REFINEVAD_MODEL_CHECKPOINT"] = model
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         server = ServerProcess(data, env=env).start()

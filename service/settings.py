@@ -173,6 +173,12 @@ class ServiceSettings(BaseSettings):
         default=2.0, gt=0, le=60, description="one reachability check's limit (at most the open timeout)"
     )
     live_open_timeout_s: float = Field(default=10.0, gt=0, description="connecting to a camera")
+    live_ffmpeg_options: str = Field(
+        default="analyzeduration;500000",
+        description="FFmpeg options of camera captures (OpenCV's OPENCV_FFMPEG_CAPTURE_OPTIONS format, "
+        "key;value|key;value), used when that variable is not set; the default probes a new stream for 0.5 s "
+        "instead of FFmpeg's 5 s ceiling; empty = FFmpeg's defaults",
+    )
     live_read_timeout_s: float = Field(default=10.0, gt=0, description="no frame for this long = dropped")
     live_stall_after_s: float = Field(
         default=2.0,

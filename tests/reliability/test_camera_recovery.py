@@ -36,7 +36,7 @@ ENV = {
     "REFINEVAD_ALLOWED_HOSTS": "127.0.0.1",
     "REFINEVAD_LIVE_OPEN_TIMEOUT_S": "3",
     "REFINEVAD_LIVE_READ_TIMEOUT_S": "3",
-    "OPENCV_FFMPEG_CAPTURE_OPTIONS": "rtsp_transport;tcp",
+    "OPENCV_FFMPEG_CAPTURE_OPTIONS": "rtsp_transport;tcp|analyzeduration;500000",  # + the service default
 }
 
 

@@ -43,10 +43,15 @@ def test_event_gets_a_snapshot_and_a_seekable_clip(service: ServiceProcess) -> N
         assert latest.headers["content-type"] == "image/jpeg"
         frame = cv2.imdecode(np.frombuffer(latest.content, np.uint8), cv2.IMREAD_COLOR)
         assert frame.shape == (240, 360, 3)  # Ped2 frames, below the 640-pixel clip width: kept as they are
+        # The event row is stored a moment before its recorder registers the clip: wait for both.
         event = wait_for(
-            lambda: (items := client.get("/events", params={"stream": sid}).json()["items"]) and items[0],
+            lambda: (
+                (items := client.get("/events", params={"stream": sid}).json()["items"])
+                and items[0]["clip_status"] is not None
+                and items[0]
+            ),
             30,
-            "an event",
+            "an event with its clip",
         )
         eid = event["id"]
         assert event["stream_name"] == "gate" and event["dominant_category"]  # set while still open
