@@ -48,7 +48,7 @@ ROUTERS = (
 def build_context(settings: ServiceSettings, metrics: ServiceMetrics) -> ServiceContext:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.upload_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.database_path, busy_timeout_s=settings.db_busy_timeout_s)
+    db = Database(settings.database_target, busy_timeout_s=settings.db_busy_timeout_s)
     job_store = JobStore(db)
     model = ModelService(settings, metrics)
     ctx = ServiceContext(
@@ -90,7 +90,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for component in ctx.components:
             await component.start()
             started.append(component)
-        logger.info("service started; database %s (%s)", ctx.db.path, ctx.db.journal_mode())
+        logger.info("service started; database %s", ctx.db.describe())
         yield
     finally:
         for component in reversed(started):

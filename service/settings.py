@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 from model.backbones.registry import BackboneName
+from service.storage import database_url
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,13 @@ class ServiceSettings(BaseSettings):
 
     # Where the service keeps its state.
     data_dir: Path = Field(default=Path("data"), description="SQLite database and upload spool")
+    database_url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "postgresql://USER:PASSWORD@HOST:PORT/DB for a shared PostgreSQL store (required by a cluster); "
+            "None = embedded SQLite in data_dir"
+        ),
+    )
     db_busy_timeout_s: float = Field(
         default=5.0, gt=0, le=60, description="a write waits this long for a database locked elsewhere"
     )
@@ -203,6 +211,14 @@ class ServiceSettings(BaseSettings):
     def _no_blank_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
         return [key for key in value if key.get_secret_value().strip()]
 
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().strip():
+            database_url(value.get_secret_value())  # ValueError naming what is supported
+            return value
+        return None
+
     @field_validator("allowed_schemes")
     @classmethod
     def _lower_schemes(cls, value: list[str]) -> list[str]:
@@ -233,6 +249,11 @@ class ServiceSettings(BaseSettings):
     @property
     def database_path(self) -> Path:
         return self.data_dir / "refinevad.sqlite3"
+
+    @property
+    def database_target(self) -> str | Path:
+        """What `service.storage.Database` opens: the configured URL, else the embedded SQLite file."""
+        return self.database_url.get_secret_value() if self.database_url else self.database_path
 
     @property
     def upload_dir(self) -> Path:
