@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from service.app import create_app
     from service.http_protocol import HeadTimeoutProtocol
     from service.settings import load_settings
+    from service.storage import StorageError
 
     overrides = {key: value for key in ("host", "port") if (value := getattr(args, key)) is not None}
     try:
@@ -41,7 +42,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         logger.error("invalid configuration: %s", exc)
         return 2
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except StorageError as exc:
+        # A container orchestrator restarts the service until its database is up; say why it stopped.
+        logger.error("cannot open the database: %s", exc)
+        return 3
     uvicorn.run(
         app,
         host=settings.host,

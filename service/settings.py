@@ -42,7 +42,10 @@ def _split_commas(value: Any) -> Any:
 
 
 class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+    # Errors never echo the rejected value: it may be a secret (an API key, a database URL's password).
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, hide_input_in_errors=True
+    )
 
     config: Path | None = Field(default=None, description="YAML file the settings were read from")
 

@@ -3,6 +3,9 @@ API, the same data, kept across a SIGKILL; the credentials in the URL never reac
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
@@ -10,7 +13,7 @@ import pytest
 
 from tests.reliability.conftest import LIVE_ENV, wait_for
 from tests.rtsp_server import free_port
-from tests.service.conftest import upload_video
+from tests.service.conftest import REPO_ROOT, upload_video
 
 pytestmark = pytest.mark.integration
 
@@ -49,3 +52,22 @@ def test_service_keeps_its_state_in_postgresql(
     log = server.log_tail(200_000) + again.log_tail(200_000)
     assert "s3cret-pw" not in log
     assert "database postgresql://postgres:***@127.0.0.1" in log
+
+
+def test_unreachable_database_stops_the_service_with_a_clear_error(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFINEVAD_")}
+    env.update(
+        REFINEVAD_DATA_DIR=str(tmp_path / "data"),
+        REFINEVAD_DATABASE_URL=f"postgresql://svc:hunter2@127.0.0.1:{free_port()}/refinevad",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "serve", "--port", str(free_port())],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert "cannot open the database: the database server cannot be reached" in result.stderr
+    assert "hunter2" not in result.stdout + result.stderr

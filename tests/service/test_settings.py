@@ -114,3 +114,20 @@ def test_acceleration_settings_reach_the_engine(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("REFINEVAD_ACCEL_HEAD_ATOL", "-1")
     with pytest.raises(ValidationError, match="accel_head_atol"):
         ServiceSettings()
+
+
+def test_database_url_selects_postgresql_and_never_echoes_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert ServiceSettings().database_target == Path("data/refinevad.sqlite3")
+    monkeypatch.setenv("REFINEVAD_DATABASE_URL", "postgresql://svc:hunter2@db.example:5432/refinevad")
+    settings = ServiceSettings()
+    assert settings.database_target == "postgresql://svc:hunter2@db.example:5432/refinevad"
+    assert "hunter2" not in json.dumps(settings.masked())
+    monkeypatch.setenv("REFINEVAD_DATABASE_URL", "mysql://svc:hunter2@db.example/refinevad")
+    with pytest.raises(ValidationError) as info:
+        ServiceSettings()
+    assert "postgresql://USER:PASSWORD@HOST:PORT/DB" in str(info.value)
+    assert "hunter2" not in str(info.value)
+    monkeypatch.setenv("REFINEVAD_DATABASE_URL", " ")
+    assert ServiceSettings().database_target == Path("data/refinevad.sqlite3")
