@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -195,6 +195,35 @@ class ServiceSettings(BaseSettings):
         default=None, description="POSTed every live event start and end (retried with backoff)"
     )
     live_webhook_attempts: int = Field(default=5, ge=1, le=20)
+
+    # Cluster mode (service/cluster): a Ray cluster runs the live workers and the file jobs.
+    cluster_address: str | None = Field(
+        default=None,
+        description="Ray cluster to join (`HOST:PORT` of the head, or `ray://HOST:PORT`); None = single node",
+    )
+    cluster_live_workers: int = Field(
+        default=2, ge=1, le=1024, description="live workers (Ray actors), each running a share of the streams"
+    )
+    cluster_gpus: float | None = Field(
+        default=None,
+        ge=0,
+        description="GPUs per live worker and per job; None = 1 if the cluster has GPUs, else 0",
+    )
+    cluster_job_retries: int = Field(
+        default=3, ge=0, le=100, description="times Ray re-runs a job whose node died"
+    )
+    cluster_sync_s: float = Field(
+        default=2.0, gt=0, le=60, description="live workers re-read their share of the streams this often"
+    )
+
+    @model_validator(mode="after")
+    def _cluster_needs_a_shared_store(self) -> ServiceSettings:
+        if self.cluster_address and self.database_url is None:
+            raise ValueError(
+                "cluster mode needs a database every machine can reach: set REFINEVAD_DATABASE_URL to a "
+                "postgresql:// URL (the embedded SQLite is for one machine)"
+            )
+        return self
 
     @field_validator(
         "api_keys",

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from pydantic import ValidationError
@@ -52,14 +53,29 @@ def _time(value: float | None) -> datetime | None:
 
 class LiveStreamManager:
     def __init__(
-        self, settings: ServiceSettings, db: Database, model: ModelService, metrics: ServiceMetrics
+        self,
+        settings: ServiceSettings,
+        db: Database,
+        model: ModelService,
+        metrics: ServiceMetrics,
+        *,
+        hub: LiveHub | None = None,
+        owned: Callable[[], list[StreamRecord]] | None = None,
+        first_snippet: Callable[[str], int] | None = None,
     ) -> None:
+        """`owned` lists the streams this manager runs (default: every registered stream; a cluster's live
+        worker runs its share), `first_snippet` the index a resumed stream's snippets start at (default 0), and
+        `hub` takes the scored messages (default: a `LiveHub` for this process's WebSocket clients)."""
         self.settings = settings
         self.model = model
         self.store = StreamStore(db)
         self.event_store = LiveEventStore(db)
         self.metrics = LiveMetrics(metrics)
-        self.hub = LiveHub(settings.live_client_queue, settings.live_replay, self.metrics.clients_dropped.inc)
+        self.hub = hub or LiveHub(
+            settings.live_client_queue, settings.live_replay, self.metrics.clients_dropped.inc
+        )
+        self._owned = owned
+        self._first_snippet = first_snippet or (lambda _stream_id: 0)
         webhook_url = settings.live_webhook_url
         self.webhook = (
             WebhookSender(webhook_url.get_secret_value(), attempts=settings.live_webhook_attempts)
@@ -78,7 +94,10 @@ class LiveStreamManager:
     async def start(self) -> None:
         log_masking.install()
         self.hub.bind(asyncio.get_running_loop())
-        interrupted = self.event_store.mark_interrupted()
+        records = self._owned() if self._owned is not None else self.store.all()
+        interrupted = self.event_store.mark_interrupted(
+            None if self._owned is None else [record.id for record in records]
+        )
         if interrupted:
             logger.warning(
                 "%d live events were open when the service last stopped; marked interrupted", interrupted
@@ -86,7 +105,7 @@ class LiveStreamManager:
         if self.webhook is not None:
             self.webhook.start()
         self.scheduler.start()
-        for record in self.store.all():
+        for record in records:
             self._records[record.id] = record
             self.hub.open_channel(record.id)
         if self._records:
@@ -180,6 +199,7 @@ class LiveStreamManager:
             probe_timeout_s=s.live_probe_timeout_s,
             stall_after_s=s.live_stall_after_s,
             loop_files=record.loop,
+            first_snippet=self._first_snippet(record.id),
         )
         stream = LiveStream(record.id, record.name, reader, self._policy(record.events), record.created_at)
         self.scheduler.add(stream)
@@ -199,6 +219,29 @@ class LiveStreamManager:
         self.hub.close_stream(stream_id)
         logger.info("stream %s (%s) removed", stream_id, record.name)
         return True
+
+    def sync(self) -> tuple[list[str], list[str]]:
+        """Run exactly the `owned` streams now stored (a cluster's registrations change in the shared store):
+        start the new ones, stop the ones gone. Returns the ids started and stopped."""
+        if self._owned is None:
+            return [], []
+        wanted = {record.id: record for record in self._owned()}
+        started = [sid for sid in wanted if sid not in self._records]
+        stopped = [sid for sid in self._records if sid not in wanted]
+        for stream_id in stopped:
+            self._records.pop(stream_id, None)
+            stream = self.scheduler.remove(stream_id)
+            if stream is not None:
+                stream.reader.stop()
+            self.hub.close_stream(stream_id)
+        for stream_id in started:
+            record = self._records[stream_id] = wanted[stream_id]
+            self.hub.open_channel(stream_id)
+            if self._spec is not None:
+                self._launch(record)
+        if started or stopped:
+            logger.info("live streams: started %s, stopped %s", started, stopped)
+        return started, stopped
 
     def exists(self, stream_id: str) -> bool:
         return stream_id in self._records
