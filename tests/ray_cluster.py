@@ -44,10 +44,11 @@ main()
 
 
 class RayNode:
-    def __init__(self, proc: subprocess.Popen[bytes], log: Path, name: str) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], log: Path, name: str, node_manager_port: int) -> None:
         self.proc = proc
         self.log = log
         self.name = name
+        self.node_manager_port = node_manager_port
 
     def pids(self) -> list[int]:
         """Every process of this node (all share the session its `ray start` began)."""
@@ -106,6 +107,7 @@ class RayCluster:
         command = (
             [sys.executable, "-c", _JOIN_WRAPPER] if wrapper else [str(Path(sys.executable).parent / "ray")]
         )
+        node_manager_port = free_port()
         common = [
             "start",
             "--block",
@@ -117,7 +119,7 @@ class RayCluster:
             f"--dashboard-agent-grpc-port={free_port()}",
             f"--runtime-env-agent-port={free_port()}",
             f"--metrics-export-port={free_port()}",
-            f"--node-manager-port={free_port()}",
+            f"--node-manager-port={node_manager_port}",
             f"--object-manager-port={free_port()}",
         ]
         with log.open("ab") as out:
@@ -128,7 +130,7 @@ class RayCluster:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        node = RayNode(proc, log, name)
+        node = RayNode(proc, log, name, node_manager_port)
         self.nodes.append(node)
         return node
 
@@ -204,6 +206,33 @@ class RayCluster:
             raise RuntimeError(
                 f"the Ray cluster did not reach {count} nodes in {timeout}s:\n{detail}\n{self._logs()}"
             )
+
+    def driver(self, code: str, timeout: float = 90.0) -> object:
+        """Run `code` in a driver process of this cluster (loopback settings, namespace `refinevad`); it sets
+        `result`, which comes back through JSON. A separate process: Ray reads its settings at import."""
+        script = (
+            "import json, ray\n"
+            f"ray.init(address='{self.address}', namespace='refinevad', log_to_driver=False)\n"
+            f"{code}\n"
+            "print('RESULT ' + json.dumps(result))\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", script],
+            env=self.driver_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        for line in reversed(out.stdout.splitlines()):
+            if line.startswith("RESULT "):
+                return json.loads(line.removeprefix("RESULT "))
+        raise RuntimeError(f"driver script failed ({out.returncode}):\n{out.stderr[-3000:]}")
+
+    def node_id_of(self, node: RayNode) -> str:
+        """The Ray node id of one of this cluster's nodes."""
+        ports = self.driver("result = {n['NodeManagerPort']: n['NodeID'] for n in ray.nodes() if n['Alive']}")
+        assert isinstance(ports, dict)
+        return ports[str(node.node_manager_port)]
 
     def stop(self) -> None:
         for node in reversed(self.nodes):

@@ -10,6 +10,7 @@ import pytest
 
 from tests.postgres_server import PostgresServer, postgres_available
 from tests.ray_cluster import LOOPBACK_ENV, RayCluster, RayNode
+from tests.reliability.conftest import report  # noqa: F401 (a fixture, registered by importing it here)
 from tests.rtsp_server import RtspServerProcess, gstreamer_available
 from tests.service.conftest import ServerProcess
 
@@ -26,6 +27,7 @@ REPLICA_ENV = {
     "REFINEVAD_CLUSTER_SYNC_S": "1",
     "REFINEVAD_SYNC_MAX_SECONDS": "0",  # every upload is a background job: the test watches where it runs
     "REFINEVAD_MAX_UPLOAD_MB": "32",
+    "REFINEVAD_JOB_WORKERS": "2",  # a replica hands Ray as many jobs as the cluster has room for
     "OPENCV_FFMPEG_CAPTURE_OPTIONS": "rtsp_transport;tcp",
 }
 
