@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--cluster",
         metavar="ADDRESS",
         help=(
-            "join this Ray cluster (HOST:PORT of `ray start --head`, or ray://HOST:PORT) and run live streams and "
+            "join this Ray cluster (HOST:PORT of `ray start --head`) and run live streams and "
             "file jobs on its machines; needs REFINEVAD_DATABASE_URL (default REFINEVAD_CLUSTER_ADDRESS)"
         ),
     )

@@ -199,7 +199,7 @@ class ServiceSettings(BaseSettings):
     # Cluster mode (service/cluster): a Ray cluster runs the live workers and the file jobs.
     cluster_address: str | None = Field(
         default=None,
-        description="Ray cluster to join (`HOST:PORT` of the head, or `ray://HOST:PORT`); None = single node",
+        description="Ray cluster to join (`HOST:PORT` of the head's `ray start --head --port`); None = single node",
     )
     cluster_live_workers: int = Field(
         default=2, ge=1, le=1024, description="live workers (Ray actors), each running a share of the streams"

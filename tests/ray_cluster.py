@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -90,7 +91,9 @@ class RayCluster:
 
     def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
         self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        self._temp_dirs: list[Path] = []
         self.extra_env = dict(env or {})
         self.nodes: list[RayNode] = []
 
@@ -103,6 +106,7 @@ class RayCluster:
 
     def _start(self, name: str, args: list[str], env: dict[str, str], wrapper: bool) -> RayNode:
         temp = Path("/tmp") / f"ray-{os.getpid()}-{name}-{self.port}"  # short: Ray's socket paths are limited
+        self._temp_dirs.append(temp)
         log = self.root / f"ray-{name}.log"
         command = (
             [sys.executable, "-c", _JOIN_WRAPPER] if wrapper else [str(Path(sys.executable).parent / "ray")]
@@ -237,6 +241,8 @@ class RayCluster:
     def stop(self) -> None:
         for node in reversed(self.nodes):
             node.stop()
+        for temp in self._temp_dirs:
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def listening_addresses(pids: list[int]) -> set[str]:

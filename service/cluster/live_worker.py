@@ -138,12 +138,16 @@ class LiveWorker:
         while True:
             await asyncio.sleep(self.settings.cluster_sync_s)
             try:
-                await asyncio.to_thread(self.manager.sync)
+                await self._sync()
             except Exception:
                 logger.exception("live worker %d: re-reading its streams failed", self.index)
 
     async def _sync(self) -> tuple[list[str], list[str]]:
-        return await asyncio.to_thread(self.manager.sync)
+        started, stopped = await asyncio.to_thread(self.manager.sync)
+        for stream_id in stopped:
+            # Removed through an API replica: what was written after it deleted the messages goes too.
+            await asyncio.to_thread(self.log.delete_stream, stream_id)
+        return started, stopped
 
     # -- called through Ray --------------------------------------------------------------------------------
     def sync(self) -> tuple[list[str], list[str]]:

@@ -29,7 +29,7 @@ _POLL_S = 0.5
 
 
 def connect(address: str) -> None:
-    """Join the cluster as a driver (`ray://HOST:PORT` through Ray Client, or `HOST:PORT` of the head's GCS)."""
+    """Join the cluster as a driver (`HOST:PORT` of the head's GCS)."""
     if ray.is_initialized():
         return
     ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)

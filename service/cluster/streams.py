@@ -160,12 +160,7 @@ class ClusterStreams(LiveStreamManager):
         return merged
 
     def _view_of(self, record: StreamRecord, running: dict[str, Any] | None) -> StreamView:
-        self._records[record.id] = record
-        try:
-            base = super().view(record.id)
-        finally:
-            self._records.pop(record.id, None)
-        assert base is not None
+        base = self.view_of(record)
         if running is None:
             base.note = f"starting on live worker {record.worker}"
             return base

@@ -249,8 +249,11 @@ class LiveStreamManager:
     # -- views ---------------------------------------------------------------------------------------------
     def view(self, stream_id: str) -> StreamView | None:
         record = self._records.get(stream_id)
-        if record is None:
-            return None
+        return None if record is None else self.view_of(record)
+
+    def view_of(self, record: StreamRecord) -> StreamView:
+        """A registered stream's view: its reader's and scheduler's figures here, or `connecting`."""
+        stream_id = record.id
         running = {s.id: s for s in self.scheduler.streams()}.get(stream_id)
         policy = self._policy(record.events)
         base = {

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from service.cluster.messages import LIVE_MESSAGES, MessageLog
 from service.live.store import STREAMS, StreamStore
 from service.storage import (
     EVENTS,
@@ -61,14 +62,15 @@ def test_a_failed_migration_leaves_nothing(db: Database) -> None:
 
 def test_migrated_schema_is_the_tables_the_stores_query(db: Database) -> None:
     """The migrations and the Core tables describe one schema, on either backend."""
-    JobStore(db), EventStore(db), StreamStore(db)
+    JobStore(db), EventStore(db), StreamStore(db), MessageLog(db)
     inspector = sa.inspect(db.engine)
-    for table in (JOBS, EVENTS, STREAMS):
+    for table in (JOBS, EVENTS, STREAMS, LIVE_MESSAGES):
         reflected = {c["name"]: c["nullable"] for c in inspector.get_columns(table.name)}
         declared = {c.name: c.nullable for c in table.columns}
         assert reflected == declared, table.name
     indexes = {ix["name"] for t in ("jobs", "events", "streams") for ix in inspector.get_indexes(t)}
     assert {"jobs_by_status", "events_by_source", "events_by_started", "streams_by_created"} <= indexes
+    assert {"streams_by_worker"} <= indexes
 
 
 def test_job_lifecycle_and_events(db: Database) -> None:
