@@ -12,7 +12,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.cluster.conftest import ClusterStack
-from tests.ray_cluster import listening_addresses
+from tests.ray_cluster import listening_addresses, peer_addresses
 from tests.reliability.conftest import wait_for
 from tests.service.conftest import ServerProcess, encode_looped_clip, upload_video, wait_final
 from tests.service.live.service_process import next_snippets
@@ -43,9 +43,12 @@ def test_registrations_are_shared_and_any_replica_serves_any_stream(stack: Clust
         assert ca.delete(f"/streams/{stream['id']}").status_code == 204
         assert cb.get(f"/streams/{stream['id']}").status_code == 404
         assert cb.get("/streams").json()["total"] == 0
+    # Every Ray process (both nodes, their workers and actors) listens and connects on loopback only.
     ray_pids = stack.head.pids() + stack.worker.pids()
-    addresses = listening_addresses(ray_pids)
-    assert addresses and addresses <= {"127.0.0.1", "[::ffff:127.0.0.1]", "[::1]"}, addresses
+    loopback = {"127.0.0.1", "[::ffff:127.0.0.1]", "[::1]"}
+    listening, peers = listening_addresses(ray_pids), peer_addresses(ray_pids)
+    assert listening and listening <= loopback, listening
+    assert peers and peers <= loopback, peers
 
 
 def _finals_stored(database_url: str, stream_id: str) -> list[int]:
