@@ -213,12 +213,15 @@ class LiveStreamManager:
         record = self._records.pop(stream_id, None)
         if record is None:
             return False  # removed by a concurrent request meanwhile
+        self._stop_stream(stream_id)
+        logger.info("stream %s (%s) removed", stream_id, record.name)
+        return True
+
+    def _stop_stream(self, stream_id: str) -> None:
         stream = self.scheduler.remove(stream_id)
         if stream is not None:
             stream.reader.stop()
         self.hub.close_stream(stream_id)
-        logger.info("stream %s (%s) removed", stream_id, record.name)
-        return True
 
     def sync(self) -> tuple[list[str], list[str]]:
         """Run exactly the `owned` streams now stored (a cluster's registrations change in the shared store):
@@ -230,10 +233,7 @@ class LiveStreamManager:
         stopped = [sid for sid in self._records if sid not in wanted]
         for stream_id in stopped:
             self._records.pop(stream_id, None)
-            stream = self.scheduler.remove(stream_id)
-            if stream is not None:
-                stream.reader.stop()
-            self.hub.close_stream(stream_id)
+            self._stop_stream(stream_id)
         for stream_id in started:
             record = self._records[stream_id] = wanted[stream_id]
             self.hub.open_channel(stream_id)

@@ -154,10 +154,10 @@ def _mount_tmpfs(where: Path, size: str) -> bool:
 def _fill(disk: Path) -> Path:
     """Write a file until the filesystem is full; returns it (delete it to free the space)."""
     filler = disk / "filler"
-    with filler.open("wb") as handle, contextlib.suppress(OSError):
+    # Unbuffered: a buffered file would try to flush its last partial chunk again at close (ENOSPC there).
+    with filler.open("wb", buffering=0) as handle, contextlib.suppress(OSError):
         while True:
             handle.write(b"\0" * 65536)
-            handle.flush()
     return filler
 
 
