@@ -182,6 +182,8 @@ def _serve_ingress(requests: int) -> dict[str, float] | None:
     import os
 
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # A throwaway local instance: no auth token written into the user's ~/.ray.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
     from service.app import create_app

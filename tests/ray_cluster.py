@@ -24,7 +24,12 @@ from pathlib import Path
 from tests.rtsp_server import free_port
 
 # Environment of the head and of every driver (API replicas, tests): Ray stays on loopback.
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+# Token authentication off explicitly: otherwise Ray turns it on whenever ~/.ray/auth_token exists.
+LOOPBACK_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+}
 # A dead node is noticed within about a second (the default takes ~13 s).
 FAST_FAILURE_DETECTION = {
     "RAY_health_check_initial_delay_ms": "1000",
@@ -153,7 +158,7 @@ class RayCluster:
 
     def add_node(self, name: str, num_cpus: int = 1, resources: dict[str, float] | None = None) -> RayNode:
         env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
-        env.update({"RAY_USAGE_STATS_ENABLED": "0", **self.extra_env})
+        env.update({"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", **self.extra_env})
         args = [
             f"--address={self.address}",
             f"--num-cpus={num_cpus}",
