@@ -1,4 +1,4 @@
-"""Train and evaluate RefineVAD on UCSD Ped2 motion features: config selection on the training clips only, test
+"""Train and evaluate RefineVAD on UCSD Ped2 snippet features: config selection on the training clips only, test
 figures over seeds, and the shipped default model.
 
 Three steps (see bench/ped2_reproduce.sh for the exact commands that produced model/weights/default.pt):
@@ -249,6 +249,14 @@ def run_ship(args: argparse.Namespace) -> dict[str, Any]:
     chosen = next(r for r in report["runs"] if r["seed"] == args.seed)
     payload = load_checkpoint_payload(chosen["checkpoint"])
     payload.pop("extra_state", None)
+    if args.half_weights:
+        # Weight matrices in fp16 halve the package (load_checkpoint copies them into fp32 parameters); vectors
+        # (biases, norms, the input standardisation's mean and std) keep full precision.
+        payload["state_dict"] = {
+            k: v.half() if v.is_floating_point() and v.dim() >= 2 else v
+            for k, v in payload["state_dict"].items()
+        }
+        payload["metadata"]["stored_weights"] = "fp16 matrices, fp32 vectors"
     metrics = payload["metadata"].setdefault("metrics", {})
     metrics["ped2_test"] = {k: chosen[k] for k in (*TEST_METRICS, "map_avg")}
     metrics["ped2_test_over_seeds"] = {
@@ -286,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", type=Path, required=True, help="report.json of a `test` run")
     p.add_argument("--seed", type=int, default=42, help="the run to ship (named in advance)")
     p.add_argument("--to", type=Path, required=True)
+    p.add_argument(
+        "--half-weights", action="store_true", help="store weight matrices in fp16 (half the file size)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.mode == "ship":

@@ -69,6 +69,21 @@ class ClientChurn:
             thread.join(15)
 
 
+def settle_process(pid: int, limit_s: float = 15.0) -> dict:
+    """/proc figures of `pid` once its threads and descriptors stopped changing (or after `limit_s`)."""
+    from tests.reliability.conftest import proc_stats
+
+    deadline = time.monotonic() + limit_s
+    last = proc_stats(pid)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = proc_stats(pid)
+        if (now.threads, now.fds) == (last.threads, last.fds):
+            return now.__dict__
+        last = now
+    return last.__dict__
+
+
 def rss_slope_mb_per_min(samples: list[dict]) -> float:
     half = samples[len(samples) // 2 :]
     if len(half) < 3:
@@ -103,16 +118,8 @@ def soak(minutes: float, clients: int, sample_s: float, camera_drop_s: float) ->
                 ws_url = f"{server.url.replace('http://', 'ws://')}/streams/{steady}/live"
                 churners = ClientChurn(ws_url, server.headers, clients, reconnect_s=20.0)
 
-                def settle(limit_s: float = 15.0) -> dict:
-                    deadline = time.monotonic() + limit_s
-                    last = proc_stats(pid)
-                    while time.monotonic() < deadline:
-                        time.sleep(1.0)
-                        now = proc_stats(pid)
-                        if (now.threads, now.fds) == (last.threads, last.fds):
-                            return now.__dict__
-                        last = now
-                    return last.__dict__
+                def settle() -> dict:
+                    return settle_process(pid)
 
                 # Warm-up: one minute's worth of churn at most, then the reference point.
                 warm_until = time.monotonic() + min(60.0, minutes * 60 / 5)

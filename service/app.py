@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from cli.main import package_version
-from service.api import analyze, events, health, jobs, streams
+from service.api import analyze, event_media, events, health, jobs, streams
 from service.auth import API_KEY_HEADER, ApiKeyAuth
 from service.context import ServiceContext
 from service.errors import install_error_handlers
@@ -41,6 +41,7 @@ ROUTERS = (
     streams.router,
     streams.live_router,
     events.router,
+    event_media.router,
     web.router,
 )
 

@@ -1,7 +1,7 @@
 """API-key authentication for HTTP routes and WebSockets.
 
-Keys arrive as `X-API-Key: <key>` or `Authorization: Bearer <key>` (WebSockets may also pass `?api_key=`, since
-browsers cannot set headers on them). A missing key is 401, a wrong one 403. Keys are compared in constant time
+Keys arrive as `X-API-Key: <key>` or `Authorization: Bearer <key>` (WebSockets and the media files may also pass
+`?api_key=`, since browsers cannot set headers on them or on `<img>` and `<video>`). A missing key is 401, a wrong one 403. Keys are compared in constant time
 against every configured key, so timing says nothing about which key or how much of it matched.
 """
 
@@ -86,6 +86,18 @@ async def require_api_key(
 ) -> None:
     """Router dependency for HTTP routes."""
     failure = _auth_of(request).check(request)
+    if failure is not None:
+        headers = {"WWW-Authenticate": "Bearer"} if failure.status_code == 401 else None
+        raise ApiError(failure.status_code, failure.code, failure.message, headers=headers)
+
+
+async def require_api_key_or_query(
+    request: Request,
+    _key: str | None = Security(api_key_header),
+    _bearer: HTTPAuthorizationCredentials | None = Security(bearer_token),
+) -> None:
+    """Router dependency for media files (snapshots, clips) that `<img>` and `<video>` load: `?api_key=` too."""
+    failure = _auth_of(request).check(request, allow_query=True)
     if failure is not None:
         headers = {"WWW-Authenticate": "Bearer"} if failure.status_code == 401 else None
         raise ApiError(failure.status_code, failure.code, failure.message, headers=headers)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import queue
 import threading
@@ -26,6 +27,7 @@ from typing import Protocol, TypeVar
 
 from model.inference import AnalysisCancelled, AnalysisResult
 from model.video.source import VideoDecodeError
+from service.event_media.file_snapshots import event_snapshots
 from service.metrics import ServiceMetrics
 from service.model_service import ModelService
 from service.storage import EventRecord, JobRecord, JobStore, StorageError
@@ -270,9 +272,12 @@ class JobManager:
         elif result is not None:
             status = "succeeded"
             result_json, events = result.model_dump_json(), _events_of(job_id, result)
+            snapshots_json = self._snapshots(job, result)
             finished = self._durably(
                 f"job {job_id}: storing its result",
-                lambda: self.store.finish(job_id, status, result_json=result_json, events=events),
+                lambda: self.store.finish(
+                    job_id, status, result_json=result_json, events=events, snapshots_json=snapshots_json
+                ),
             )
             self._count_work(result)
         else:
@@ -298,6 +303,20 @@ class JobManager:
         return self.model.engine().analyze(
             path, progress=progress, frame_scores=frame_scores, should_stop=should_stop
         )
+
+    def _snapshots(self, job: JobRecord, result: AnalysisResult) -> str | None:
+        """With `snapshots=true`: the events' peak frames, read from the upload before it is removed. A failure
+        here is logged and leaves the analysis result intact (no snapshots, not a failed job)."""
+        if not job.snapshots:
+            return None
+        try:
+            taken = event_snapshots(
+                Path(job.upload_path or ""), result, self.model.engine().spec.frames_per_snippet
+            )
+        except Exception:
+            logger.exception("job %s: taking event snapshots failed", job.id)
+            return None
+        return json.dumps([s.model_dump(mode="json") for s in taken])
 
     def _on_progress(self, running: _Running, fraction: float) -> None:
         running.progress = min(max(float(fraction), 0.0), 1.0)

@@ -42,6 +42,7 @@ class JobSummary(BaseModel):
     filename: str = Field(description="the uploaded file's name as the client sent it")
     size_bytes: int
     frame_scores: bool = Field(description="whether frame-level scores were requested")
+    snapshots: bool = Field(default=False, description="whether event snapshots were requested")
     video: VideoInfo | None = Field(
         default=None, description="what the decoder found when the file was probed"
     )
@@ -50,8 +51,23 @@ class JobSummary(BaseModel):
     attempts: int = Field(description="how many times a worker started this job")
 
 
+class EventSnapshot(BaseModel):
+    """A JPEG of the frame in the middle of an event's highest-scoring snippet."""
+
+    event: int = Field(description="index of the event in `result.events`")
+    peak_s: float = Field(description="media time of the frame, seconds")
+    frame: int = Field(description="index of the frame in the video")
+    width: int
+    height: int
+    jpeg_base64: str = Field(description="the JPEG file, base64-encoded (at most 640 pixels wide)")
+
+
 class Job(JobSummary):
     result: AnalysisResult | None = Field(default=None, description="present once the job has succeeded")
+    event_snapshots: list[EventSnapshot] | None = Field(
+        default=None,
+        description="with `snapshots=true`: one per event (up to 100), once the job has succeeded",
+    )
 
 
 class JobList(BaseModel):

@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 from model.backbones.registry import BackboneName
+from service.publishers.broker_address import BrokerAddress
 from service.storage import database_url
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def _split_commas(value: Any) -> Any:
 
 
 class ServiceSettings(BaseSettings):
-    # Errors never echo the rejected value: it may be a secret (an API key, a database URL's password).
+    # hide_input_in_errors: a rejected value may be a URL with a password in it; errors name the setting instead.
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, hide_input_in_errors=True
     )
@@ -225,6 +226,40 @@ class ServiceSettings(BaseSettings):
             )
         return self
 
+    # Event media (service/event_media): snapshots and clips of live events.
+    media_enabled: bool = Field(default=True, description="record a snapshot and a clip of every live event")
+    media_ring_mb: float = Field(
+        default=48.0,
+        gt=0,
+        le=4096,
+        description="recent frames kept in memory per stream (bounds the pre-roll)",
+    )
+    media_fps: float = Field(default=10.0, gt=0, le=60, description="highest frame rate of clips")
+    media_max_width: int = Field(default=640, ge=64, le=7680, description="widest clip and snapshot, pixels")
+    media_pre_roll_s: float = Field(default=3.0, ge=0, le=60, description="clip seconds before an event")
+    media_post_roll_s: float = Field(default=3.0, ge=0, le=60, description="clip seconds after an event")
+    media_max_clip_s: float = Field(default=300.0, gt=0, description="longest clip; longer events are cut")
+    media_retain_days: float = Field(default=10.0, gt=0, description="snapshots and clips older are removed")
+    media_max_total_mb: float = Field(
+        default=2048.0, gt=0, description="all snapshots and clips together; the oldest go first"
+    )
+    media_retention_interval_s: float = Field(default=60.0, gt=0, description="how often retention runs")
+
+    # MQTT (service/publishers/mqtt.py), off unless a broker URL is set.
+    mqtt_url: SecretStr | None = Field(
+        default=None, description="mqtt://user:pass@host:1883 or mqtts:// (TLS); unset = MQTT off"
+    )
+    mqtt_topic_prefix: str = Field(default="refinevad", min_length=1, max_length=100, pattern=r"^[^#+]+$")
+    mqtt_client_id: str | None = Field(default=None, max_length=100, description="None = refinevad-<random>")
+    mqtt_score_interval_s: float = Field(
+        default=1.0, ge=0, description="at most one score message per stream this often"
+    )
+    mqtt_tls_ca: Path | None = Field(default=None, description="CA file for mqtts:// (None = system CAs)")
+    public_url: str | None = Field(
+        default=None,
+        description="base URL clients reach the service at (links in MQTT messages); None = paths only",
+    )
+
     @field_validator(
         "api_keys",
         "cors_origins",
@@ -237,6 +272,16 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _split_commas(value)
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_broker_url(cls, value: SecretStr | None) -> SecretStr | None:
+        """Checked here so a bad broker URL stops the start with a clear message (the password masked)."""
+        if value is None or not value.get_secret_value().strip():
+            return None
+        url = value.get_secret_value().strip()
+        BrokerAddress.parse(url)  # InvalidMqttUrl is a ValueError: pydantic reports it under `mqtt_url`
+        return SecretStr(url)
 
     @field_validator("api_keys")
     @classmethod
@@ -290,6 +335,10 @@ class ServiceSettings(BaseSettings):
     @property
     def upload_dir(self) -> Path:
         return self.data_dir / "uploads"
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
 
     def api_key_values(self) -> list[bytes]:
         return [key.get_secret_value().encode() for key in self.api_keys]

@@ -239,6 +239,14 @@ class Database:
         logger.info("database %s: applied migration %s", self.describe(), name)
         return True
 
+    def insert_ignoring_duplicates(self, table: sa.Table) -> sa.Insert:
+        """`INSERT ... ON CONFLICT DO NOTHING` in this backend's dialect."""
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table).on_conflict_do_nothing()
+
     def applied_migrations(self) -> list[str]:
         return [
             row[0] for row in self.query(sa.select(_MIGRATIONS.c.name).order_by(_MIGRATIONS.c.applied_at))
@@ -299,6 +307,9 @@ def _job_columns() -> list[sa.Column]:
         sa.Column("error_code", sa.Text),
         sa.Column("note", sa.Text),
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        # jobs_v2: event snapshots on request (`POST /analyze?snapshots=true`), stored with the result.
+        sa.Column("snapshots", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("snapshots_json", sa.Text),
     ]
 
 
@@ -322,6 +333,8 @@ def _event_columns() -> list[sa.Column]:
         sa.Column("status", sa.Text, nullable=False, server_default="closed"),
         # events_live_v2: why a live event ended (NULL for events from before it was recorded).
         sa.Column("end_reason", sa.Text),
+        # events_live_v3: the stream's name at the time of the event, readable after the stream is removed.
+        sa.Column("source_name", sa.Text),
     ]
 
 
@@ -329,10 +342,13 @@ JOBS = sa.Table("jobs", _METADATA, *_job_columns())
 EVENTS = sa.Table("events", _METADATA, *_event_columns(), sqlite_autoincrement=True)
 
 
+_JOB_COLUMNS_V2 = ("snapshots", "snapshots_json")
+
+
 def _jobs_v1(op: Operations) -> None:
     op.create_table(
         "jobs",
-        *_job_columns(),
+        *(column for column in _job_columns() if column.name not in _JOB_COLUMNS_V2),
         sa.CheckConstraint(f"status IN ({', '.join(repr(s) for s in JOB_STATUSES)})", name="jobs_status"),
     )
     op.create_index("jobs_by_status", "jobs", ["status", "created_at"])
@@ -341,10 +357,11 @@ def _jobs_v1(op: Operations) -> None:
 
 _LIVE_EVENT_COLUMNS = ("started_at", "ended_at", "status")
 _LIVE_EVENT_COLUMNS_V2 = ("end_reason",)
+_LIVE_EVENT_COLUMNS_V3 = ("source_name",)
 
 
 def _events_v1(op: Operations) -> None:
-    later = (*_LIVE_EVENT_COLUMNS, *_LIVE_EVENT_COLUMNS_V2)
+    later = (*_LIVE_EVENT_COLUMNS, *_LIVE_EVENT_COLUMNS_V2, *_LIVE_EVENT_COLUMNS_V3)
     op.create_table(
         "events",
         *(column for column in _event_columns() if column.name not in later),
@@ -367,11 +384,27 @@ def _events_live_v2(op: Operations) -> None:
             op.add_column("events", column)
 
 
-JOBS_MIGRATIONS: tuple[tuple[str, Sequence[MigrationStep]], ...] = (("jobs_v1", (_jobs_v1,)),)
+def _events_live_v3(op: Operations) -> None:
+    for column in _event_columns():
+        if column.name in _LIVE_EVENT_COLUMNS_V3:
+            op.add_column("events", column)
+
+
+def _jobs_v2(op: Operations) -> None:
+    for column in _job_columns():
+        if column.name in _JOB_COLUMNS_V2:
+            op.add_column("jobs", column)
+
+
+JOBS_MIGRATIONS: tuple[tuple[str, Sequence[MigrationStep]], ...] = (
+    ("jobs_v1", (_jobs_v1,)),
+    ("jobs_v2", (_jobs_v2,)),
+)
 EVENTS_MIGRATIONS: tuple[tuple[str, Sequence[MigrationStep]], ...] = (
     ("events_v1", (_events_v1,)),
     ("events_live_v1", (_events_live_v1,)),
     ("events_live_v2", (_events_live_v2,)),
+    ("events_live_v3", (_events_live_v3,)),
 )
 
 
@@ -394,8 +427,10 @@ class JobRecord(BaseModel):
     size_bytes: int
     upload_path: str | None = None
     frame_scores: bool = False
+    snapshots: bool = False
     video_json: str | None = None
     result_json: str | None = None
+    snapshots_json: str | None = None
     error: str | None = None
     error_code: str | None = None
     note: str | None = None
@@ -424,6 +459,7 @@ def _job(row: Row | None) -> JobRecord | None:
         return None
     data = dict(row._mapping)
     data["frame_scores"] = bool(data["frame_scores"])
+    data["snapshots"] = bool(data.get("snapshots", 0))
     return JobRecord(**data)
 
 
@@ -483,6 +519,7 @@ class JobStore:
     def create(self, record: JobRecord) -> JobRecord:
         data = record.model_dump()
         data["frame_scores"] = int(data["frame_scores"])
+        data["snapshots"] = int(data["snapshots"])
         with self.db.transaction() as conn:
             conn.execute(sa.insert(JOBS).values(**data))
         return record
@@ -494,9 +531,10 @@ class JobStore:
     def list(
         self, status: str | None = None, limit: int = 50, offset: int = 0
     ) -> tuple[list[JobRecord], int]:
-        """Newest first, without results (see `JobRecord.result_json`)."""
+        """Newest first, without results or snapshots (see `JobRecord.result_json`)."""
         where = [JOBS.c.status == status] if status else []
-        columns = [sa.null().label("result_json") if c.name == "result_json" else c for c in JOBS.columns]
+        large = ("result_json", "snapshots_json")
+        columns = [sa.null().label(c.name) if c.name in large else c for c in JOBS.columns]
         rows = self.db.query(
             sa.select(*columns)
             .where(*where)
@@ -561,6 +599,7 @@ class JobStore:
         error: str | None = None,
         error_code: str | None = None,
         events: Sequence[EventRecord] = (),
+        snapshots_json: str | None = None,
     ) -> bool:
         """Move a job to a terminal state with its result and events in one transaction."""
         if status not in TERMINAL_STATUSES:
@@ -573,6 +612,7 @@ class JobStore:
                     status=status,
                     finished_at=time.time(),
                     result_json=result_json,
+                    snapshots_json=snapshots_json,
                     error=error,
                     error_code=error_code,
                     upload_path=None,

@@ -54,10 +54,10 @@ class BackboneConfig(BaseModel):
         default=4, ge=1, description="efficientnet_lite0: frames encoded per snippet (evenly spaced)"
     )
     appearance_pooling: Literal["avg", "max", "gem", "grid2"] = Field(
-        default="gem", description="efficientnet_lite0: spatial pooling of the feature map"
+        default="max", description="efficientnet_lite0: spatial pooling of the feature map"
     )
     appearance_layer: Literal["head", "blocks"] = Field(
-        default="head",
+        default="blocks",
         description="efficientnet_lite0: head = 1280-channel map after the head conv; blocks = 320-channel "
         "output of the last stage",
     )

@@ -117,6 +117,7 @@ def evaluate_features(
     )
     metrics["checkpoint"] = str(ck.path) if ck.path else None
     metrics["trained"] = ck.trained
+    metrics["backbone"] = ck.backbone.key()
     metrics["features"] = features.source
     if scores_dir is not None:
         metrics["scores_dir"] = str(Path(scores_dir))

@@ -67,6 +67,7 @@ _UPLOAD_BODY = {
 async def analyze(
     request: Request,
     frame_scores: bool = Query(default=False, description="also return one score per frame"),
+    snapshots: bool = Query(default=False, description="also return a JPEG of each event's peak"),
     background: bool = Query(default=False, description="always answer 202 at once, whatever the length"),
     ctx: ServiceContext = Depends(get_context),
 ) -> Response:
@@ -121,6 +122,7 @@ async def analyze(
         size_bytes=upload.size,
         upload_path=str(path),
         frame_scores=frame_scores,
+        snapshots=snapshots,
         video_json=video.model_dump_json(),
     )
     try:

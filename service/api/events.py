@@ -1,18 +1,22 @@
-"""Anomaly events of live streams and analysed files, newest first, with filters."""
+"""Anomaly events of live streams and analysed files, newest first, with filters; deleting one (with its media)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from service.api.responses import AUTH_ERRORS, errors
 from service.auth import require_api_key
 from service.context import ServiceContext, get_context
 from service.errors import ApiError
 from service.live.events import EventFilter
-from service.live.schemas import EventList, event_view
+from service.live.schemas import EventList, EventView, event_view
+
+# An event id in a path: SQLite's integer range, so an absurd id is a 422, not a database error.
+EventId = Annotated[int, Path(ge=0, le=2**63 - 1, description="the event's id")]
 
 router = APIRouter(
     prefix="/events", tags=["events"], dependencies=[Depends(require_api_key)], responses=errors(*AUTH_ERRORS)
@@ -55,4 +59,40 @@ async def list_events(
             offset=offset,
         )
     )
-    return EventList(items=[event_view(r) for r in rows], total=total, limit=limit, offset=offset)
+    media = ctx.live.media.store.of_events([r["id"] for r in rows]) if ctx.live.media is not None else {}
+    return EventList(
+        items=[event_view(r, media.get(r["id"])) for r in rows], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get("/{event_id}", response_model=EventView, summary="One event", responses=errors(404))
+async def get_event(event_id: EventId, ctx: ServiceContext = Depends(get_context)) -> EventView:
+    if ctx.live is None:
+        raise ApiError(503, "live_disabled", "live streams are not enabled in this service")
+    row = ctx.live.event_store.get(event_id)
+    if row is None:
+        raise ApiError(404, "event_not_found", f"no event with id {event_id}")
+    media = ctx.live.media.store.get(event_id) if ctx.live.media is not None else None
+    return event_view(row, media)
+
+
+@router.delete(
+    "/{event_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete an event with its snapshot and clip",
+    responses=errors(404, 409),
+)
+async def delete_event(event_id: EventId, ctx: ServiceContext = Depends(get_context)) -> Response:
+    if ctx.live is None:
+        raise ApiError(503, "live_disabled", "live streams are not enabled in this service")
+    live = ctx.live
+    row = await asyncio.to_thread(live.event_store.get, event_id)
+    if row is None:
+        raise ApiError(404, "event_not_found", f"no event with id {event_id}")
+    if row.get("status") == "open":
+        raise ApiError(409, "event_open", f"event {event_id} is still open; delete it once it has ended")
+    await asyncio.to_thread(live.event_store.delete, event_id)
+    if live.media is not None:
+        await asyncio.to_thread(live.media.store.delete, event_id)
+    return Response(status_code=204)

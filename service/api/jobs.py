@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Depends, Query, Response
+from pydantic import TypeAdapter
 
 from model.inference import AnalysisResult, VideoInfo
 from service.api.responses import AUTH_ERRORS, errors
 from service.auth import require_api_key
 from service.context import ServiceContext, get_context
 from service.errors import ApiError
-from service.schemas import Job, JobList, JobStatus, JobSummary, timestamp
+from service.schemas import EventSnapshot, Job, JobList, JobStatus, JobSummary, timestamp
 from service.storage import JobRecord
 
 router = APIRouter(
@@ -30,6 +31,7 @@ def job_summary(record: JobRecord, live_progress: float | None = None) -> JobSum
         filename=record.filename,
         size_bytes=record.size_bytes,
         frame_scores=record.frame_scores,
+        snapshots=record.snapshots,
         video=VideoInfo.model_validate_json(record.video_json) if record.video_json else None,
         error=record.error,
         note=record.note,
@@ -40,7 +42,12 @@ def job_summary(record: JobRecord, live_progress: float | None = None) -> JobSum
 def job_view(record: JobRecord, live_progress: float | None = None) -> Job:
     summary = job_summary(record, live_progress)
     result = AnalysisResult.model_validate_json(record.result_json) if record.result_json else None
-    return Job(**summary.model_dump(), result=result)
+    snapshots = (
+        TypeAdapter(list[EventSnapshot]).validate_json(record.snapshots_json)
+        if record.snapshots_json
+        else None
+    )
+    return Job(**summary.model_dump(), result=result, event_snapshots=snapshots)
 
 
 def _known(ctx: ServiceContext, job_id: str) -> JobRecord:

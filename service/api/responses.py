@@ -15,6 +15,7 @@ _DESCRIPTIONS = {
     409: "conflict with the resource's state",
     413: "upload over the size limit",
     415: "wrong content type or file type",
+    416: "the requested byte range is outside the file",
     422: "invalid parameters, or a file that is not a decodable video",
     500: "unexpected server error",
     503: "model not loaded (yet), or the database is locked by another process",

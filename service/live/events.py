@@ -1,7 +1,7 @@
-"""Live events: a hysteresis detector per stream fed with final scores, stored in the database, announced to clients and
-to an optional webhook.
+"""Live events: a hysteresis detector per stream fed with final scores, stored in the database, and announced as notices
+(`start`, `update` at each new peak, `end`) that the scheduler hands to the publishers.
 
-An event is announced (stored, `start` notice, webhook) only once it has lasted `min_duration_s`, so a short blip
+An event is announced (stored, `start` notice) only once it has lasted `min_duration_s`, so a short blip
 that the policy would discard never raises an alarm. Events share the `events` table with file analysis
 (`source_kind = "stream"`, `source_id` = stream id); this module adds wall-clock start/end, a status column and
 the reason each live event ended (`end_reason`, see `EndReason`).
@@ -14,23 +14,18 @@ otherwise be bridged into. Events left open by a crash are marked `interrupted` 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import queue
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import httpx
 import numpy as np
 import sqlalchemy as sa
 
 from model.events import Event, EventDetector, EventPolicy
 from service.live.messages import EndReason, EventNotice
-from service.live.urls import mask_url
 from service.storage import EVENTS, Database, EventStore
 
 logger = logging.getLogger(__name__)
@@ -57,21 +52,52 @@ class LiveEventStore:
         self.db = db
         EventStore(db)  # makes sure the shared events table exists, with its live columns
 
-    def open(self, stream_id: str, start_s: float, started_at: float, peak: float) -> int:
+    def open(
+        self,
+        stream_id: str,
+        start_s: float,
+        started_at: float,
+        peak: float,
+        *,
+        stream_name: str | None = None,
+        dominant: str | None = None,
+        categories: dict[str, float] | None = None,
+    ) -> int:
         with self.db.transaction() as conn:
             cur = conn.execute(
                 sa.insert(EVENTS).values(
                     source_kind=SOURCE_KIND,
                     source_id=stream_id,
+                    source_name=stream_name,
                     start_s=start_s,
                     peak_score=peak,
-                    categories_json="{}",
+                    dominant_category=dominant,
+                    categories_json=json.dumps(categories or {}),
                     created_at=time.time(),
                     started_at=started_at,
                     status="open",
                 )
             )
             return int(cur.inserted_primary_key[0])
+
+    def update_peak(
+        self, event_id: int, *, peak: float, dominant: str | None, categories: dict[str, float]
+    ) -> None:
+        """An open event reached a new peak: its peak and the category distribution seen there."""
+        with self.db.transaction() as conn:
+            conn.execute(
+                sa.update(EVENTS)
+                .where(EVENTS.c.id == event_id, EVENTS.c.status == "open")
+                .values(peak_score=peak, dominant_category=dominant, categories_json=json.dumps(categories))
+            )
+
+    def get(self, event_id: int) -> dict[str, Any] | None:
+        rows = self.db.query(sa.select(EVENTS).where(EVENTS.c.id == event_id))
+        return _event_row(rows[0]) if rows else None
+
+    def delete(self, event_id: int) -> bool:
+        with self.db.transaction() as conn:
+            return conn.execute(sa.delete(EVENTS).where(EVENTS.c.id == event_id)).rowcount > 0
 
     def close(
         self,
@@ -144,12 +170,7 @@ class LiveEventStore:
             .offset(f.offset)
         )
         total = self.db.query(sa.select(sa.func.count()).select_from(EVENTS).where(*where))[0][0]
-        items = []
-        for row in rows:
-            data = dict(row._mapping)
-            data["categories"] = json.loads(data.pop("categories_json") or "{}")
-            items.append(data)
-        return items, int(total)
+        return [_event_row(row) for row in rows], int(total)
 
     def delete_for_stream(self, stream_id: str) -> None:
         with self.db.transaction() as conn:
@@ -158,79 +179,10 @@ class LiveEventStore:
             )
 
 
-class WebhookSender:
-    """POSTs event notices to one URL from its own thread, retrying failures with capped exponential backoff.
-
-    The queue is bounded: when the receiver is down for long, the oldest undelivered notices are dropped (logged).
-    """
-
-    def __init__(
-        self, url: str, attempts: int = 5, initial_delay_s: float = 0.5, max_delay_s: float = 30.0
-    ) -> None:
-        self.url = url
-        self.display_url = mask_url(url)
-        self.attempts = attempts
-        self.initial_delay_s = initial_delay_s
-        self.max_delay_s = max_delay_s
-        self.delivered = 0
-        self.failed = 0
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=1000)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="event-webhook", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 2.0) -> None:
-        self._stop.set()
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)
-        self._thread.join(timeout_s)
-
-    def send(self, payload: dict[str, Any]) -> None:
-        try:
-            self._queue.put_nowait(payload)
-        except queue.Full:
-            try:
-                dropped = self._queue.get_nowait()
-                logger.warning(
-                    "webhook queue full; dropping the oldest notice %s", (dropped or {}).get("type")
-                )
-            except queue.Empty:
-                pass
-            self._queue.put_nowait(payload)
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=5.0) as client:
-            while not self._stop.is_set():
-                payload = self._queue.get()
-                if payload is None:
-                    break
-                self._deliver(client, payload)
-
-    def _deliver(self, client: httpx.Client, payload: dict[str, Any]) -> None:
-        for attempt in range(self.attempts):
-            try:
-                response = client.post(self.url, json=payload)
-                if 200 <= response.status_code < 300:
-                    self.delivered += 1
-                    return
-                problem = f"HTTP {response.status_code}"
-            except httpx.HTTPError as exc:
-                problem = type(exc).__name__
-            delay = min(self.max_delay_s, self.initial_delay_s * 2**attempt)
-            logger.warning(
-                "webhook %s: %s (attempt %d/%d)%s",
-                self.display_url,
-                problem,
-                attempt + 1,
-                self.attempts,
-                f", retrying in {delay:.1f}s" if attempt + 1 < self.attempts else "",
-            )
-            if attempt + 1 < self.attempts and self._stop.wait(delay):
-                break
-        self.failed += 1
-        logger.error("webhook %s: giving up on a %s notice", self.display_url, payload.get("type"))
+def _event_row(row: Any) -> dict[str, Any]:
+    data = dict(row._mapping)
+    data["categories"] = json.loads(data.pop("categories_json") or "{}")
+    return data
 
 
 class StreamEvents:
@@ -243,18 +195,17 @@ class StreamEvents:
         policy: EventPolicy,
         category_names: list[str],
         store: LiveEventStore,
-        webhook: WebhookSender | None,
     ) -> None:
         self.stream_id = stream_id
         self.stream_name = stream_name
         self.policy = policy
         self.names = category_names
         self.store = store
-        self.webhook = webhook
         self.detector = EventDetector(policy, category_names)
         self._start_s = 0.0
         self._started_at = 0.0
         self._peak = 0.0
+        self._peak_s = 0.0  # media time of the peak snippet's start
         self._event_id: int | None = None  # set once the open event is confirmed (announced)
         # The last snippet fed (media end, wall clock of its end): where a gap starts, and what dates an end.
         self._last_end_s: float | None = None
@@ -291,17 +242,19 @@ class StreamEvents:
             if gap_s > self.policy.min_gap_s and (notice := self._finish("gap")) is not None:
                 notices.append(notice)
         was_active = self.detector.active
+        new_peak = False
         opened, closed = self.detector.update(index, start_s, end_s, score, categories, degraded)
         self._last_end_s, self._last_captured_at = end_s, captured_at
         if opened:
-            self._start_s, self._started_at, self._peak, self._event_id = (
+            self._start_s, self._started_at, self._peak, self._peak_s, self._event_id = (
                 start_s,
                 captured_at - (end_s - start_s),
                 score,
+                start_s,
                 None,
             )
-        elif self.detector.active and not degraded:
-            self._peak = max(self._peak, score)
+        elif self.detector.active and not degraded and score > self._peak:
+            self._peak, self._peak_s, new_peak = score, start_s, True
         # Announce only on a high snippet: the detector measures an event up to its last high snippet, so a
         # duration counted through the low tail could announce an event the detector then drops as too short.
         if (
@@ -311,14 +264,30 @@ class StreamEvents:
             and score >= self.policy.exit_threshold
             and end_s - self._start_s >= self.policy.min_duration_s
         ):
-            self._event_id = self.store.open(self.stream_id, self._start_s, self._started_at, self._peak)
-            notices.append(self._notice("start", categories))
+            start = self._notice("start", categories)
+            self._event_id = self.store.open(
+                self.stream_id,
+                self._start_s,
+                self._started_at,
+                self._peak,
+                stream_name=self.stream_name,
+                dominant=start.dominant_category,
+                categories=start.categories,
+            )
+            notices.append(start.model_copy(update={"event_id": self._event_id}))
+        elif new_peak and self._event_id is not None:
+            update = self._notice("update", categories)
+            self.store.update_peak(
+                self._event_id,
+                peak=self._peak,
+                dominant=update.dominant_category,
+                categories=update.categories,
+            )
+            notices.append(update)
         if closed is not None and self._event_id is not None:
             notices.append(self._close(closed, captured_at - (end_s - closed.end_s), "scores_below_exit"))
         elif was_active and not self.detector.active:
             self._event_id = None  # too short: discarded by the policy, never announced
-        for notice in notices:
-            self._hook(notice)
         return notices
 
     def finish(self, reason: EndReason, through_index: int | None = None) -> EventNotice | None:
@@ -330,10 +299,7 @@ class StreamEvents:
         """
         if through_index is not None:
             self._closed_through = max(self._closed_through, through_index)
-        notice = self._finish(reason)
-        if notice is not None:
-            self._hook(notice)
-        return notice
+        return self._finish(reason)
 
     def _finish(self, reason: EndReason) -> EventNotice | None:
         closed = self.detector.finish()
@@ -364,6 +330,7 @@ class StreamEvents:
             started_at=self._started_at,
             ended_at=ended_at,
             peak_score=closed.peak_score,
+            peak_s=self._peak_s,
             dominant_category=closed.dominant_category,
             categories=closed.categories,
             end_reason=reason,
@@ -371,26 +338,16 @@ class StreamEvents:
         self._event_id = None
         return notice
 
-    def _notice(self, kind: Literal["start", "end"], categories: np.ndarray) -> EventNotice:
+    def _notice(self, kind: Literal["start", "update"], categories: np.ndarray) -> EventNotice:
         distribution = {n: float(v) for n, v in zip(self.names, categories, strict=True)}
         dominant = self.names[int(np.argmax(categories))] if len(self.names) else None
-        assert self._event_id is not None
         return EventNotice(
             type=kind,
-            event_id=self._event_id,
+            event_id=self._event_id if self._event_id is not None else 0,  # `start`: set once stored
             start_s=self._start_s,
             started_at=self._started_at,
             peak_score=self._peak,
+            peak_s=self._peak_s,
             dominant_category=dominant,
             categories=distribution,
         )
-
-    def _hook(self, notice: EventNotice) -> None:
-        if self.webhook is not None:
-            payload = {
-                "type": f"event.{notice.type}",
-                "stream_id": self.stream_id,
-                "stream_name": self.stream_name,
-            }
-            payload["event"] = notice.model_dump(mode="json")
-            self.webhook.send(payload)

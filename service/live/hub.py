@@ -87,6 +87,15 @@ class LiveHub:
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(self.publish, stream_id, items)
 
+    def close_stream_threadsafe(self, stream_id: str) -> None:
+        """`close_stream` from any thread (on the loop, after the messages already handed over)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._channels.pop(stream_id, None)
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self.close_stream, stream_id)
+
     # -- on the loop ---------------------------------------------------------------------------------------
     def publish(self, stream_id: str, items: list[tuple[int | None, str]]) -> None:
         channel = self._channels.get(stream_id)

@@ -1,4 +1,5 @@
-"""The live-stream component of the service: registry, readers, scheduler, hub, events and webhook together.
+"""The live-stream component of the service: registry, readers, scheduler, events, and the dispatcher with its
+publishers (WebSocket hub, webhook, MQTT, event media) together.
 
 Started and stopped by the app's lifespan. Registered streams are persisted and resumed at start-up; readers start
 once the model is loaded (its snippet geometry decides how frames are cut), and meanwhile show as `connecting`.
@@ -17,8 +18,10 @@ from pydantic import ValidationError
 
 from model.events import EventPolicy
 from model.video.snippets import SnippetSpec
+from service.event_media.recorder import EventMedia, MediaPolicy
+from service.event_media.store import MediaStore
 from service.live import log_masking
-from service.live.events import LiveEventStore, WebhookSender
+from service.live.events import LiveEventStore
 from service.live.hub import LiveHub
 from service.live.metrics import LiveMetrics
 from service.live.readers import Backoff, StreamReader
@@ -28,6 +31,11 @@ from service.live.store import StreamRecord, StreamStore
 from service.live.urls import check_source_url, mask_url
 from service.metrics import ServiceMetrics
 from service.model_service import ModelService
+from service.publishers.base import StreamRemoved
+from service.publishers.dispatcher import Dispatcher
+from service.publishers.mqtt import MqttPublisher
+from service.publishers.webhook import WebhookPublisher
+from service.publishers.websocket import WebSocketPublisher
 from service.settings import ServiceSettings
 from service.storage import Database
 
@@ -76,14 +84,32 @@ class LiveStreamManager:
         )
         self._owned = owned
         self._first_snippet = first_snippet or (lambda _stream_id: 0)
-        webhook_url = settings.live_webhook_url
-        self.webhook = (
-            WebhookSender(webhook_url.get_secret_value(), attempts=settings.live_webhook_attempts)
-            if webhook_url is not None
-            else None
-        )
+        # Every output of the pipeline is a publisher owned by the dispatcher: a new sink is added here only.
+        self.dispatcher = Dispatcher(on_error=lambda name: self.metrics.publisher_errors.labels(name).inc())
+        self.dispatcher.add(WebSocketPublisher(self.hub))
+        self.media: EventMedia | None = None
+        if settings.media_enabled:
+            self.media = EventMedia(MediaStore(db, settings.media_dir), media_policy(settings))
+            self.dispatcher.add(self.media)
+        if settings.live_webhook_url is not None:
+            self.dispatcher.add(
+                WebhookPublisher(
+                    settings.live_webhook_url.get_secret_value(), attempts=settings.live_webhook_attempts
+                )
+            )
+        if settings.mqtt_url is not None:
+            self.dispatcher.add(
+                MqttPublisher(
+                    settings.mqtt_url.get_secret_value(),
+                    prefix=settings.mqtt_topic_prefix,
+                    client_id=settings.mqtt_client_id,
+                    score_interval_s=settings.mqtt_score_interval_s,
+                    public_url=settings.public_url,
+                    tls_ca=settings.mqtt_tls_ca,
+                )
+            )
         self.scheduler = LiveScheduler(
-            model, self.hub, self.event_store, self.webhook, self.metrics, settings.live_window
+            model, self.dispatcher, self.event_store, self.metrics, settings.live_window
         )
         self._records: dict[str, StreamRecord] = {}
         self._adding = 0  # registrations being stored (counted against the stream limit)
@@ -102,8 +128,7 @@ class LiveStreamManager:
             logger.warning(
                 "%d live events were open when the service last stopped; marked interrupted", interrupted
             )
-        if self.webhook is not None:
-            self.webhook.start()
+        self.dispatcher.start()
         self.scheduler.start()
         for record in records:
             self._records[record.id] = record
@@ -128,8 +153,7 @@ class LiveStreamManager:
         for stream in streams:
             stream.reader.stop()
         await asyncio.to_thread(self.scheduler.stop)
-        if self.webhook is not None:
-            await asyncio.to_thread(self.webhook.stop)
+        await asyncio.to_thread(self.dispatcher.stop)
 
     # -- registry ------------------------------------------------------------------------------------------
     def _policy(self, overrides: EventPolicyOverrides) -> EventPolicy:
@@ -200,6 +224,7 @@ class LiveStreamManager:
             stall_after_s=s.live_stall_after_s,
             loop_files=record.loop,
             first_snippet=self._first_snippet(record.id),
+            on_frames=self.media.frame_sink(record.id) if self.media is not None else None,
         )
         stream = LiveStream(record.id, record.name, reader, self._policy(record.events), record.created_at)
         self.scheduler.add(stream)
@@ -221,7 +246,7 @@ class LiveStreamManager:
         stream = self.scheduler.remove(stream_id)
         if stream is not None:
             stream.reader.stop()
-        self.hub.close_stream(stream_id)
+        self.dispatcher.publish(StreamRemoved(stream_id))
 
     def sync(self) -> tuple[list[str], list[str]]:
         """Run exactly the `owned` streams now stored (a cluster's registrations change in the shared store):
@@ -302,3 +327,18 @@ class LiveStreamManager:
 
     def views(self) -> list[StreamView]:
         return [v for sid in list(self._records) if (v := self.view(sid)) is not None]
+
+
+def media_policy(settings: ServiceSettings) -> MediaPolicy:
+    mb = 1024 * 1024
+    return MediaPolicy(
+        ring_bytes=int(settings.media_ring_mb * mb),
+        max_fps=settings.media_fps,
+        max_width=settings.media_max_width,
+        pre_roll_s=settings.media_pre_roll_s,
+        post_roll_s=settings.media_post_roll_s,
+        max_clip_s=settings.media_max_clip_s,
+        retain_s=settings.media_retain_days * 86400.0,
+        max_total_bytes=int(settings.media_max_total_mb * mb),
+        retention_interval_s=settings.media_retention_interval_s,
+    )

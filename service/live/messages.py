@@ -39,13 +39,14 @@ class GapInfo(BaseModel):
 
 
 class EventNotice(BaseModel):
-    type: Literal["start", "end"]
+    type: Literal["start", "update", "end"] = Field(description="`update`: an open event reached a new peak")
     event_id: int
     start_s: float = Field(description="media time of the event's first snippet")
     end_s: float | None = Field(default=None, description="media time the event ended (`end` only)")
     started_at: float = Field(description="wall clock (Unix seconds) of the event's first snippet")
     ended_at: float | None = None
     peak_score: float
+    peak_s: float | None = Field(default=None, description="media time of the peak snippet's start")
     dominant_category: str | None = None
     categories: dict[str, float] = Field(default_factory=dict)
     end_reason: EndReason | None = Field(default=None, description="why it ended (`end` only)")
@@ -70,7 +71,9 @@ class SnippetMessage(BaseModel):
     degraded: bool = Field(
         default=False, description="a frame of this snippet was damaged or lost; it cannot open an event"
     )
-    events: list[EventNotice] = Field(default_factory=list, description="events that started or ended here")
+    events: list[EventNotice] = Field(
+        default_factory=list, description="events that started, peaked or ended here"
+    )
 
 
 class EventMessage(BaseModel):

@@ -38,5 +38,11 @@ class LiveMetrics:
             registry=r,
         )
         self.errors = Counter("refinevad_live_scheduler_errors", "scheduler cycles that failed", registry=r)
+        self.publisher_errors = Counter(
+            "refinevad_live_publisher_errors",
+            "messages a publisher (websocket, webhook, mqtt, event-media) failed to take",
+            ["publisher"],
+            registry=r,
+        )
         for state in STREAM_STATES:
             self.streams.labels(state=state).set(0)

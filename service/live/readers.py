@@ -53,6 +53,8 @@ STREAM_STATES: tuple[StreamState, ...] = ("connecting", "live", "stalled", "reco
 GapReason = Literal["lag", "reconnect"]
 SourceOpener = Callable[..., VideoSource]
 SourceProbe = Callable[[str, float], None]
+# Receives every full frame batch: (media index of its first frame, frames [F, H, W, 3] uint8 RGB, source fps).
+FrameSink = Callable[[int, np.ndarray, float], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +165,7 @@ class StreamReader:
         opener: SourceOpener | None = None,
         probe: SourceProbe | None = None,
         first_snippet: int = 0,
+        on_frames: FrameSink | None = None,
     ) -> None:
         self.stream_id = stream_id
         self._url = url
@@ -180,6 +183,7 @@ class StreamReader:
         self._opener = opener or open_camera
         self._probe = probe or check_reachable
         self._source: VideoSource | None = None  # the open capture, for the stall watchdog
+        self._on_frames = on_frames
         self._secrets = _secrets_of(url)
         self._sampled = sample_indices(spec)
         self._lock = threading.Lock()
@@ -374,6 +378,8 @@ class StreamReader:
         f = self.spec.frames_per_snippet
         start = self._next_frame
         self._next_frame += f
+        if self._on_frames is not None:
+            self._on_frames(start, batch, fps)  # the event media ring: every frame, scored or not
         frames = batch if len(self._sampled) == f else batch[self._sampled]
         snippet = Snippet(
             stream_id=self.stream_id,

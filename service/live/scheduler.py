@@ -10,7 +10,8 @@ of snippets (all full windows share one call). From each window it reads two sco
 - the previous snippet's, now that its next neighbour exists, sent as `final`. Only final scores feed the
   event detector.
 
-Messages are serialised once here and handed to the hub on the event loop. A failing cycle is logged and
+Messages are serialised once here and handed to the dispatcher, which fans them out to every publisher (WebSocket
+hub, webhook, MQTT, event media). A failing cycle is logged and
 counted, never fatal; a snippet whose frames make the backbone fail is skipped alone.
 
 Each cycle also looks at every stream's reader: one that stalled, lost its source or stopped (end of a replayed
@@ -30,13 +31,14 @@ import torch
 
 from model.events import EventPolicy
 from model.inference import AnalysisEngine
-from service.live.events import LiveEventStore, StreamEvents, WebhookSender
-from service.live.hub import LiveHub
-from service.live.messages import EndReason, EventMessage, EventNotice, GapInfo, SnippetMessage, StateMessage
+from service.live.events import LiveEventStore, StreamEvents
+from service.live.messages import EndReason, EventNotice, GapInfo, SnippetMessage, StateMessage
 from service.live.metrics import LiveMetrics
 from service.live.readers import STREAM_STATES, RateMeter, Snippet, StreamReader
 from service.live.window import FeatureWindows
 from service.model_service import ModelService
+from service.publishers.base import EventChanged, SnippetsScored, StateChanged
+from service.publishers.dispatcher import Dispatcher
 
 logger = logging.getLogger(__name__)
 
@@ -72,16 +74,14 @@ class LiveScheduler:
     def __init__(
         self,
         model: ModelService,
-        hub: LiveHub,
+        dispatcher: Dispatcher,
         event_store: LiveEventStore,
-        webhook: WebhookSender | None,
         metrics: LiveMetrics,
         window: int,
     ) -> None:
         self.model = model
-        self.hub = hub
+        self.dispatcher = dispatcher
         self.event_store = event_store
-        self.webhook = webhook
         self.metrics = metrics
         self.window = window
         self._streams: dict[str, LiveStream] = {}
@@ -184,8 +184,8 @@ class LiveScheduler:
         if notice is None:
             return
         logger.info("stream %s: closed its open event %d (%s)", stream.id, notice.event_id, reason)
-        message = EventMessage(stream_id=stream.id, index=last, event=notice, wall_clock=time.time())
-        self.hub.publish_threadsafe(stream.id, [(last, message.model_dump_json())])
+        # No snippet message carries this end: WebSocket clients get it as an `event` message at that index.
+        self.dispatcher.publish(EventChanged(stream.id, stream.name, notice, standalone_index=last))
 
     def _close_events_without_source(self) -> None:
         """Streams whose reader stalled, lost its source or stopped: no scores are coming to close their events."""
@@ -208,13 +208,15 @@ class LiveScheduler:
             counts[state] += 1
             if (state, last_error) != stream.published_state:
                 stream.published_state = (state, last_error)
-                text = StateMessage(
+                message = StateMessage(
                     stream_id=stream.id,
                     state=state,
                     last_error=last_error,
                     wall_clock=time.time(),
-                ).model_dump_json()
-                self.hub.publish_threadsafe(stream.id, [(None, text)])
+                )
+                self.dispatcher.publish(
+                    StateChanged(stream.id, stream.name, message, message.model_dump_json())
+                )
         for state, n in counts.items():
             self.metrics.streams.labels(state=state).set(n)
 
@@ -233,7 +235,6 @@ class LiveScheduler:
                     stream.policy,
                     engine.category_names,
                     self.event_store,
-                    self.webhook,
                 )
             items.append((stream, snippet))
         return items
@@ -302,7 +303,9 @@ class LiveScheduler:
             for b, (stream, snippet) in enumerate(items):
                 distribution = dict(zip(names, weights[b].tolist(), strict=True))
                 dominant = names[int(np.argmax(weights[b]))]
-                out_items: list[tuple[int | None, str]] = []
+                out_items: list[tuple[int, str]] = []
+                final: SnippetMessage | None = None
+                notices: list[EventNotice] = []
                 prev = stream.previous
                 if prev is not None and not np.isnan(previous[b]) and stream.events is not None:
                     notices = stream.events.update(
@@ -315,14 +318,10 @@ class LiveScheduler:
                         degraded=prev.degraded,
                         outage_s=prev.gap.outage_s if prev.gap is not None else 0.0,
                     )
-                    out_items.append(
-                        (
-                            prev.index,
-                            self._message(prev, "final", float(previous[b]), distribution, dominant, notices),
-                        )
-                    )
+                    final = self._message(prev, "final", float(previous[b]), distribution, dominant, notices)
+                    out_items.append((prev.index, final.model_dump_json()))
                 message = self._message(snippet, "provisional", float(newest[b]), distribution, dominant, [])
-                out_items.append((snippet.index, message))
+                out_items.append((snippet.index, message.model_dump_json()))
                 latency = time.monotonic() - snippet.captured_mono
                 self.metrics.latency.observe(latency)
                 stream.last_latency_s = latency
@@ -332,7 +331,9 @@ class LiveScheduler:
                 stream.rate_processed.add(frames)
                 if snippet.gap is not None and "lag" in snippet.gap.reasons:
                     self.metrics.dropped_frames.inc(snippet.gap.dropped_frames)
-                self.hub.publish_threadsafe(stream.id, out_items)
+                self.dispatcher.publish(SnippetsScored(stream.id, stream.name, out_items, final))
+                for notice in notices:
+                    self.dispatcher.publish(EventChanged(stream.id, stream.name, notice))
         except Exception:
             # The windows already hold these snippets: keep each stream's `previous` in step with its window,
             # or the next cycle's final score (read one before the newest) would carry this snippet's score
@@ -349,7 +350,7 @@ class LiveScheduler:
         distribution: dict[str, float],
         dominant: str,
         notices: list[EventNotice],
-    ) -> str:
+    ) -> SnippetMessage:
         now = time.time()
         return SnippetMessage(
             stream_id=snippet.stream_id,
@@ -366,4 +367,4 @@ class LiveScheduler:
             gap=GapInfo.of(snippet.gap),
             degraded=snippet.degraded,
             events=notices,
-        ).model_dump_json()
+        )

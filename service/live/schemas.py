@@ -99,6 +99,9 @@ class EventView(BaseModel):
     id: int
     source_kind: str = Field(description="`stream` (live) or `job` (file analysis)")
     source_id: str
+    stream_name: str | None = Field(
+        default=None, description="the stream's name when the event happened (live)"
+    )
     status: str = Field(
         description="`open`, `closed`, or `interrupted` (the service stopped while it was open)"
     )
@@ -116,6 +119,11 @@ class EventView(BaseModel):
         description="live events: why it ended (scores_below_exit, gap, source_stalled, source_lost, "
         "stream_ended, stream_removed, service_stopped, service_interrupted); null while open",
     )
+    snapshot_url: str | None = Field(default=None, description="JPEG of the peak (live events that have one)")
+    clip_url: str | None = Field(default=None, description="MP4 clip, once `clip_status` is `ready`")
+    clip_status: str | None = Field(
+        default=None, description="`recording`, `ready`, `failed` or `expired` (retention); None = no clip"
+    )
 
 
 class EventList(BaseModel):
@@ -125,13 +133,22 @@ class EventList(BaseModel):
     offset: int
 
 
-def event_view(row: dict[str, Any]) -> EventView:
+def event_view(row: dict[str, Any], media: Any = None) -> EventView:
+    """`media`: the event's `service.event_media.store.MediaRecord`, if it has one."""
     from service.schemas import timestamp
 
+    event_id = row["id"]
+    has_snapshot = media is not None and media.snapshot_bytes > 0
     return EventView(
-        id=row["id"],
+        id=event_id,
         source_kind=row["source_kind"],
         source_id=row["source_id"],
+        stream_name=row.get("source_name"),
+        snapshot_url=f"/events/{event_id}/snapshot.jpg" if has_snapshot else None,
+        clip_url=f"/events/{event_id}/clip.mp4"
+        if media is not None and media.clip_status == "ready"
+        else None,
+        clip_status=media.clip_status if media is not None else None,
         status=row.get("status") or "closed",
         start_s=row["start_s"],
         end_s=row["end_s"],

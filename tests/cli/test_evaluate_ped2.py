@@ -35,3 +35,16 @@ def test_evaluate_ped2_from_the_dataset_folder(tmp_path, capsys) -> None:
 def test_evaluate_ped2_refuses_the_training_split(tmp_path) -> None:
     with pytest.raises(SystemExit, match="frame labels"):
         main(["evaluate", "--dataset", "ped2", "--root", str(PED2_ROOT), "--split", "train"])
+
+
+@pytest.mark.integration
+def test_evaluate_ped2_shipped_default_without_a_checkpoint(tmp_path, capsys) -> None:
+    """The command the model card quotes: the shipped default on the test split, features made by the
+    backbone its identity records (two-stream, EfficientNet-Lite0 weights from the installed package)."""
+    args = ["evaluate", "--dataset", "ped2", "--root", str(PED2_ROOT), "--split", "test", "--json"]
+    assert main([*args, "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["trained"] is True and metrics["num_videos"] == 10
+    assert metrics["backbone"].startswith("two_stream:")
+    # The card's shipped figures (seed 42), re-measured end to end from the frames.
+    assert metrics["auc"] > 0.9

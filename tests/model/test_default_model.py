@@ -1,30 +1,46 @@
-"""The shipped default model (model/weights/default.pt): it loads, matches the motion backbone, is marked trained,
-and on real Ped2 test footage scores a clip's anomalous part above its normal part."""
+"""The shipped models: the default (model/weights/default.pt, two-stream features) and the earlier motion-only
+model (ped2_motion.pt). They load, match the backbone their identity records, are marked trained, and on real
+Ped2 test footage score a clip's anomalous part above its normal part."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from model.backbones.registry import BackboneConfig, load_backbone
+from model.backbones.registry import BackboneConfig, config_for_identity, load_backbone
 from model.checkpoint import load_checkpoint
 from model.data.ped2 import Ped2Dataset
-from model.inference import DEFAULT_CHECKPOINT, AnalysisEngine, EngineConfig
+from model.inference import DEFAULT_CHECKPOINT, SHIPPED_CHECKPOINTS, AnalysisEngine, EngineConfig
 from tests.shared_data import PED2_ROOT
 
 SNIPPET_FRAMES = 16
 
 
-def test_default_checkpoint_loads_and_matches_the_motion_backbone() -> None:
+def test_default_checkpoint_loads_and_matches_the_two_stream_backbone() -> None:
     loaded = load_checkpoint(DEFAULT_CHECKPOINT)
     assert loaded.trained
-    backbone = load_backbone(BackboneConfig(name="motion"), "cpu")
-    assert loaded.backbone.mismatch(backbone.identity) is None
+    assert loaded.backbone.name == "two_stream"
+    backbone = load_backbone(config_for_identity(loaded.backbone), "cpu")
     assert loaded.backbone == backbone.identity
+    # The pretrained appearance weights are the packaged ImageNet file, identified by its hash.
+    assert (
+        "sha256:579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db" in loaded.backbone.weights
+    )
     assert loaded.config.category_names == ["Biking", "Skateboarding", "Vehicle"]
+    assert loaded.config.input_norm == "standardize"
+    assert float(loaded.model.input_norm.std.min()) > 0
     # Small enough to live in the package.
-    assert DEFAULT_CHECKPOINT.stat().st_size < 8 * 2**20
+    assert DEFAULT_CHECKPOINT.stat().st_size < 10 * 2**20
     assert "ped2_test" in loaded.metadata.get("metrics", {})
+
+
+def test_motion_only_model_stays_loadable_and_selectable() -> None:
+    loaded = load_checkpoint(SHIPPED_CHECKPOINTS["ped2_motion"])
+    assert loaded.trained
+    backbone = load_backbone(BackboneConfig(name="motion"), "cpu")
+    assert loaded.backbone == backbone.identity
+    engine = AnalysisEngine.from_config(EngineConfig(device="cpu", checkpoint="ped2_motion"))
+    assert engine.identity.backbone.name == "motion" and engine.identity.trained
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +51,7 @@ def default_engine() -> AnalysisEngine:
 def test_engine_uses_the_trained_default(default_engine: AnalysisEngine) -> None:
     assert default_engine.identity.trained
     assert default_engine.untrained_warning is None
-    assert default_engine.identity.backbone.name == "motion"
+    assert default_engine.identity.backbone.name == "two_stream"
 
 
 @pytest.mark.integration

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -5,7 +7,7 @@ import torch
 from model import RefineVAD, RefineVADConfig
 from model.backbones.identity import BackboneIdentity
 from model.checkpoint import save_checkpoint
-from model.inference import AnalysisEngine, EngineConfig
+from model.inference import SHIPPED_CHECKPOINTS, AnalysisEngine, EngineConfig, resolve_checkpoint
 from model.video.source import VideoDecodeError
 from tests.footage import encode_ped2_clip
 from tests.shared_data import SHARED_DATA
@@ -135,3 +137,18 @@ def test_progress_follows_the_bytes_read_not_the_container_claims(untrained_engi
     assert 0 < seen[0] < 0.5 and max(seen[:-1]) > 0.8  # steps through the file, not 0 until the jump to 1
     assert result.frames == 200 and result.video.duration_s == pytest.approx(8.0)
     assert len(result.decode.timestamp_jumps) == 1
+
+
+def test_shipped_models_are_selectable_by_name(tmp_path, monkeypatch) -> None:
+    import model.inference as inference
+
+    assert resolve_checkpoint("ped2_motion") == SHIPPED_CHECKPOINTS["ped2_motion"]
+    assert resolve_checkpoint("default") == SHIPPED_CHECKPOINTS["default"]
+    assert all(path.is_file() for path in SHIPPED_CHECKPOINTS.values())
+    # A file of that name in the working directory wins over the shipped model.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ped2_motion").write_bytes(b"")
+    assert resolve_checkpoint("ped2_motion") == Path("ped2_motion")
+    assert resolve_checkpoint(None) == inference.DEFAULT_CHECKPOINT
+    monkeypatch.setattr(inference, "DEFAULT_CHECKPOINT", tmp_path / "missing.pt")
+    assert resolve_checkpoint(None) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 import math
 import socket
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.integration
 def _check_result(result: dict, frames: int, fps: float, frame_scores: bool) -> None:
     model = result["model"]
     names = model["category_names"]
-    assert names and model["backbone"]["name"] in ("motion", "clip")
+    assert names and model["backbone"]["name"] in ("motion", "clip", "efficientnet_lite0", "two_stream")
     # An untrained model is always flagged.
     assert (result["untrained_warning"] is None) == model["trained"]
     assert result["video"]["frame_count"] == frames
@@ -100,6 +101,30 @@ def test_short_video_is_answered_synchronously(server: ServerProcess, footage: d
         # The stored job gives back the same result.
         again = client.get(f"/jobs/{job['id']}").json()
         assert again["result"] == job["result"]
+
+
+def test_event_snapshots_on_request(server: ServerProcess, footage: dict[str, Path]) -> None:
+    with server.client() as client:
+        plain = upload_video(client, footage["short"]).json()
+        assert plain["snapshots"] is False and plain["event_snapshots"] is None
+        job = upload_video(client, footage["short"], snapshots="true").json()
+        assert job["status"] == "succeeded" and job["snapshots"] is True
+        events, snapshots = job["result"]["events"], job["event_snapshots"]
+        assert events and [s["event"] for s in snapshots] == list(range(len(events)))  # threshold 0 here
+        assert client.get(f"/jobs/{job['id']}").json()["event_snapshots"] == snapshots
+    capture = cv2.VideoCapture(str(footage["short"]))
+    for snapshot, event in zip(snapshots, events, strict=True):
+        assert event["start_s"] <= snapshot["peak_s"] <= event["end_s"]
+        image = cv2.imdecode(
+            np.frombuffer(base64.b64decode(snapshot["jpeg_base64"]), np.uint8), cv2.IMREAD_COLOR
+        )
+        assert image.shape == (snapshot["height"], snapshot["width"], 3)
+        # The very frame it names, from the file itself.
+        capture.set(cv2.CAP_PROP_POS_FRAMES, snapshot["frame"])
+        ok, frame = capture.read()
+        assert ok and frame.shape == image.shape
+        assert float(np.abs(frame.astype(int) - image.astype(int)).mean()) < 6
+    capture.release()
 
 
 def test_long_video_gets_a_job_that_completes(server: ServerProcess, footage: dict[str, Path]) -> None:

@@ -131,3 +131,16 @@ def test_database_url_selects_postgresql_and_never_echoes_its_password(
     assert "hunter2" not in str(info.value)
     monkeypatch.setenv("REFINEVAD_DATABASE_URL", " ")
     assert ServiceSettings().database_target == Path("data/refinevad.sqlite3")
+
+
+def test_a_bad_mqtt_url_is_refused_without_its_password() -> None:
+    assert ServiceSettings(mqtt_url="mqtts://user:pw@broker.example").masked()["mqtt_url"] == "**********"
+    assert ServiceSettings(mqtt_url="").mqtt_url is None  # empty = MQTT off
+    for bad in (
+        "http://user:topsecret@broker",
+        "mqtt://user:topsecret@broker:99999",
+        "mqtt://user:topsecret@",
+    ):
+        with pytest.raises(ValueError) as info:
+            ServiceSettings(mqtt_url=bad)
+        assert "mqtt_url" in str(info.value) and "topsecret" not in str(info.value)

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from service.cluster.messages import LIVE_MESSAGES, MessageLog
+from service.event_media.store import EVENT_MEDIA, MediaStore
 from service.live.store import STREAMS, StreamStore
 from service.storage import (
     EVENTS,
@@ -50,7 +51,15 @@ def test_wal_and_migrations_run_once(db: Database) -> None:
     assert db.migrate("extra_v1", ["CREATE TABLE extra (x INTEGER)"]) is False
     assert {"jobs", "events", "extra", "schema_migrations"} <= db.table_names()
     assert "must_not_run" not in db.table_names()
-    assert db.applied_migrations() == ["events_v1", "events_live_v1", "events_live_v2", "jobs_v1", "extra_v1"]
+    assert db.applied_migrations() == [
+        "events_v1",
+        "events_live_v1",
+        "events_live_v2",
+        "events_live_v3",
+        "jobs_v1",
+        "jobs_v2",
+        "extra_v1",
+    ]
 
 
 def test_a_failed_migration_leaves_nothing(db: Database) -> None:
@@ -60,11 +69,11 @@ def test_a_failed_migration_leaves_nothing(db: Database) -> None:
     assert "broken_v1" not in db.applied_migrations()
 
 
-def test_migrated_schema_is_the_tables_the_stores_query(db: Database) -> None:
+def test_migrated_schema_is_the_tables_the_stores_query(db: Database, tmp_path: Path) -> None:
     """The migrations and the Core tables describe one schema, on either backend."""
-    JobStore(db), EventStore(db), StreamStore(db), MessageLog(db)
+    JobStore(db), EventStore(db), StreamStore(db), MessageLog(db), MediaStore(db, tmp_path / "media")
     inspector = sa.inspect(db.engine)
-    for table in (JOBS, EVENTS, STREAMS, LIVE_MESSAGES):
+    for table in (JOBS, EVENTS, STREAMS, LIVE_MESSAGES, EVENT_MEDIA):
         reflected = {c["name"]: c["nullable"] for c in inspector.get_columns(table.name)}
         declared = {c.name: c.nullable for c in table.columns}
         assert reflected == declared, table.name
@@ -258,7 +267,14 @@ def test_sqlite_database_of_the_previous_release_opens_unchanged(tmp_path: Path)
         assert jobs.get("old").filename == "o.mp4"
         assert EventStore(db).for_source("job", "old")[0].peak_score == 0.9
         # What the old release lacked (events_live_v2: end_reason) is added now, nothing else runs again.
-        assert db.applied_migrations() == ["events_v1", "events_live_v1", "jobs_v1", "events_live_v2"]
+        assert db.applied_migrations() == [
+            "events_v1",
+            "events_live_v1",
+            "jobs_v1",
+            "events_live_v2",
+            "events_live_v3",
+            "jobs_v2",
+        ]
         assert jobs.claim_next().id == "old"
     finally:
         db.close()

@@ -10,6 +10,7 @@ const state = {
   lastIndex: -1,
   points: new Map(), // snippet index -> {score, status, gap, event}
   threshold: 0.5,
+  thumbs: new Map(), // stream id -> its thumbnail <img>, kept across refreshes
 };
 
 const $ = (sel) => document.querySelector(sel);
@@ -32,6 +33,44 @@ async function api(path, options = {}) {
   return body;
 }
 
+// Media files load in <img> and <video>, which cannot send headers: the key goes in the query (kept out of the
+// server's logs), and thumbnails get a cache-busting time so they show the newest frame.
+function mediaUrl(path, fresh) {
+  const params = new URLSearchParams();
+  if (state.key) params.set("api_key", state.key);
+  if (fresh) params.set("t", String(Date.now()));
+  const query = params.toString();
+  return query ? `${path}?${query}` : path;
+}
+
+function thumbnail(path, fresh, alt) {
+  const img = document.createElement("img");
+  img.className = "thumb";
+  img.alt = alt;
+  img.src = mediaUrl(path, fresh);
+  // No frame yet (404): an empty box instead of a broken image.
+  img.addEventListener("error", () => img.classList.add("missing"));
+  return img;
+}
+
+// A camera's thumbnail: one <img> per stream, updated only once the next frame has loaded (no flicker).
+function streamThumb(s) {
+  const path = `/streams/${s.id}/snapshot.jpg`;
+  let img = state.thumbs.get(s.id);
+  if (!img) {
+    img = thumbnail(path, true, `latest frame of ${s.name}`);
+    state.thumbs.set(s.id, img);
+    return img;
+  }
+  const next = new Image();
+  next.onload = () => {
+    img.src = next.src;
+    img.classList.remove("missing");
+  };
+  next.src = mediaUrl(path, true);
+  return img;
+}
+
 function cell(text, cls) {
   const td = document.createElement("td");
   td.textContent = text;
@@ -50,11 +89,16 @@ async function refreshStreams() {
   }
   const body = $("#streams tbody");
   body.replaceChildren();
+  const listed = new Set(data.items.map((s) => s.id));
+  for (const id of state.thumbs.keys()) if (!listed.has(id)) state.thumbs.delete(id);
   for (const s of data.items) {
     const tr = document.createElement("tr");
     tr.dataset.id = s.id;
     if (s.id === state.selected) tr.className = "selected";
+    const camera = document.createElement("td");
+    camera.append(streamThumb(s));
     tr.append(
+      camera,
       cell(s.name),
       cell(s.state, `state state-${s.state}`),
       cell(`${s.fps_in.toFixed(1)} / ${s.fps_processed.toFixed(1)}`),
@@ -112,7 +156,8 @@ function connect() {
   const proto = location.protocol === "https:" ? "wss" : "ws";
   const params = new URLSearchParams();
   if (state.key) params.set("api_key", state.key);
-  if (state.lastIndex >= 0) params.set("since", String(state.lastIndex));
+  // First connection: since=0 replays what the service kept, so the timeline is filled at once.
+  params.set("since", String(Math.max(0, state.lastIndex)));
   const socket = new WebSocket(`${proto}://${location.host}/streams/${id}/live?${params}`);
   state.socket = socket;
   socket.onmessage = (ev) => onMessage(JSON.parse(ev.data));
@@ -146,7 +191,8 @@ function onMessage(msg) {
     $("#live-info").textContent = `stream ${msg.state}${msg.last_error ? ": " + msg.last_error : ""}`;
   } else if (msg.type === "event") {
     refreshEvents();
-  } else if (msg.type === "notice") {
+  } else if (msg.type === "notice" && msg.code !== "replay_gap") {
+    // replay_gap only says the oldest snippets are no longer kept: expected when opening the page.
     showStatus(msg.message);
   }
 }
@@ -228,10 +274,9 @@ function draw() {
 }
 
 async function refreshEvents() {
-  if (!state.selected) return;
   let data;
   try {
-    data = await api(`/events?stream=${encodeURIComponent(state.selected)}&limit=20`);
+    data = await api("/events?source=stream&limit=20");
   } catch (err) {
     showStatus(`events: ${err.message}`);
     return;
@@ -241,16 +286,54 @@ async function refreshEvents() {
   const time = (t) => (t ? new Date(t).toLocaleTimeString() : "");
   for (const e of data.items) {
     const tr = document.createElement("tr");
+    tr.dataset.id = String(e.id);
+    const snap = document.createElement("td");
+    // An open event's snapshot changes with each new peak: fetched fresh while open.
+    if (e.snapshot_url) snap.append(thumbnail(e.snapshot_url, e.status === "open", `event ${e.id}`));
+    const clip = document.createElement("td");
+    if (e.clip_url) {
+      const play = document.createElement("button");
+      play.type = "button";
+      play.className = "play";
+      play.textContent = "Play";
+      play.addEventListener("click", (ev) => {
+        ev.stopPropagation();
+        openClip(e);
+      });
+      clip.append(play);
+    } else {
+      clip.textContent = e.clip_status || "";
+    }
     tr.append(
+      snap,
+      cell(e.stream_name || e.source_id, "stream-name"),
       cell(time(e.started_at)),
       cell(time(e.ended_at)),
-      cell(e.peak_score.toFixed(3)),
-      cell(e.dominant_category || ""),
+      cell(e.peak_score.toFixed(3), "peak"),
+      cell(e.dominant_category || "", "category"),
       cell(e.end_reason ? `${e.status} (${e.end_reason.replaceAll("_", " ")})` : e.status),
+      clip,
     );
     body.append(tr);
   }
 }
+
+function openClip(e) {
+  const player = $("#clip-player");
+  $("#clip-title").textContent =
+    `${e.stream_name || e.source_id}: ${e.dominant_category || "event"}, peak ${e.peak_score.toFixed(3)}`;
+  player.src = mediaUrl(e.clip_url, false);
+  $("#clip-panel").hidden = false;
+  player.play().catch(() => {}); // autoplay may be refused; the controls are there
+}
+
+$("#clip-close").addEventListener("click", () => {
+  const player = $("#clip-player");
+  player.pause();
+  player.removeAttribute("src");
+  player.load();
+  $("#clip-panel").hidden = true;
+});
 
 $("#api-key").value = state.key;
 $("#key-form").addEventListener("submit", (ev) => {
@@ -259,6 +342,7 @@ $("#key-form").addEventListener("submit", (ev) => {
   localStorage.setItem(KEY_STORAGE, state.key);
   select(null);
   refreshStreams();
+  refreshEvents();
 });
 $("#add-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
@@ -276,5 +360,6 @@ $("#add-form").addEventListener("submit", async (ev) => {
 });
 
 refreshStreams();
+refreshEvents();
 setInterval(refreshStreams, 2000);
 setInterval(refreshEvents, 5000);

@@ -10,6 +10,7 @@ from timm.data import ImageNetInfo
 
 from model.backbones.efficientnet import (
     FEATURE_CHANNELS,
+    LAYER_CHANNELS,
     EfficientNetLite0Backbone,
     _timm_state_dict,
     architecture_string,
@@ -95,7 +96,7 @@ def test_identity_records_weights_hash_and_options() -> None:
         "size": 96,
         "frames": 2,
         "pooling": "max",
-        "layer": "head",
+        "layer": "blocks",
     }
     assert config_for_identity(ident).appearance_pooling == "max"
     with pytest.raises(ValueError, match="malformed"):
@@ -121,7 +122,7 @@ def test_pooling_shapes_and_meaning() -> None:
 
 
 def test_snippets_keep_aspect_and_subsample_frames() -> None:
-    backbone = EfficientNetLite0Backbone(size=64, frames=3, pooling="avg")
+    backbone = EfficientNetLite0Backbone(size=64, frames=3, pooling="avg", layer="head")
     frames = np.random.default_rng(0).integers(0, 255, (2, 16, 48, 96, 3), dtype=np.uint8)
     x = backbone.preprocess(torch.from_numpy(frames[0, :1]))
     assert tuple(x.shape) == (1, 3, 64, 128) and float(x.min()) >= -1.0 and float(x.max()) <= 1.0
@@ -146,12 +147,24 @@ def test_two_stream_concatenates_appearance_and_motion() -> None:
     assert isinstance(backbone, TwoStreamBackbone)
     frames = np.random.default_rng(1).integers(0, 255, (3, 16, 60, 80, 3), dtype=np.uint8)
     out = backbone.encode_snippets(frames)
-    assert out.shape == (3, backbone.dim) and backbone.dim == FEATURE_CHANNELS + backbone.motion.dim
+    assert out.shape == (3, backbone.dim) and backbone.dim == LAYER_CHANNELS["blocks"] + backbone.motion.dim
     blocks = backbone.blocks
     assert torch.allclose(out[:, blocks["appearance"]], backbone.appearance.encode_snippets(frames))
     assert torch.allclose(out[:, blocks["motion"]], backbone.motion.encode_snippets(frames))
     rebuilt = config_for_identity(backbone.identity)
     assert (rebuilt.name, rebuilt.appearance_size, rebuilt.appearance_frames) == ("two_stream", 64, 2)
-    assert architecture_string(64, 2, "gem") in backbone.identity.architecture
+    assert architecture_string(64, 2, "max", "blocks") in backbone.identity.architecture
     with pytest.raises(ValueError, match="text_captions needs the clip backbone"):
         load_backbone(BackboneConfig(name="two_stream", text_captions="c.json"), "cpu")
+
+
+def test_blocks_layer_is_the_last_stage_before_the_head_conv() -> None:
+    backbone = EfficientNetLite0Backbone(size=64, frames=1, pooling="avg", layer="blocks")
+    frames = torch.from_numpy(np.random.default_rng(2).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8))
+    net = backbone.network
+    with torch.no_grad():
+        expected = net.blocks(net.bn1(net.conv_stem(backbone.preprocess(frames)))).mean(dim=(2, 3))
+        head_map = net.bn2(net.conv_head(net.blocks(net.bn1(net.conv_stem(backbone.preprocess(frames))))))
+    assert backbone.dim == 320 and torch.allclose(backbone.encode_frames(frames), expected, atol=1e-5)
+    # timm's own forward_features ends at the head conv: the 'head' layer is exactly that map.
+    assert torch.allclose(net.forward_features(backbone.preprocess(frames)), head_map, atol=1e-5)

@@ -12,26 +12,35 @@ import torch
 from model.events import EventPolicy
 from model.inference import AnalysisEngine, EngineConfig
 from service.live.events import LiveEventStore, StreamEvents
-from service.live.hub import LiveHub
 from service.live.metrics import LiveMetrics
 from service.live.readers import Snippet
 from service.live.scheduler import LiveScheduler, LiveStream
 from service.live.window import FeatureWindows
 from service.metrics import ServiceMetrics
+from service.publishers.base import Outgoing, Publisher, SnippetsScored
+from service.publishers.dispatcher import Dispatcher
 from service.storage import Database, StorageBusy
 
 WINDOW = 4
 
 
-class RecordingHub(LiveHub):
-    """The real hub, also keeping every message the scheduler hands it (there is no event loop here)."""
+class Recorder(Publisher):
+    """A publisher keeping every snippet message the scheduler sends, as a WebSocket client would read it."""
 
     def __init__(self) -> None:
-        super().__init__(client_queue=8, replay=0)
         self.sent: list[dict] = []
+        self.messages: list[Outgoing] = []
 
-    def publish_threadsafe(self, stream_id: str, items: list[tuple[int | None, str]]) -> None:
-        self.sent.extend(json.loads(text) for _, text in items)
+    def publish(self, message: Outgoing) -> None:
+        self.messages.append(message)
+        if isinstance(message, SnippetsScored):
+            self.sent.extend(json.loads(text) for _, text in message.items)
+
+
+def _dispatcher(recorder: Recorder) -> Dispatcher:
+    dispatcher = Dispatcher()
+    dispatcher.add(recorder)
+    return dispatcher
 
 
 class FlakyEventStore(LiveEventStore):
@@ -39,11 +48,11 @@ class FlakyEventStore(LiveEventStore):
 
     fail_next = 0
 
-    def open(self, stream_id: str, start_s: float, started_at: float, peak: float) -> int:
+    def open(self, stream_id: str, start_s: float, started_at: float, peak: float, **fields) -> int:
         if self.fail_next:
             self.fail_next -= 1
             raise StorageBusy("database is locked")
-        return super().open(stream_id, start_s, started_at, peak)
+        return super().open(stream_id, start_s, started_at, peak, **fields)
 
 
 @pytest.fixture(scope="module")
@@ -59,15 +68,15 @@ def _snippet(engine: AnalysisEngine, index: int, rng: np.random.Generator) -> Sn
 
 
 def test_a_failed_cycle_does_not_shift_later_final_scores(tmp_path, engine: AnalysisEngine) -> None:
-    hub = RecordingHub()
+    hub = Recorder()
     store = FlakyEventStore(Database(tmp_path / "db.sqlite"))
-    scheduler = LiveScheduler(None, hub, store, None, LiveMetrics(ServiceMetrics()), WINDOW)  # type: ignore[arg-type]
+    scheduler = LiveScheduler(None, _dispatcher(hub), store, LiveMetrics(ServiceMetrics()), WINDOW)  # type: ignore[arg-type]
     scheduler._windows = FeatureWindows(WINDOW, engine.backbone.dim, engine.device)
     # Every final score opens an event, so the event store is written on every cycle after the first.
     policy = EventPolicy(enter_threshold=0.0, exit_threshold=0.0)
     stream = LiveStream("s", "s", reader=None, policy=policy, created_at=0.0)  # type: ignore[arg-type]
     stream.slot = scheduler._windows.acquire()
-    stream.events = StreamEvents("s", "s", policy, engine.category_names, store, None)
+    stream.events = StreamEvents("s", "s", policy, engine.category_names, store)
     rng = np.random.default_rng(0)
     snippets = [_snippet(engine, i, rng) for i in range(3)]
 
@@ -96,7 +105,7 @@ def test_removed_streams_free_their_windows_even_if_closing_their_event_fails(
             raise StorageBusy("database is locked")
 
     store = BusyOnClose(Database(tmp_path / "db.sqlite"))
-    scheduler = LiveScheduler(None, RecordingHub(), store, None, LiveMetrics(ServiceMetrics()), WINDOW)  # type: ignore[arg-type]
+    scheduler = LiveScheduler(None, _dispatcher(Recorder()), store, LiveMetrics(ServiceMetrics()), WINDOW)  # type: ignore[arg-type]
     scheduler._windows = FeatureWindows(WINDOW, engine.backbone.dim, engine.device)
     policy = EventPolicy(enter_threshold=0.0, exit_threshold=0.0)
     rng = np.random.default_rng(1)
@@ -104,7 +113,7 @@ def test_removed_streams_free_their_windows_even_if_closing_their_event_fails(
     for name in ("a", "b"):
         stream = LiveStream(name, name, reader=None, policy=policy, created_at=0.0)  # type: ignore[arg-type]
         stream.slot = scheduler._windows.acquire()
-        stream.events = StreamEvents(name, name, policy, engine.category_names, store, None)
+        stream.events = StreamEvents(name, name, policy, engine.category_names, store)
         streams.append(stream)
         scheduler.add(stream)
     for i in range(2):  # the second cycle's final score opens (and announces) an event on each stream

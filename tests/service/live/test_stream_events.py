@@ -12,7 +12,7 @@ from service.storage import Database
 def test_an_event_too_short_by_its_last_high_snippet_is_never_announced(tmp_path) -> None:
     store = LiveEventStore(Database(tmp_path / "db.sqlite"))
     policy = EventPolicy(enter_threshold=0.5, exit_threshold=0.4, min_duration_s=2.0, min_gap_s=3.0)
-    events = StreamEvents("s", "cam", policy, ["A", "B"], store, None)
+    events = StreamEvents("s", "cam", policy, ["A", "B"], store)
     notices = []
     # One high snippet (1 s) then low ones: the trailing low snippets must not make it look 2 s long.
     for i, score in enumerate([0.9, 0.1, 0.1, 0.1, 0.1, 0.1]):
@@ -25,7 +25,7 @@ def test_an_event_too_short_by_its_last_high_snippet_is_never_announced(tmp_path
 def test_a_long_enough_event_is_announced_and_closed(tmp_path) -> None:
     store = LiveEventStore(Database(tmp_path / "db.sqlite"))
     policy = EventPolicy(enter_threshold=0.5, exit_threshold=0.4, min_duration_s=2.0, min_gap_s=1.0)
-    events = StreamEvents("s", "cam", policy, ["A", "B"], store, None)
+    events = StreamEvents("s", "cam", policy, ["A", "B"], store)
     kinds = []
     for i, score in enumerate([0.9, 0.8, 0.7, 0.1, 0.1]):
         kinds += [
@@ -58,7 +58,7 @@ def _feed(
 def _events(tmp_path, **policy) -> tuple[LiveEventStore, StreamEvents]:
     store = LiveEventStore(Database(tmp_path / "db.sqlite"))
     rules = EventPolicy(enter_threshold=0.5, exit_threshold=0.4, min_gap_s=2.0, **policy)
-    return store, StreamEvents("s", "cam", rules, ["A", "B"], store, None)
+    return store, StreamEvents("s", "cam", rules, ["A", "B"], store)
 
 
 def test_dropped_snippets_longer_than_the_exit_rules_are_never_bridged(tmp_path) -> None:

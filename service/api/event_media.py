@@ -1,0 +1,87 @@
+"""Event snapshots and clips, and a stream's latest frame, as files a browser can show directly.
+
+`GET /events/{id}/snapshot.jpg` (the peak's frame), `GET /events/{id}/clip.mp4` (404 until the clip is finished;
+HTTP range requests, so players can seek) and `GET /streams/{id}/snapshot.jpg` (the newest frame). The key may come
+as `?api_key=` as well as in headers, since `<img>` and `<video>` cannot send headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import FileResponse
+
+from service.api.events import EventId
+from service.api.responses import AUTH_ERRORS, errors
+from service.auth import require_api_key_or_query
+from service.context import ServiceContext, get_context
+from service.errors import ApiError
+from service.event_media.recorder import EventMedia
+
+router = APIRouter(
+    tags=["event media"], dependencies=[Depends(require_api_key_or_query)], responses=errors(*AUTH_ERRORS)
+)
+
+_NO_STORE = {"Cache-Control": "no-store"}
+_IMMUTABLE = {"Cache-Control": "private, max-age=3600"}
+
+
+def _media(ctx: ServiceContext) -> EventMedia:
+    if ctx.live is None or ctx.live.media is None:
+        raise ApiError(
+            503, "media_disabled", "event media are not enabled in this service (REFINEVAD_MEDIA_ENABLED)"
+        )
+    return ctx.live.media
+
+
+@router.get(
+    "/events/{event_id}/snapshot.jpg",
+    response_class=FileResponse,
+    summary="The JPEG snapshot of an event's peak",
+    responses={200: {"content": {"image/jpeg": {}}}, **errors(404, 503)},
+)
+async def event_snapshot(event_id: EventId, ctx: ServiceContext = Depends(get_context)) -> FileResponse:
+    media = _media(ctx)
+    record = await asyncio.to_thread(media.store.get, event_id)
+    path = media.store.snapshot_path(event_id)
+    if record is None or record.snapshot_bytes == 0 or not path.is_file():
+        raise ApiError(404, "snapshot_not_found", f"event {event_id} has no snapshot")
+    # The snapshot changes while the event is open (a new peak): not cached.
+    return FileResponse(path, media_type="image/jpeg", headers=_NO_STORE)
+
+
+@router.get(
+    "/events/{event_id}/clip.mp4",
+    response_class=FileResponse,
+    summary="The MP4 clip of an event (404 until finished; supports range requests)",
+    responses={
+        200: {"content": {"video/mp4": {}}},
+        206: {"description": "the requested byte range"},
+        **errors(404, 416, 503),
+    },
+)
+async def event_clip(event_id: EventId, ctx: ServiceContext = Depends(get_context)) -> FileResponse:
+    media = _media(ctx)
+    record = await asyncio.to_thread(media.store.get, event_id)
+    path = media.store.clip_path(event_id)
+    if record is None or record.clip_status != "ready" or not path.is_file():
+        state = "no clip" if record is None else f"clip {record.clip_status}"
+        raise ApiError(404, "clip_not_found", f"event {event_id}: {state}")
+    return FileResponse(path, media_type="video/mp4", headers=_IMMUTABLE)
+
+
+@router.get(
+    "/streams/{stream_id}/snapshot.jpg",
+    summary="The newest frame of a stream, as JPEG",
+    responses={200: {"content": {"image/jpeg": {}}}, **errors(404, 503)},
+)
+async def stream_snapshot(stream_id: str, ctx: ServiceContext = Depends(get_context)) -> Response:
+    media = _media(ctx)
+    assert ctx.live is not None
+    if not ctx.live.exists(stream_id):
+        raise ApiError(404, "stream_not_found", f"no stream with id {stream_id!r}")
+    data = await asyncio.to_thread(media.latest_jpeg, stream_id)
+    if data is None:
+        raise ApiError(404, "no_frame_yet", f"stream {stream_id} has not delivered a frame yet")
+    return Response(data, media_type="image/jpeg", headers=_NO_STORE)

@@ -1,0 +1,205 @@
+"""Event media recording with the real encoder, database and files: the snapshot shows the peak, the clip spans
+pre-roll to post-roll, retention keeps age and total size within their limits (oldest first), deleted events lose
+their media, and a crash mid-clip leaves no half file."""
+
+from __future__ import annotations
+
+import time
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from service.event_media.recorder import EventMedia, MediaPolicy
+from service.event_media.store import MediaStore
+from service.live.events import LiveEventStore
+from service.live.messages import EventNotice
+from service.publishers.base import EventChanged, StreamRemoved
+from service.storage import Database
+from tests.reliability.conftest import wait_for
+
+FPS = 10.0
+H, W = 48, 64
+
+
+def _batch(first: int, n: int = 16) -> np.ndarray:
+    """Frames whose brightness is their media index x 2 (mod 256): decoded clips say which frames they hold."""
+    values = ((np.arange(first, first + n) * 2) % 256).astype(np.uint8)
+    return np.broadcast_to(values[:, None, None, None], (n, H, W, 3)).copy()
+
+
+def _notice(
+    kind: str, event_id: int, start_s: float, peak_s: float, end_s: float | None = None
+) -> EventNotice:
+    return EventNotice(
+        type=kind,
+        event_id=event_id,
+        start_s=start_s,
+        end_s=end_s,
+        started_at=0.0,
+        peak_score=0.9,
+        peak_s=peak_s,
+    )
+
+
+def _announce(media: EventMedia, events: LiveEventStore, frames: int, start_s: float) -> int:
+    """The stream read frames [0, frames), then an event starting at `start_s` was announced: its id."""
+    ring = media.ring("cam")
+    for first in range(0, frames, 16):
+        ring.push(first, _batch(first), FPS)
+    eid = events.open("cam", start_s, time.time(), 0.9)
+    media.publish(EventChanged("cam", "cam", _notice("start", eid, start_s, start_s)))
+    return eid
+
+
+def _clip_ready(store: MediaStore, event_id: int) -> bool:
+    record = store.get(event_id)
+    return record is not None and record.clip_status == "ready"
+
+
+@pytest.fixture
+def setup(tmp_path):
+    db = Database(tmp_path / "db.sqlite")
+    events = LiveEventStore(db)
+    store = MediaStore(db, tmp_path / "media")
+    yield db, events, store
+    db.close()
+
+
+def _media(store: MediaStore, **policy) -> EventMedia:
+    media = EventMedia(store, MediaPolicy(max_fps=FPS, pre_roll_s=1.0, post_roll_s=1.0, **policy))
+    media.start()
+    return media
+
+
+def test_snapshot_at_the_peak_and_a_clip_from_pre_roll_to_post_roll(setup) -> None:
+    _db, events, store = setup
+    media = _media(store)
+    try:
+        ring = media.ring("cam")
+        for first in range(0, 64, 16):  # frames 0-63 (6.4 s) read before the event is announced
+            ring.push(first, _batch(first), FPS)
+        eid = events.open("cam", 3.2, time.time(), 0.9, stream_name="gate")
+        media.publish(EventChanged("cam", "gate", _notice("start", eid, start_s=3.2, peak_s=3.2)))
+        wait_for(lambda: (r := store.get(eid)) is not None and r.snapshot_bytes > 0, 20, "the media")
+        media.publish(EventChanged("cam", "gate", _notice("update", eid, start_s=3.2, peak_s=4.8)))
+        # The end is known before the frames after it arrive: the clip stops 1 s after it, at frame 80.
+        media.publish(EventChanged("cam", "gate", _notice("end", eid, start_s=3.2, peak_s=4.8, end_s=7.0)))
+        wait_for(lambda: media._recordings[eid].stop_index is not None, 20, "the media")
+        for first in range(64, 160, 16):
+            ring.push(first, _batch(first), FPS)
+        wait_for(lambda: _clip_ready(store, eid), 20, "the media")
+    finally:
+        media.stop()
+    # The snapshot is the middle of the peak snippet: frame 48 + 8 = 56.
+    snapshot = cv2.imread(str(store.snapshot_path(eid)))
+    assert abs(int(snapshot.mean()) - 56 * 2 % 256) <= 2
+    # The clip: 1 s before the start (frame 22) to 1 s after the end (frame 80), every frame at 10 fps.
+    with av.open(str(store.clip_path(eid))) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name in ("h264", "mpeg4")
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        duration = float(container.duration) / av.time_base
+    levels = np.array([f.mean() for f in decoded])
+    assert len(decoded) == 80 - 22 + 1
+    np.testing.assert_allclose(levels, (np.arange(22, 81) * 2) % 256, atol=3)
+    assert duration == pytest.approx(5.9, abs=0.15)
+    assert not store.partial_clip_path(eid).exists()
+    assert store.get(eid).clip_bytes == store.clip_path(eid).stat().st_size
+
+
+def test_removing_the_stream_finishes_its_clip_with_the_frames_it_has(setup) -> None:
+    _db, events, store = setup
+    media = _media(store)
+    try:
+        eid = _announce(media, events, frames=48, start_s=2.0)
+        media.publish(StreamRemoved("cam"))
+        wait_for(lambda: _clip_ready(store, eid), 20, "the media")
+        assert media.ring_bytes() == 0  # the stream's ring is gone with it
+    finally:
+        media.stop()
+
+
+def test_retention_by_total_size_and_age_oldest_first(setup) -> None:
+    _db, events, store = setup
+    media = _media(store, max_total_bytes=10**9)
+    try:
+        ring = media.ring("cam")
+        ids = []
+        for k in range(6):
+            for first in range(160 * k, 160 * (k + 1), 16):
+                ring.push(first, _batch(first), FPS)
+            start = 16.0 * k + 2.0
+            eid = events.open("cam", start, time.time(), 0.9)
+            media.publish(EventChanged("cam", "cam", _notice("start", eid, start, start)))
+            media.publish(EventChanged("cam", "cam", _notice("end", eid, start, start, end_s=start + 3)))
+            wait_for(lambda eid=eid: _clip_ready(store, eid), 20, "the media")
+            ids.append(eid)
+    finally:
+        media.stop()
+    sizes = {eid: store.get(eid).snapshot_bytes + store.get(eid).clip_bytes for eid in ids}
+    # A cap that holds only the newest two events' media.
+    media.policy = MediaPolicy(max_total_bytes=sizes[ids[-1]] + sizes[ids[-2]])
+    assert media.enforce_retention() == 4
+    assert store.total_bytes() <= media.policy.max_total_bytes
+    for eid in ids[:4]:
+        assert store.get(eid).clip_status == "expired"
+        assert not store.clip_path(eid).exists() and not store.snapshot_path(eid).exists()
+    for eid in ids[4:]:
+        assert store.get(eid).clip_status == "ready" and store.clip_path(eid).exists()
+    # By age: everything is older than a retention of one millisecond.
+    media.policy = MediaPolicy(retain_s=0.001)
+    time.sleep(0.01)
+    assert media.enforce_retention() == 2
+    assert store.total_bytes() == 0 and not list(store.root.iterdir())
+    # The events themselves stay: only their media expired.
+    assert all(events.get(eid) is not None for eid in ids)
+
+
+def test_deleted_events_lose_their_media_and_crash_leftovers_are_cleaned(setup, tmp_path) -> None:
+    db, events, store = setup
+    media = _media(store)
+    try:
+        eid = _announce(media, events, frames=64, start_s=2.0)
+        media.publish(EventChanged("cam", "cam", _notice("end", eid, 2.0, 2.0, end_s=3.0)))
+        wait_for(lambda: _clip_ready(store, eid), 20, "the media")
+        # Events removed behind the media's back (e.g. with their stream): retention removes their files.
+        assert events.delete(eid)
+        assert media.enforce_retention() == 1
+        assert store.get(eid) is None and not store.clip_path(eid).exists()
+        assert not store.snapshot_path(eid).exists()
+    finally:
+        media.stop()
+    # A crash while a clip recorded: its row says recording and a .part file is left, plus a stray file.
+    other = events.open("cam", 5.0, time.time(), 0.9)
+    store.create(other, "cam")
+    store.partial_clip_path(other).write_bytes(b"half a clip")
+    (store.root / "stray.tmp").write_bytes(b"x")
+    assert MediaStore(db, store.root).recover() == 1
+    assert store.get(other).clip_status == "failed"
+    assert not store.partial_clip_path(other).exists() and not (store.root / "stray.tmp").exists()
+
+
+def test_the_readers_frame_sink_never_raises(setup) -> None:
+    _db, _events, store = setup
+    media = EventMedia(store, MediaPolicy())
+    push = media.frame_sink("cam")
+    push(0, np.zeros((16, 8, 8), np.uint8), 10.0)  # not [F, H, W, 3]: the ring refuses it, the reader goes on
+    push(16, _batch(16), FPS)
+    assert media.ring("cam").newest_index == 31
+    with pytest.raises(ValueError):
+        media.ring("cam").push(32, np.zeros((16, 8, 8), np.uint8), FPS)  # the ring itself does refuse it
+
+
+def test_an_event_that_ends_with_its_source_finishes_its_clip_at_once(setup) -> None:
+    _db, events, store = setup
+    media = _media(store)
+    try:
+        eid = _announce(media, events, frames=64, start_s=2.0)
+        # The replayed file ended at frame 63: no frame will ever reach the post-roll, so nothing waits for one.
+        end = _notice("end", eid, 2.0, 2.0, end_s=6.0).model_copy(update={"end_reason": "stream_ended"})
+        media.publish(EventChanged("cam", "cam", end))
+        wait_for(lambda: _clip_ready(store, eid), 5, "the clip finished without waiting for frames")
+    finally:
+        media.stop()
