@@ -185,9 +185,16 @@ def time_shares(engine: AnalysisEngine, video: Path, max_snippets: int | None = 
 
     The backbone is called in its two halves (preprocess, then the encoder on the preprocessed frames) so each
     is timed alone; the features equal `encode_snippets` (checked on the first batch for the motion backbone).
+    Two-stream: both streams' preprocessing, then the appearance network and the motion descriptor.
     """
     from model.backbones.clip import ClipBackbone
+    from model.backbones.efficientnet import (
+        EfficientNetLite0Backbone,
+        pool_feature_map,
+        sampled_frame_indices,
+    )
     from model.backbones.motion import MotionBackbone
+    from model.backbones.two_stream import TwoStreamBackbone
 
     backbone, device = engine.backbone, engine.device
     seconds = {"decode": 0.0, "preprocess": 0.0, "backbone": 0.0, "head": 0.0}
@@ -216,6 +223,21 @@ def time_shares(engine: AnalysisEngine, video: Path, max_snippets: int | None = 
                 t2 = time.perf_counter()
                 out = torch.cat([backbone.visual(c).float() for c in pixels.split(backbone.batch_size)])
                 out = out.view(s, f, -1).mean(dim=1)
+                _synchronize(device)
+            elif isinstance(backbone, TwoStreamBackbone | EfficientNetLite0Backbone):
+                appearance = backbone.appearance if isinstance(backbone, TwoStreamBackbone) else backbone
+                index = sampled_frame_indices(f, appearance.frames)
+                picked = np.ascontiguousarray(frames[:, index]).reshape(s * len(index), h, w, 3)
+                pixels = appearance.preprocess(torch.from_numpy(picked).to(device))
+                grey = backbone.motion.preprocess(frames) if appearance is not backbone else None
+                _synchronize(device)
+                t2 = time.perf_counter()
+                maps = [appearance.map_pixels(c) for c in pixels.split(appearance.batch_size)]
+                out = torch.cat([pool_feature_map(m, appearance.pooling) for m in maps])
+                out = out.view(s, len(index), -1).mean(dim=1)
+                if grey is not None:
+                    motion = torch.from_numpy(backbone.motion.describe_grey(grey)).to(device)
+                    out = torch.cat([out, motion], dim=1)
                 _synchronize(device)
             else:
                 raise TypeError(f"no breakdown for {type(backbone).__name__}")

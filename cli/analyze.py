@@ -15,7 +15,9 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="analyze a video file or frame folder with the model")
     p.add_argument("video", help="video file, folder of frames, or file:// path")
-    p.add_argument("--checkpoint", type=Path, help="trained head (default: the shipped model)")
+    p.add_argument(
+        "--checkpoint", type=Path, help="trained head file or shipped model name (default, ped2_motion)"
+    )
     p.add_argument(
         "--backbone", choices=list(get_args(BackboneName)), help="default: the checkpoint's backbone"
     )

@@ -226,7 +226,7 @@ def stage_path(stage: Stage, reference: str, checks: list[CandidateCheck]) -> St
         reference=reference,
         accelerated=False,
         reason_code=worst.outcome,
-        reason=f"{reason}; the reference path {reference} serves instead",
+        reason=f"{reason}; the reference path ({reference}) serves instead",
         checks=checks,
     )
     level = logging.INFO if worst.outcome == "unavailable" else logging.WARNING

@@ -80,7 +80,10 @@ class ServiceSettings(BaseSettings):
     )
 
     # Model.
-    model_checkpoint: Path | None = Field(default=None, description="None = the model shipped in the package")
+    model_checkpoint: Path | None = Field(
+        default=None,
+        description="a checkpoint file or a shipped model (default, ped2_motion); None = the shipped default",
+    )
     backbone: BackboneName | None = Field(default=None, description="None = the checkpoint's")
     clip_arch: str | None = None
     clip_pretrained: str | None = None

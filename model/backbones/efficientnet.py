@@ -259,8 +259,12 @@ class EfficientNetLite0Backbone(Backbone):
         """`[N, H, W, 3]` uint8 on the device -> `[N, channels, h/32, w/32]` map of the configured layer:
         `head` = after the 1x1 head convolution, BN and ReLU6 (1280 channels, non-negative); `blocks` = the
         last MBConv stage's output (320 channels, linear bottleneck, signed)."""
+        return self.map_pixels(self.preprocess(frames))
+
+    def map_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """`[N, 3, h, w]` from `preprocess` -> the configured layer's map (see `feature_map`)."""
         net = self.network
-        x = net.blocks(net.bn1(net.conv_stem(self.preprocess(frames))))
+        x = net.blocks(net.bn1(net.conv_stem(pixels)))
         return net.bn2(net.conv_head(x)) if self.layer == "head" else x
 
     @torch.inference_mode()
