@@ -49,9 +49,17 @@ ROUTERS = (
 def build_context(settings: ServiceSettings, metrics: ServiceMetrics) -> ServiceContext:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.upload_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.database_path, busy_timeout_s=settings.db_busy_timeout_s)
+    db = Database(settings.database_target, busy_timeout_s=settings.db_busy_timeout_s)
     job_store = JobStore(db)
     model = ModelService(settings, metrics)
+    workers, analyzer = [], None
+    if settings.cluster_address:
+        # Imported here: a single node never loads Ray.
+        from service.cluster import runtime
+
+        runtime.connect(settings.cluster_address)
+        workers = runtime.live_workers(settings)
+        analyzer = runtime.RemoteAnalyzer(settings, job_store)
     ctx = ServiceContext(
         settings=settings,
         metrics=metrics,
@@ -61,10 +69,20 @@ def build_context(settings: ServiceSettings, metrics: ServiceMetrics) -> Service
         event_store=EventStore(db),
         model=model,
         jobs=JobManager(
-            job_store, model, metrics, workers=settings.job_workers, max_attempts=settings.job_max_attempts
+            job_store,
+            model,
+            metrics,
+            workers=settings.job_workers,
+            max_attempts=settings.job_max_attempts,
+            analyzer=analyzer,
         ),
     )
-    ctx.live = LiveStreamManager(settings, db, model, metrics)
+    if settings.cluster_address:
+        from service.cluster.streams import ClusterStreams
+
+        ctx.live = ClusterStreams(settings, db, model, metrics, workers)
+    else:
+        ctx.live = LiveStreamManager(settings, db, model, metrics)
     ctx.components.append(ctx.live)
     return ctx
 
@@ -83,7 +101,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     ctx: ServiceContext = app.state.services
     log_settings(ctx.settings)
     ctx.model.start()
-    ctx.jobs.recover()
+    ctx.jobs.recover(ctx.settings.upload_dir if ctx.settings.cluster_address else None)
     _clean_spool(ctx)
     ctx.jobs.start()
     started: list = []
@@ -91,7 +109,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for component in ctx.components:
             await component.start()
             started.append(component)
-        logger.info("service started; database %s (%s)", ctx.db.path, ctx.db.journal_mode())
+        logger.info("service started; database %s", ctx.db.describe())
         yield
     finally:
         for component in reversed(started):

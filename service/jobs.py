@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from model.inference import AnalysisCancelled, AnalysisResult
 from model.video.source import VideoDecodeError
@@ -43,6 +43,18 @@ _STORAGE_RETRY_S = 1.0
 _STOP = (-1, -1, "")
 
 
+class Analyzer(Protocol):
+    def __call__(
+        self,
+        path: Path,
+        *,
+        job_id: str,
+        progress: Callable[[float], None],
+        frame_scores: bool,
+        should_stop: Callable[[], bool],
+    ) -> AnalysisResult: ...
+
+
 @dataclass
 class _Running:
     job_id: str
@@ -60,8 +72,12 @@ class JobManager:
         *,
         workers: int = 1,
         max_attempts: int = 2,
+        analyzer: Analyzer | None = None,
     ) -> None:
+        """`analyzer` runs one job's analysis (default: this process's engine; a cluster passes one that runs it
+        as a Ray task on another machine)."""
         self.store = store
+        self.analyzer = analyzer or self._analyze_here
         self.model = model
         self.metrics = metrics
         self.workers = workers
@@ -78,11 +94,12 @@ class JobManager:
 
     # ------------------------------------------------------------------------------------------- lifecycle
 
-    def recover(self) -> None:
-        """Re-queue or fail what a previous process left unfinished (call before `start`)."""
+    def recover(self, spool: Path | None = None) -> None:
+        """Re-queue or fail what a previous process left unfinished (call before `start`). With `spool`, only
+        the jobs whose upload was spooled there: replicas of a cluster share the store, each recovers its own."""
         for job_id in self.store.ids_with_status("running"):
             job = self.store.get(job_id)
-            if job is None:
+            if job is None or not _spooled_in(job, spool):
                 continue
             upload = Path(job.upload_path) if job.upload_path else None
             if upload is None or not upload.is_file():
@@ -103,7 +120,9 @@ class JobManager:
                 )
                 logger.warning("job %s was interrupted by a crash or restart; re-queued", job_id)
         for job_id in self.store.ids_with_status("queued"):
-            self.enqueue(job_id, PRIORITY_BACKGROUND)
+            job = self.store.get(job_id)
+            if job is not None and _spooled_in(job, spool):
+                self.enqueue(job_id, PRIORITY_BACKGROUND)
 
     def start(self) -> None:
         for index in range(self.workers):
@@ -213,8 +232,9 @@ class JobManager:
         started = time.perf_counter()
         status, error, error_code, result = "failed", None, "analysis_failed", None
         try:
-            result = self.model.engine().analyze(
+            result = self.analyzer(
                 Path(job.upload_path or ""),
+                job_id=job_id,
                 progress=lambda fraction: self._on_progress(running, fraction),
                 frame_scores=job.frame_scores,
                 should_stop=running.cancel.is_set,
@@ -270,6 +290,19 @@ class JobManager:
         if finished:
             self._after_terminal(job_id, status, elapsed)
         self._remove_upload(job)
+
+    def _analyze_here(
+        self,
+        path: Path,
+        *,
+        job_id: str,
+        progress: Callable[[float], None],
+        frame_scores: bool,
+        should_stop: Callable[[], bool],
+    ) -> AnalysisResult:
+        return self.model.engine().analyze(
+            path, progress=progress, frame_scores=frame_scores, should_stop=should_stop
+        )
 
     def _snapshots(self, job: JobRecord, result: AnalysisResult) -> str | None:
         """With `snapshots=true`: the events' peak frames, read from the upload before it is removed. A failure
@@ -336,6 +369,12 @@ class JobManager:
     def _is_running(self, job_id: str) -> bool:
         with self._lock:
             return job_id in self._running
+
+
+def _spooled_in(job: JobRecord, spool: Path | None) -> bool:
+    if spool is None:
+        return True
+    return job.upload_path is not None and Path(job.upload_path).resolve().parent == spool.resolve()
 
 
 def _resolve(future: asyncio.Future[JobRecord | None], job: JobRecord | None) -> None:

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -26,6 +26,7 @@ from pydantic_settings import (
 
 from model.backbones.registry import BackboneName
 from service.publishers.broker_address import BrokerAddress
+from service.storage import database_url
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,13 @@ class ServiceSettings(BaseSettings):
 
     # Where the service keeps its state.
     data_dir: Path = Field(default=Path("data"), description="SQLite database and upload spool")
+    database_url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "postgresql://USER:PASSWORD@HOST:PORT/DB for a shared PostgreSQL store (required by a cluster); "
+            "None = embedded SQLite in data_dir"
+        ),
+    )
     db_busy_timeout_s: float = Field(
         default=5.0, gt=0, le=60, description="a write waits this long for a database locked elsewhere"
     )
@@ -198,6 +206,35 @@ class ServiceSettings(BaseSettings):
     )
     live_webhook_attempts: int = Field(default=5, ge=1, le=20)
 
+    # Cluster mode (service/cluster): a Ray cluster runs the live workers and the file jobs.
+    cluster_address: str | None = Field(
+        default=None,
+        description="Ray cluster to join (`HOST:PORT` of the head's `ray start --head --port`); None = single node",
+    )
+    cluster_live_workers: int = Field(
+        default=2, ge=1, le=1024, description="live workers (Ray actors), each running a share of the streams"
+    )
+    cluster_gpus: float | None = Field(
+        default=None,
+        ge=0,
+        description="GPUs per live worker and per job; None = 1 if the cluster has GPUs, else 0",
+    )
+    cluster_job_retries: int = Field(
+        default=3, ge=0, le=100, description="times Ray re-runs a job whose node died"
+    )
+    cluster_sync_s: float = Field(
+        default=2.0, gt=0, le=60, description="live workers re-read their share of the streams this often"
+    )
+
+    @model_validator(mode="after")
+    def _cluster_needs_a_shared_store(self) -> ServiceSettings:
+        if self.cluster_address and self.database_url is None:
+            raise ValueError(
+                "cluster mode needs a database every machine can reach: set REFINEVAD_DATABASE_URL to a "
+                "postgresql:// URL (the embedded SQLite is for one machine)"
+            )
+        return self
+
     # Event media (service/event_media): snapshots and clips of live events.
     media_enabled: bool = Field(default=True, description="record a snapshot and a clip of every live event")
     media_ring_mb: float = Field(
@@ -260,6 +297,14 @@ class ServiceSettings(BaseSettings):
     def _no_blank_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
         return [key for key in value if key.get_secret_value().strip()]
 
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().strip():
+            database_url(value.get_secret_value())  # ValueError naming what is supported
+            return value
+        return None
+
     @field_validator("allowed_schemes")
     @classmethod
     def _lower_schemes(cls, value: list[str]) -> list[str]:
@@ -290,6 +335,11 @@ class ServiceSettings(BaseSettings):
     @property
     def database_path(self) -> Path:
         return self.data_dir / "refinevad.sqlite3"
+
+    @property
+    def database_target(self) -> str | Path:
+        """What `service.storage.Database` opens: the configured URL, else the embedded SQLite file."""
+        return self.database_url.get_secret_value() if self.database_url else self.database_path
 
     @property
     def upload_dir(self) -> Path:

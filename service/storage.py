@@ -1,25 +1,42 @@
-"""The service's embedded database: SQLite in WAL mode, one connection shared by the event loop and workers.
+"""The service's durable store through SQLAlchemy Core: embedded SQLite (WAL) by default, PostgreSQL when
+`REFINEVAD_DATABASE_URL` names one (the shared store of a cluster).
 
-`Database` owns the connection and the schema migrations; each area of the service keeps a store class on top of it
-(`JobStore` and `EventStore` here; later areas add theirs with `Database.migrate`). Every write is one short
-transaction, so a crash leaves either the old or the new state, never half of a job.
+`Database` owns the engine, the transactions and the schema migrations; each area of the service keeps a store
+class on top of it (`JobStore` and `EventStore` here, `StreamStore` in `service.live.store`), with its tables as
+SQLAlchemy Core `Table`s so one statement serves both backends. Every write is one short transaction, so a crash
+leaves either the old or the new state, never half of a job.
+
+Schema versions: each change of the schema is a named migration (`Database.migrate(name, steps)`), applied once
+and recorded in `schema_migrations` in the same transaction as its DDL (both backends have transactional DDL, so
+a failed migration leaves nothing). Steps are Alembic operations (`op.create_table`, `op.add_column`, ...), which
+emit each dialect's DDL; migrations are append-only and never edited once released.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
 from pydantic import BaseModel, Field
+from sqlalchemy import event as sa_event
+from sqlalchemy.engine import Connection, Engine, Row
 
 logger = logging.getLogger(__name__)
+
+# One migration step: Alembic operations bound to the migrating connection, or one SQL statement.
+MigrationStep = Callable[[Operations], None] | str
+
+# Any value; serialises concurrent migrations of several processes sharing one PostgreSQL database.
+_MIGRATION_LOCK_KEY = 0x5EF1_7EAD
 
 
 class StorageError(RuntimeError):
@@ -34,101 +51,234 @@ class StorageFull(StorageError):
     """The disk holding the database is full."""
 
 
-def _translated(exc: sqlite3.Error) -> Exception:
-    code = getattr(exc, "sqlite_errorcode", None)
-    primary = code & 0xFF if isinstance(code, int) else None
-    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-        return StorageBusy("the database is locked by another process; retry shortly")
-    if primary == sqlite3.SQLITE_FULL:
-        return StorageFull("no space left on the disk that holds the database")
+class StorageUnavailable(StorageError):
+    """The database server cannot be reached (down, restarting, network)."""
+
+
+# SQLite primary result codes (sqlite3.SQLITE_*), PostgreSQL SQLSTATEs.
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_FULL = 5, 6, 13
+_PG_BUSY = {"55P03", "40001", "40P01", "57014"}  # lock timeout, serialization failure, deadlock, cancelled
+_PG_FULL = {"53100"}
+
+
+def _translated(exc: sa.exc.DBAPIError) -> Exception:
+    """The storage error a driver error stands for; other errors (bugs, constraint violations) pass through."""
+    orig = exc.orig
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        primary = code & 0xFF
+        if primary in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            return StorageBusy("the database is locked by another process; retry shortly")
+        if primary == _SQLITE_FULL:
+            return StorageFull("no space left on the disk that holds the database")
+        return exc
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate in _PG_BUSY:
+        return StorageBusy("the database is locked by another transaction; retry shortly")
+    if sqlstate in _PG_FULL:
+        return StorageFull("no space left on the database server's disk")
+    if (
+        exc.connection_invalidated
+        or (sqlstate or "").startswith("08")
+        or (isinstance(exc, sa.exc.OperationalError) and sqlstate is None)
+    ):
+        return StorageUnavailable("the database server cannot be reached; retry shortly")
     return exc
 
 
-class Database:
-    """A thread-safe SQLite connection with named, idempotent migrations.
+def database_url(value: str | Path) -> sa.URL:
+    """A SQLAlchemy URL: a path is an SQLite file; `postgresql://` URLs get the psycopg 3 driver.
 
-    Writes go through one connection under a lock; reads use a second, read-only connection, so in WAL mode a
-    read never waits behind a write (or behind another process holding the write lock). A write that cannot get
-    the lock within `busy_timeout_s` raises `StorageBusy`; one that finds the disk full raises `StorageFull`.
+    Raises ValueError for any other backend.
+    """
+    if isinstance(value, Path):
+        return sa.URL.create("sqlite", database=str(value))
+    url = sa.make_url(value)
+    if url.get_backend_name() == "postgresql":
+        return url.set(drivername="postgresql+psycopg")
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return url.set(drivername="sqlite")
+    raise ValueError(
+        f"unsupported database URL {url.render_as_string(hide_password=True)!r}: "
+        "use postgresql://USER:PASSWORD@HOST:PORT/DB or sqlite:///PATH"
+    )
+
+
+class Database:
+    """An engine over SQLite or PostgreSQL, with short write transactions and named, idempotent migrations.
+
+    SQLite: writes of this process are serialised under a lock and take the database's write lock up front
+    (`BEGIN IMMEDIATE`); reads use other connections, so in WAL mode a read never waits behind a write (or behind
+    another process holding the write lock). PostgreSQL: a connection pool, row locks, READ COMMITTED.
+
+    A write that cannot get its lock within `busy_timeout_s` raises `StorageBusy`; one that finds the disk full
+    raises `StorageFull`; an unreachable server raises `StorageUnavailable` (all `StorageError`).
     """
 
-    def __init__(self, path: Path, busy_timeout_s: float = 5.0) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE) in `transaction()`.
-        self._conn = sqlite3.connect(
-            path, check_same_thread=False, isolation_level=None, timeout=busy_timeout_s
+    def __init__(self, target: str | Path, busy_timeout_s: float = 5.0) -> None:
+        self.url = database_url(target)
+        self.dialect = self.url.get_backend_name()
+        self._busy_ms = max(1, int(busy_timeout_s * 1000))
+        self._write_lock: threading.RLock | None = None
+        if self.dialect == "sqlite":
+            self.path: Path | None = Path(self.url.database or "")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._engine = self._sqlite_engine(busy_timeout_s, writer=True)
+            self._reader = self._sqlite_engine(busy_timeout_s, writer=False)
+            self._write_lock = threading.RLock()
+            with self._engine.connect() as conn:
+                mode = conn.connection.dbapi_connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise RuntimeError(
+                    f"SQLite database {self.path} could not be switched to WAL mode (got {mode})"
+                )
+        else:
+            self.path = None
+            self._engine = sa.create_engine(
+                self.url,
+                pool_pre_ping=True,
+                pool_size=8,
+                max_overflow=8,
+                # Every statement gives up on a lock after the busy timeout (StorageBusy), as on SQLite.
+                connect_args={"options": f"-c lock_timeout={self._busy_ms}"},
+            )
+            self._reader = self._engine
+        with self.transaction() as conn:
+            self._lock_schema(conn)
+            _MIGRATIONS.create(conn, checkfirst=True)
+
+    def _sqlite_engine(self, busy_timeout_s: float, *, writer: bool) -> Engine:
+        engine = sa.create_engine(
+            self.url,
+            connect_args={"timeout": busy_timeout_s, "check_same_thread": False},
+            # The writer is one connection used under `_write_lock`; readers get one per thread.
+            poolclass=sa.pool.StaticPool if writer else sa.pool.QueuePool,
         )
-        self._conn.row_factory = sqlite3.Row
-        self._lock = threading.RLock()
-        self._busy_ms = int(busy_timeout_s * 1000)
-        mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise RuntimeError(f"SQLite database {path} could not be switched to WAL mode (got {mode})")
-        # NORMAL is crash-safe in WAL mode (a process crash loses nothing committed).
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
-        )
-        self._reader = sqlite3.connect(
-            path, check_same_thread=False, isolation_level=None, timeout=busy_timeout_s
-        )
-        self._reader.row_factory = sqlite3.Row
-        self._reader.execute("PRAGMA query_only=ON")
-        self._read_lock = threading.Lock()
+
+        @sa_event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Autocommit at the driver; transactions are begun below, explicitly.
+            dbapi_connection.isolation_level = None
+            # NORMAL is crash-safe in WAL mode (a process crash loses nothing committed).
+            dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+            dbapi_connection.execute("PRAGMA foreign_keys=ON")
+            if not writer:
+                dbapi_connection.execute("PRAGMA query_only=ON")
+
+        @sa_event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+        return engine
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def describe(self) -> str:
+        """The backend for logs, without credentials: `sqlite PATH (wal)` or `postgresql://USER@HOST/DB`."""
+        if self.dialect == "sqlite":
+            return f"sqlite {self.path} ({self.journal_mode()})"
+        return self.url.set(drivername="postgresql").render_as_string(hide_password=True)
 
     @contextmanager
-    def transaction(self, wait: bool = True) -> Iterator[sqlite3.Connection]:
-        """One write transaction; `wait=False` fails at once (StorageBusy) instead of waiting for the lock."""
-        with self._lock:
+    def transaction(self, wait: bool = True) -> Iterator[Connection]:
+        """One write transaction; `wait=False` fails at once (StorageBusy) instead of waiting for a lock."""
+        if self._write_lock is None:
+            try:
+                with self._engine.begin() as conn:
+                    if not wait:
+                        # 0 would mean "no limit" here; 1 ms is "do not wait".
+                        conn.exec_driver_sql("SET LOCAL lock_timeout = 1")
+                    yield conn
+            except sa.exc.DBAPIError as exc:
+                raise _translated(exc) from exc
+            return
+        with self._write_lock, self._engine.connect() as conn:
+            raw = conn.connection.dbapi_connection
             try:
                 if not wait:
-                    self._conn.execute("PRAGMA busy_timeout = 0")
-                self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise _translated(exc) from exc
-            finally:
-                if not wait:
-                    self._conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-            try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException as exc:
-                if self._conn.in_transaction:
-                    with suppress(sqlite3.Error):
-                        self._conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise _translated(exc) from exc
-                raise
-
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._read_lock:
-            try:
-                return self._reader.execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
+                    raw.execute("PRAGMA busy_timeout = 0")
+                try:
+                    with conn.begin():
+                        yield conn
+                finally:
+                    if not wait:
+                        raw.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            except sa.exc.DBAPIError as exc:
                 raise _translated(exc) from exc
 
-    def migrate(self, name: str, statements: Sequence[str]) -> bool:
-        """Apply `statements` once under `name`; returns whether they ran now."""
+    def query(self, statement: sa.Executable) -> list[Row]:
+        """Run a read; never waits for a writer on SQLite (WAL) nor on PostgreSQL (MVCC)."""
+        try:
+            with self._reader.connect() as conn:
+                return list(conn.execute(statement))
+        except sa.exc.DBAPIError as exc:
+            raise _translated(exc) from exc
+
+    def _lock_schema(self, conn: Connection) -> None:
+        """Processes starting together on one PostgreSQL database: one migrates, the others then see it done
+        (SQLite's `BEGIN IMMEDIATE` already serialises them)."""
+        if self.dialect == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
+
+    def migrate(self, name: str, steps: Sequence[MigrationStep]) -> bool:
+        """Apply `steps` once under `name`, atomically; returns whether they ran now."""
         with self.transaction() as conn:
-            if conn.execute("SELECT 1 FROM schema_migrations WHERE name = ?", (name,)).fetchone():
+            self._lock_schema(conn)
+            done = conn.execute(sa.select(_MIGRATIONS.c.name).where(_MIGRATIONS.c.name == name)).first()
+            if done:
                 return False
-            for statement in statements:
-                conn.execute(statement)
-            conn.execute(
-                "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)", (name, time.time())
-            )
-        logger.info("database %s: applied migration %s", self.path, name)
+            ops = Operations(MigrationContext.configure(conn))
+            for step in steps:
+                if isinstance(step, str):
+                    conn.exec_driver_sql(step)
+                else:
+                    step(ops)
+            conn.execute(sa.insert(_MIGRATIONS).values(name=name, applied_at=time.time()))
+        logger.info("database %s: applied migration %s", self.describe(), name)
         return True
 
+    def insert_ignoring_duplicates(self, table: sa.Table) -> sa.Insert:
+        """`INSERT ... ON CONFLICT DO NOTHING` in this backend's dialect."""
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table).on_conflict_do_nothing()
+
+    def applied_migrations(self) -> list[str]:
+        return [
+            row[0] for row in self.query(sa.select(_MIGRATIONS.c.name).order_by(_MIGRATIONS.c.applied_at))
+        ]
+
+    def table_names(self) -> set[str]:
+        return set(sa.inspect(self._reader).get_table_names())
+
     def journal_mode(self) -> str:
-        return str(self.query("PRAGMA journal_mode")[0][0])
+        """SQLite's journal mode (`wal`); PostgreSQL has one write-ahead log and answers `wal` too."""
+        if self.dialect != "sqlite":
+            return "wal"
+        with self._reader.connect() as conn:
+            return str(conn.exec_driver_sql("PRAGMA journal_mode").scalar())
 
     def close(self) -> None:
-        with self._lock, self._read_lock:
-            self._reader.close()
-            self._conn.close()
+        if self._write_lock is not None:
+            with self._write_lock:
+                self._reader.dispose()
+                self._engine.dispose()
+        else:
+            self._engine.dispose()
+
+
+_METADATA = sa.MetaData()
+
+_MIGRATIONS = sa.Table(
+    "schema_migrations",
+    _METADATA,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("applied_at", sa.Double, nullable=False),
+)
 
 
 # ---------------------------------------------------------------------------------------------------------- jobs
@@ -136,56 +286,131 @@ class Database:
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
-_JOBS_V1 = (
-    """
-    CREATE TABLE jobs (
-        id TEXT PRIMARY KEY,
-        status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
-        created_at REAL NOT NULL,
-        started_at REAL,
-        finished_at REAL,
-        progress REAL NOT NULL DEFAULT 0,
-        filename TEXT NOT NULL,
-        content_type TEXT,
-        size_bytes INTEGER NOT NULL,
-        upload_path TEXT,
-        frame_scores INTEGER NOT NULL DEFAULT 0,
-        video_json TEXT,
-        result_json TEXT,
-        error TEXT,
-        error_code TEXT,
-        note TEXT,
-        attempts INTEGER NOT NULL DEFAULT 0
+
+def _job_columns() -> list[sa.Column]:
+    """Fresh columns of `jobs` (a Column belongs to one table: the Core table and the migration each get theirs)."""
+    return [
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Column("started_at", sa.Double),
+        sa.Column("finished_at", sa.Double),
+        sa.Column("progress", sa.Double, nullable=False, server_default="0"),
+        sa.Column("filename", sa.Text, nullable=False),
+        sa.Column("content_type", sa.Text),
+        sa.Column("size_bytes", sa.BigInteger, nullable=False),
+        sa.Column("upload_path", sa.Text),
+        sa.Column("frame_scores", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("video_json", sa.Text),
+        sa.Column("result_json", sa.Text),
+        sa.Column("error", sa.Text),
+        sa.Column("error_code", sa.Text),
+        sa.Column("note", sa.Text),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        # jobs_v2: event snapshots on request (`POST /analyze?snapshots=true`), stored with the result.
+        sa.Column("snapshots", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("snapshots_json", sa.Text),
+    ]
+
+
+def _event_columns() -> list[sa.Column]:
+    return [
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), sa.Identity(), primary_key=True
+        ),
+        sa.Column("source_kind", sa.Text, nullable=False),
+        sa.Column("source_id", sa.Text, nullable=False),
+        sa.Column("start_s", sa.Double, nullable=False),
+        sa.Column("end_s", sa.Double),
+        sa.Column("peak_score", sa.Double, nullable=False),
+        sa.Column("mean_score", sa.Double),
+        sa.Column("dominant_category", sa.Text),
+        sa.Column("categories_json", sa.Text, nullable=False, server_default="{}"),
+        sa.Column("created_at", sa.Double, nullable=False),
+        # Live events (events_live_v1): wall-clock start and end, open / closed / interrupted.
+        sa.Column("started_at", sa.Double),
+        sa.Column("ended_at", sa.Double),
+        sa.Column("status", sa.Text, nullable=False, server_default="closed"),
+        # events_live_v2: why a live event ended (NULL for events from before it was recorded).
+        sa.Column("end_reason", sa.Text),
+        # events_live_v3: the stream's name at the time of the event, readable after the stream is removed.
+        sa.Column("source_name", sa.Text),
+    ]
+
+
+JOBS = sa.Table("jobs", _METADATA, *_job_columns())
+EVENTS = sa.Table("events", _METADATA, *_event_columns(), sqlite_autoincrement=True)
+
+
+_JOB_COLUMNS_V2 = ("snapshots", "snapshots_json")
+
+
+def _jobs_v1(op: Operations) -> None:
+    op.create_table(
+        "jobs",
+        *(column for column in _job_columns() if column.name not in _JOB_COLUMNS_V2),
+        sa.CheckConstraint(f"status IN ({', '.join(repr(s) for s in JOB_STATUSES)})", name="jobs_status"),
     )
-    """,
-    "CREATE INDEX jobs_by_status ON jobs (status, created_at)",
-    "CREATE INDEX jobs_by_created ON jobs (created_at)",
+    op.create_index("jobs_by_status", "jobs", ["status", "created_at"])
+    op.create_index("jobs_by_created", "jobs", ["created_at"])
+
+
+_LIVE_EVENT_COLUMNS = ("started_at", "ended_at", "status")
+_LIVE_EVENT_COLUMNS_V2 = ("end_reason",)
+_LIVE_EVENT_COLUMNS_V3 = ("source_name",)
+
+
+def _events_v1(op: Operations) -> None:
+    later = (*_LIVE_EVENT_COLUMNS, *_LIVE_EVENT_COLUMNS_V2, *_LIVE_EVENT_COLUMNS_V3)
+    op.create_table(
+        "events",
+        *(column for column in _event_columns() if column.name not in later),
+        sqlite_autoincrement=True,  # ids are never reused, as clients keep them
+    )
+    op.create_index("events_by_source", "events", ["source_kind", "source_id", "start_s"])
+    op.create_index("events_by_created", "events", ["created_at"])
+
+
+def _events_live_v1(op: Operations) -> None:
+    for column in _event_columns():
+        if column.name in _LIVE_EVENT_COLUMNS:
+            op.add_column("events", column)
+    op.create_index("events_by_started", "events", ["started_at"])
+
+
+def _events_live_v2(op: Operations) -> None:
+    for column in _event_columns():
+        if column.name in _LIVE_EVENT_COLUMNS_V2:
+            op.add_column("events", column)
+
+
+def _events_live_v3(op: Operations) -> None:
+    for column in _event_columns():
+        if column.name in _LIVE_EVENT_COLUMNS_V3:
+            op.add_column("events", column)
+
+
+def _jobs_v2(op: Operations) -> None:
+    for column in _job_columns():
+        if column.name in _JOB_COLUMNS_V2:
+            op.add_column("jobs", column)
+
+
+JOBS_MIGRATIONS: tuple[tuple[str, Sequence[MigrationStep]], ...] = (
+    ("jobs_v1", (_jobs_v1,)),
+    ("jobs_v2", (_jobs_v2,)),
+)
+EVENTS_MIGRATIONS: tuple[tuple[str, Sequence[MigrationStep]], ...] = (
+    ("events_v1", (_events_v1,)),
+    ("events_live_v1", (_events_live_v1,)),
+    ("events_live_v2", (_events_live_v2,)),
+    ("events_live_v3", (_events_live_v3,)),
 )
 
-# Event snapshots on request (`POST /analyze?snapshots=true`), stored with the result.
-_JOBS_V2 = (
-    "ALTER TABLE jobs ADD COLUMN snapshots INTEGER NOT NULL DEFAULT 0",
-    "ALTER TABLE jobs ADD COLUMN snapshots_json TEXT",
-)
 
-_EVENTS_V1 = (
-    """
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        source_kind TEXT NOT NULL,
-        source_id TEXT NOT NULL,
-        start_s REAL NOT NULL,
-        end_s REAL,
-        peak_score REAL NOT NULL,
-        mean_score REAL,
-        dominant_category TEXT,
-        categories_json TEXT NOT NULL DEFAULT '{}',
-        created_at REAL NOT NULL
-    )
-    """,
-    "CREATE INDEX events_by_source ON events (source_kind, source_id, start_s)",
-    "CREATE INDEX events_by_created ON events (created_at)",
-)
+def apply_migrations(db: Database, migrations: Sequence[tuple[str, Sequence[MigrationStep]]]) -> None:
+    for name, steps in migrations:
+        db.migrate(name, steps)
 
 
 class JobRecord(BaseModel):
@@ -229,122 +454,140 @@ class EventRecord(BaseModel):
     created_at: float = 0.0
 
 
-def _job(row: sqlite3.Row | None) -> JobRecord | None:
+def _job(row: Row | None) -> JobRecord | None:
     if row is None:
         return None
-    data = dict(row)
+    data = dict(row._mapping)
     data["frame_scores"] = bool(data["frame_scores"])
     data["snapshots"] = bool(data.get("snapshots", 0))
     return JobRecord(**data)
 
 
 class EventStore:
-    """Anomaly events, from analysed files (`source_kind="job"`) and, later, live streams."""
+    """Anomaly events, from analysed files (`source_kind="job"`) and live streams (`source_kind="stream"`)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        db.migrate("events_v1", _EVENTS_V1)
+        apply_migrations(db, EVENTS_MIGRATIONS)
 
     @staticmethod
-    def insert_many(conn: sqlite3.Connection, events: Sequence[EventRecord]) -> None:
+    def insert_many(conn: Connection, events: Sequence[EventRecord]) -> None:
         """Insert inside a caller's transaction, so events and what produced them commit together."""
         now = time.time()
-        conn.executemany(
-            "INSERT INTO events (source_kind, source_id, start_s, end_s, peak_score, mean_score, "
-            "dominant_category, categories_json, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        conn.execute(
+            sa.insert(EVENTS),
             [
-                (
-                    e.source_kind,
-                    e.source_id,
-                    e.start_s,
-                    e.end_s,
-                    e.peak_score,
-                    e.mean_score,
-                    e.dominant_category,
-                    json.dumps(e.categories),
-                    e.created_at or now,
-                )
+                {
+                    "source_kind": e.source_kind,
+                    "source_id": e.source_id,
+                    "start_s": e.start_s,
+                    "end_s": e.end_s,
+                    "peak_score": e.peak_score,
+                    "mean_score": e.mean_score,
+                    "dominant_category": e.dominant_category,
+                    "categories_json": json.dumps(e.categories),
+                    "created_at": e.created_at or now,
+                }
                 for e in events
             ],
         )
 
     def for_source(self, source_kind: str, source_id: str) -> list[EventRecord]:
         rows = self.db.query(
-            "SELECT * FROM events WHERE source_kind = ? AND source_id = ? ORDER BY start_s, id",
-            (source_kind, source_id),
+            sa.select(EVENTS)
+            .where(EVENTS.c.source_kind == source_kind, EVENTS.c.source_id == source_id)
+            .order_by(EVENTS.c.start_s, EVENTS.c.id)
         )
         records = []
         for row in rows:
-            data = dict(row)
-            data["categories"] = json.loads(data.pop("categories_json"))
+            data = {k: v for k, v in row._mapping.items() if k in EventRecord.model_fields}
+            data["categories"] = json.loads(row.categories_json)
             records.append(EventRecord(**data))
         return records
+
+
+_CLAIMABLE = ("queued", "running")
 
 
 class JobStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         # Job results own their events (deleted with the job), so both tables must exist.
-        db.migrate("events_v1", _EVENTS_V1)
-        db.migrate("jobs_v1", _JOBS_V1)
-        db.migrate("jobs_v2", _JOBS_V2)
+        apply_migrations(db, EVENTS_MIGRATIONS)
+        apply_migrations(db, JOBS_MIGRATIONS)
 
     def create(self, record: JobRecord) -> JobRecord:
         data = record.model_dump()
         data["frame_scores"] = int(data["frame_scores"])
         data["snapshots"] = int(data["snapshots"])
-        columns = ", ".join(data)
-        marks = ", ".join("?" for _ in data)
         with self.db.transaction() as conn:
-            conn.execute(f"INSERT INTO jobs ({columns}) VALUES ({marks})", tuple(data.values()))
+            conn.execute(sa.insert(JOBS).values(**data))
         return record
 
     def get(self, job_id: str) -> JobRecord | None:
-        rows = self.db.query("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        rows = self.db.query(sa.select(JOBS).where(JOBS.c.id == job_id))
         return _job(rows[0] if rows else None)
 
     def list(
         self, status: str | None = None, limit: int = 50, offset: int = 0
     ) -> tuple[list[JobRecord], int]:
-        """Newest first, without results (see `JobRecord.result_json`)."""
-        where, params = ("WHERE status = ?", [status]) if status else ("", [])
-        columns = (
-            "id, status, created_at, started_at, finished_at, progress, filename, content_type, "
-            "size_bytes, upload_path, frame_scores, snapshots, video_json, NULL AS result_json, error, error_code, "
-            "note, attempts"
-        )
+        """Newest first, without results or snapshots (see `JobRecord.result_json`)."""
+        where = [JOBS.c.status == status] if status else []
+        large = ("result_json", "snapshots_json")
+        columns = [sa.null().label(c.name) if c.name in large else c for c in JOBS.columns]
         rows = self.db.query(
-            f"SELECT {columns} FROM jobs {where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
-            (*params, limit, offset),
+            sa.select(*columns)
+            .where(*where)
+            .order_by(JOBS.c.created_at.desc(), JOBS.c.id)
+            .limit(limit)
+            .offset(offset)
         )
-        total = self.db.query(f"SELECT COUNT(*) FROM jobs {where}", params)[0][0]
+        total = self.db.query(sa.select(sa.func.count()).select_from(JOBS).where(*where))[0][0]
         return [_job(row) for row in rows], int(total)  # type: ignore[misc]
 
     def ids_with_status(self, status: str) -> list[str]:
-        return [
-            row[0]
-            for row in self.db.query(
-                "SELECT id FROM jobs WHERE status = ? ORDER BY created_at, id", (status,)
-            )
-        ]
+        rows = self.db.query(
+            sa.select(JOBS.c.id).where(JOBS.c.status == status).order_by(JOBS.c.created_at, JOBS.c.id)
+        )
+        return [row[0] for row in rows]
 
     def mark_running(self, job_id: str) -> JobRecord | None:
         """Claim a queued job for a worker; None if it is gone or no longer queued (deleted, cancelled)."""
         with self.db.transaction() as conn:
-            cur = conn.execute(
-                "UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1, progress = 0 "
-                "WHERE id = ? AND status = 'queued'",
-                (time.time(), job_id),
-            )
-            if cur.rowcount == 0:
-                return None
-            return _job(conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+            return self._start(conn, job_id)
+
+    def claim_next(self) -> JobRecord | None:
+        """Claim the oldest queued job, or None. Several processes may call this at once on one PostgreSQL
+        database: `FOR UPDATE SKIP LOCKED` hands each a different job without waiting for the others (on SQLite
+        the write lock taken at `BEGIN IMMEDIATE` serialises them)."""
+        with self.db.transaction() as conn:
+            job_id = conn.execute(
+                sa.select(JOBS.c.id)
+                .where(JOBS.c.status == "queued")
+                .order_by(JOBS.c.created_at, JOBS.c.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).scalar()
+            return None if job_id is None else self._start(conn, job_id)
+
+    @staticmethod
+    def _start(conn: Connection, job_id: str) -> JobRecord | None:
+        cur = conn.execute(
+            sa.update(JOBS)
+            .where(JOBS.c.id == job_id, JOBS.c.status == "queued")
+            .values(status="running", started_at=time.time(), attempts=JOBS.c.attempts + 1, progress=0.0)
+        )
+        if cur.rowcount == 0:
+            return None
+        return _job(conn.execute(sa.select(JOBS).where(JOBS.c.id == job_id)).first())
 
     def set_progress(self, job_id: str, progress: float) -> None:
         """Advisory: never waits for a locked database (StorageBusy at once)."""
         with self.db.transaction(wait=False) as conn:
             conn.execute(
-                "UPDATE jobs SET progress = ? WHERE id = ? AND status = 'running'", (progress, job_id)
+                sa.update(JOBS)
+                .where(JOBS.c.id == job_id, JOBS.c.status == "running")
+                .values(progress=progress)
             )
 
     def finish(
@@ -363,11 +606,18 @@ class JobStore:
             raise ValueError(f"{status!r} is not a terminal job status")
         with self.db.transaction() as conn:
             cur = conn.execute(
-                "UPDATE jobs SET status = ?, finished_at = ?, result_json = ?, snapshots_json = ?, error = ?, "
-                "error_code = ?, upload_path = NULL, "
-                "progress = CASE WHEN ? = 'succeeded' THEN 1.0 ELSE progress END "
-                "WHERE id = ? AND status IN ('queued', 'running')",
-                (status, time.time(), result_json, snapshots_json, error, error_code, status, job_id),
+                sa.update(JOBS)
+                .where(JOBS.c.id == job_id, JOBS.c.status.in_(_CLAIMABLE))
+                .values(
+                    status=status,
+                    finished_at=time.time(),
+                    result_json=result_json,
+                    snapshots_json=snapshots_json,
+                    error=error,
+                    error_code=error_code,
+                    upload_path=None,
+                    progress=1.0 if status == "succeeded" else JOBS.c.progress,
+                )
             )
             if cur.rowcount == 0:
                 return False
@@ -378,21 +628,27 @@ class JobStore:
     def requeue(self, job_id: str, note: str, *, refund_attempt: bool = False) -> bool:
         with self.db.transaction() as conn:
             cur = conn.execute(
-                "UPDATE jobs SET status = 'queued', progress = 0, started_at = NULL, note = ?, "
-                "attempts = attempts - ? WHERE id = ? AND status IN ('queued', 'running')",
-                (note, 1 if refund_attempt else 0, job_id),
+                sa.update(JOBS)
+                .where(JOBS.c.id == job_id, JOBS.c.status.in_(_CLAIMABLE))
+                .values(
+                    status="queued",
+                    progress=0.0,
+                    started_at=None,
+                    note=note,
+                    attempts=JOBS.c.attempts - (1 if refund_attempt else 0),
+                )
             )
             return cur.rowcount > 0
 
     def delete(self, job_id: str) -> JobRecord | None:
         with self.db.transaction() as conn:
-            row = _job(conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+            row = _job(conn.execute(sa.select(JOBS).where(JOBS.c.id == job_id)).first())
             if row is None:
                 return None
-            conn.execute("DELETE FROM events WHERE source_kind = 'job' AND source_id = ?", (job_id,))
-            conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            conn.execute(sa.delete(EVENTS).where(EVENTS.c.source_kind == "job", EVENTS.c.source_id == job_id))
+            conn.execute(sa.delete(JOBS).where(JOBS.c.id == job_id))
         return row
 
     def upload_paths_in_use(self) -> set[str]:
-        rows = self.db.query("SELECT upload_path FROM jobs WHERE upload_path IS NOT NULL")
+        rows = self.db.query(sa.select(JOBS.c.upload_path).where(JOBS.c.upload_path.is_not(None)))
         return {row[0] for row in rows}

@@ -67,13 +67,14 @@ async def create_stream(request: StreamCreate, ctx: ServiceContext = Depends(get
 
 @router.get("", response_model=StreamList, summary="List streams with their state")
 async def list_streams(ctx: ServiceContext = Depends(get_context)) -> StreamList:
-    items = _manager(ctx).views()
+    # Off the event loop: in a cluster the views come from the live workers.
+    items = await asyncio.to_thread(_manager(ctx).views)
     return StreamList(items=items, total=len(items))
 
 
 @router.get("/{stream_id}", response_model=StreamView, summary="One stream's state", responses=errors(404))
 async def get_stream(stream_id: str, ctx: ServiceContext = Depends(get_context)) -> StreamView:
-    return _known(_manager(ctx), stream_id)
+    return await asyncio.to_thread(_known, _manager(ctx), stream_id)
 
 
 @router.delete(

@@ -13,24 +13,35 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.storage import Database
+import sqlalchemy as sa
+from alembic.operations import Operations
+
+from service.storage import EVENTS, Database, apply_migrations
 
 logger = logging.getLogger(__name__)
 
-_EVENT_MEDIA_V1 = (
-    """
-    CREATE TABLE event_media (
-        event_id INTEGER PRIMARY KEY,
-        stream_id TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        snapshot_bytes INTEGER NOT NULL DEFAULT 0,
-        clip_status TEXT NOT NULL DEFAULT 'recording',
-        clip_bytes INTEGER NOT NULL DEFAULT 0,
-        clip_codec TEXT
-    )
-    """,
-    "CREATE INDEX event_media_by_created ON event_media (created_at)",
-)
+
+def _media_columns() -> list[sa.Column]:
+    return [
+        sa.Column("event_id", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("stream_id", sa.Text, nullable=False),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Column("snapshot_bytes", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("clip_status", sa.Text, nullable=False, server_default="recording"),
+        sa.Column("clip_bytes", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("clip_codec", sa.Text),
+    ]
+
+
+EVENT_MEDIA = sa.Table("event_media", sa.MetaData(), *_media_columns())
+
+
+def _event_media_v1(op: Operations) -> None:
+    op.create_table("event_media", *_media_columns())
+    op.create_index("event_media_by_created", "event_media", ["created_at"])
+
+
+EVENT_MEDIA_MIGRATIONS = (("event_media_v1", (_event_media_v1,)),)
 
 ClipStatus = str  # recording | ready | failed | expired
 
@@ -50,7 +61,7 @@ class MediaStore:
         self.db = db
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        db.migrate("event_media_v1", _EVENT_MEDIA_V1)
+        apply_migrations(db, EVENT_MEDIA_MIGRATIONS)
 
     # -- paths ---------------------------------------------------------------------------------------------
     def snapshot_path(self, event_id: int) -> Path:
@@ -66,44 +77,36 @@ class MediaStore:
     def create(self, event_id: int, stream_id: str) -> None:
         with self.db.transaction() as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO event_media (event_id, stream_id, created_at) VALUES (?, ?, ?)",
-                (event_id, stream_id, time.time()),
+                self.db.insert_ignoring_duplicates(EVENT_MEDIA).values(
+                    event_id=event_id, stream_id=stream_id, created_at=time.time()
+                )
             )
 
     def set_snapshot(self, event_id: int, size: int) -> None:
         with self.db.transaction() as conn:
-            conn.execute("UPDATE event_media SET snapshot_bytes = ? WHERE event_id = ?", (size, event_id))
+            conn.execute(sa.update(EVENT_MEDIA).where(_C.event_id == event_id).values(snapshot_bytes=size))
 
     def finish_clip(self, event_id: int, status: ClipStatus, size: int = 0, codec: str | None = None) -> None:
         with self.db.transaction() as conn:
             conn.execute(
-                "UPDATE event_media SET clip_status = ?, clip_bytes = ?, clip_codec = ? WHERE event_id = ?",
-                (status, size, codec, event_id),
+                sa.update(EVENT_MEDIA)
+                .where(_C.event_id == event_id)
+                .values(clip_status=status, clip_bytes=size, clip_codec=codec)
             )
 
     def get(self, event_id: int) -> MediaRecord | None:
-        rows = self.db.query(
-            "SELECT event_id, stream_id, created_at, snapshot_bytes, clip_status, clip_bytes FROM event_media "
-            "WHERE event_id = ?",
-            (event_id,),
-        )
+        rows = self.db.query(sa.select(*_RECORD).where(_C.event_id == event_id))
         return MediaRecord(*rows[0]) if rows else None
 
     def of_events(self, event_ids: list[int]) -> dict[int, MediaRecord]:
         if not event_ids:
             return {}
-        marks = ",".join("?" * len(event_ids))
-        rows = self.db.query(
-            "SELECT event_id, stream_id, created_at, snapshot_bytes, clip_status, clip_bytes FROM event_media "
-            f"WHERE event_id IN ({marks})",
-            event_ids,
-        )
+        rows = self.db.query(sa.select(*_RECORD).where(_C.event_id.in_(event_ids)))
         return {row[0]: MediaRecord(*row) for row in rows}
 
     def total_bytes(self) -> int:
-        return int(
-            self.db.query("SELECT COALESCE(SUM(snapshot_bytes + clip_bytes), 0) FROM event_media")[0][0]
-        )
+        total = sa.func.coalesce(sa.func.sum(_C.snapshot_bytes + _C.clip_bytes), 0)
+        return int(self.db.query(sa.select(total))[0][0])
 
     # -- removal -------------------------------------------------------------------------------------------
     def _remove_files(self, event_id: int) -> None:
@@ -119,38 +122,37 @@ class MediaStore:
         self._remove_files(event_id)
         with self.db.transaction() as conn:
             conn.execute(
-                "UPDATE event_media SET snapshot_bytes = 0, clip_bytes = 0, clip_status = 'expired' "
-                "WHERE event_id = ?",
-                (event_id,),
+                sa.update(EVENT_MEDIA)
+                .where(_C.event_id == event_id)
+                .values(snapshot_bytes=0, clip_bytes=0, clip_status="expired")
             )
 
     def delete(self, event_id: int) -> None:
         """The event is gone: its files and row with it."""
         self._remove_files(event_id)
         with self.db.transaction() as conn:
-            conn.execute("DELETE FROM event_media WHERE event_id = ?", (event_id,))
+            conn.execute(sa.delete(EVENT_MEDIA).where(_C.event_id == event_id))
 
     def orphans(self) -> list[int]:
         """Media rows whose event no longer exists."""
         rows = self.db.query(
-            "SELECT m.event_id FROM event_media m LEFT JOIN events e ON e.id = m.event_id WHERE e.id IS NULL"
+            sa.select(_C.event_id)
+            .select_from(EVENT_MEDIA.outerjoin(EVENTS, EVENTS.c.id == _C.event_id))
+            .where(EVENTS.c.id.is_(None))
         )
         return [int(r[0]) for r in rows]
 
     def older_than(self, cutoff: float) -> list[int]:
-        rows = self.db.query(
-            "SELECT event_id FROM event_media WHERE created_at < ? AND clip_status != 'recording' "
-            "AND (snapshot_bytes > 0 OR clip_bytes > 0)",
-            (cutoff,),
-        )
+        rows = self.db.query(sa.select(_C.event_id).where(_C.created_at < cutoff, *_FINISHED_WITH_FILES))
         return [int(r[0]) for r in rows]
 
     def oldest_with_files(self, limit: int) -> list[tuple[int, int]]:
         """(event id, bytes) of finished media, oldest first."""
         rows = self.db.query(
-            "SELECT event_id, snapshot_bytes + clip_bytes FROM event_media WHERE clip_status != 'recording' "
-            "AND (snapshot_bytes > 0 OR clip_bytes > 0) ORDER BY created_at, event_id LIMIT ?",
-            (limit,),
+            sa.select(_C.event_id, _C.snapshot_bytes + _C.clip_bytes)
+            .where(*_FINISHED_WITH_FILES)
+            .order_by(_C.created_at, _C.event_id)
+            .limit(limit)
         )
         return [(int(r[0]), int(r[1])) for r in rows]
 
@@ -159,12 +161,19 @@ class MediaStore:
         mentions are deleted. Returns how many clips were failed."""
         with self.db.transaction() as conn:
             failed = conn.execute(
-                "UPDATE event_media SET clip_status = 'failed', clip_bytes = 0 WHERE clip_status = 'recording'"
+                sa.update(EVENT_MEDIA)
+                .where(_C.clip_status == "recording")
+                .values(clip_status="failed", clip_bytes=0)
             ).rowcount
-        known = {int(r[0]) for r in self.db.query("SELECT event_id FROM event_media")}
+        known = {int(r[0]) for r in self.db.query(sa.select(_C.event_id))}
         for path in self.root.iterdir():
             stem = path.name.split(".", 1)[0]
             if path.name.endswith((".part", ".tmp")) or not stem.isdigit() or int(stem) not in known:
                 logger.info("removing leftover media file %s", path.name)
                 path.unlink(missing_ok=True)
         return failed
+
+
+_C = EVENT_MEDIA.c
+_RECORD = (_C.event_id, _C.stream_id, _C.created_at, _C.snapshot_bytes, _C.clip_status, _C.clip_bytes)
+_FINISHED_WITH_FILES = (_C.clip_status != "recording", sa.or_(_C.snapshot_bytes > 0, _C.clip_bytes > 0))

@@ -1,4 +1,4 @@
-"""Live events: a hysteresis detector per stream fed with final scores, stored in SQLite, and announced as notices
+"""Live events: a hysteresis detector per stream fed with final scores, stored in the database, and announced as notices
 (`start`, `update` at each new peak, `end`) that the scheduler hands to the publishers.
 
 An event is announced (stored, `start` notice) only once it has lasted `min_duration_s`, so a short blip
@@ -17,30 +17,21 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import sqlalchemy as sa
 
 from model.events import Event, EventDetector, EventPolicy
 from service.live.messages import EndReason, EventNotice
-from service.storage import Database, EventStore
+from service.storage import EVENTS, Database, EventStore
 
 logger = logging.getLogger(__name__)
 
 SOURCE_KIND = "stream"
 EventStatus = Literal["open", "closed", "interrupted"]
-
-_EVENTS_LIVE_V1 = (
-    "ALTER TABLE events ADD COLUMN started_at REAL",
-    "ALTER TABLE events ADD COLUMN ended_at REAL",
-    "ALTER TABLE events ADD COLUMN status TEXT NOT NULL DEFAULT 'closed'",
-    "CREATE INDEX events_by_started ON events (started_at)",
-)
-# Databases from before: their live events keep a NULL reason (not recorded then).
-_EVENTS_LIVE_V2 = ("ALTER TABLE events ADD COLUMN end_reason TEXT",)
-# The stream's name at the time of the event: it stays readable after the stream is removed.
-_EVENTS_LIVE_V3 = ("ALTER TABLE events ADD COLUMN source_name TEXT",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +50,7 @@ class EventFilter:
 class LiveEventStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-        EventStore(db)  # makes sure the shared events table exists
-        db.migrate("events_live_v1", _EVENTS_LIVE_V1)
-        db.migrate("events_live_v2", _EVENTS_LIVE_V2)
-        db.migrate("events_live_v3", _EVENTS_LIVE_V3)
+        EventStore(db)  # makes sure the shared events table exists, with its live columns
 
     def open(
         self,
@@ -77,21 +65,20 @@ class LiveEventStore:
     ) -> int:
         with self.db.transaction() as conn:
             cur = conn.execute(
-                "INSERT INTO events (source_kind, source_id, source_name, start_s, peak_score, dominant_category, "
-                "categories_json, created_at, started_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')",
-                (
-                    SOURCE_KIND,
-                    stream_id,
-                    stream_name,
-                    start_s,
-                    peak,
-                    dominant,
-                    json.dumps(categories or {}),
-                    time.time(),
-                    started_at,
-                ),
+                sa.insert(EVENTS).values(
+                    source_kind=SOURCE_KIND,
+                    source_id=stream_id,
+                    source_name=stream_name,
+                    start_s=start_s,
+                    peak_score=peak,
+                    dominant_category=dominant,
+                    categories_json=json.dumps(categories or {}),
+                    created_at=time.time(),
+                    started_at=started_at,
+                    status="open",
+                )
             )
-            return int(cur.lastrowid)
+            return int(cur.inserted_primary_key[0])
 
     def update_peak(
         self, event_id: int, *, peak: float, dominant: str | None, categories: dict[str, float]
@@ -99,18 +86,18 @@ class LiveEventStore:
         """An open event reached a new peak: its peak and the category distribution seen there."""
         with self.db.transaction() as conn:
             conn.execute(
-                "UPDATE events SET peak_score = ?, dominant_category = ?, categories_json = ? "
-                "WHERE id = ? AND status = 'open'",
-                (peak, dominant, json.dumps(categories), event_id),
+                sa.update(EVENTS)
+                .where(EVENTS.c.id == event_id, EVENTS.c.status == "open")
+                .values(peak_score=peak, dominant_category=dominant, categories_json=json.dumps(categories))
             )
 
     def get(self, event_id: int) -> dict[str, Any] | None:
-        rows = self.db.query("SELECT * FROM events WHERE id = ?", (event_id,))
+        rows = self.db.query(sa.select(EVENTS).where(EVENTS.c.id == event_id))
         return _event_row(rows[0]) if rows else None
 
     def delete(self, event_id: int) -> bool:
         with self.db.transaction() as conn:
-            return conn.execute("DELETE FROM events WHERE id = ?", (event_id,)).rowcount > 0
+            return conn.execute(sa.delete(EVENTS).where(EVENTS.c.id == event_id)).rowcount > 0
 
     def close(
         self,
@@ -126,61 +113,74 @@ class LiveEventStore:
     ) -> None:
         with self.db.transaction() as conn:
             conn.execute(
-                "UPDATE events SET end_s = ?, ended_at = ?, peak_score = ?, mean_score = ?, dominant_category = ?, "
-                "categories_json = ?, status = 'closed', end_reason = ? WHERE id = ?",
-                (end_s, ended_at, peak, mean, dominant, json.dumps(categories), reason, event_id),
+                sa.update(EVENTS)
+                .where(EVENTS.c.id == event_id)
+                .values(
+                    end_s=end_s,
+                    ended_at=ended_at,
+                    peak_score=peak,
+                    mean_score=mean,
+                    dominant_category=dominant,
+                    categories_json=json.dumps(categories),
+                    status="closed",
+                    end_reason=reason,
+                )
             )
 
-    def mark_interrupted(self) -> int:
-        """Events a crash or shutdown left open; they keep their start, with no end."""
+    def mark_interrupted(self, stream_ids: Sequence[str] | None = None) -> int:
+        """Events a crash left open (of `stream_ids`, or of every stream); they keep their start, with no end,
+        and `end_reason` service_interrupted."""
+        where = [EVENTS.c.source_kind == SOURCE_KIND, EVENTS.c.status == "open"]
+        if stream_ids is not None:
+            where.append(EVENTS.c.source_id.in_(list(stream_ids)))
         with self.db.transaction() as conn:
             cur = conn.execute(
-                "UPDATE events SET status = 'interrupted', ended_at = ?, end_reason = 'service_interrupted' "
-                "WHERE source_kind = ? AND status = 'open'",
-                (time.time(), SOURCE_KIND),
+                sa.update(EVENTS)
+                .where(*where)
+                .values(status="interrupted", ended_at=time.time(), end_reason="service_interrupted")
             )
             return cur.rowcount
 
     def query(self, f: EventFilter) -> tuple[list[dict[str, Any]], int]:
-        where, params = [], []
-        for column, value in (
-            ("source_kind", f.source_kind),
-            ("source_id", f.source_id),
-            ("status", f.status),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if f.category is not None:
-            where.append("dominant_category = ?")
-            params.append(f.category)
+        where = [
+            column == value
+            for column, value in (
+                (EVENTS.c.source_kind, f.source_kind),
+                (EVENTS.c.source_id, f.source_id),
+                (EVENTS.c.status, f.status),
+                (EVENTS.c.dominant_category, f.category),
+            )
+            if value is not None
+        ]
         if f.min_score is not None:
-            where.append("peak_score >= ?")
-            params.append(f.min_score)
+            where.append(EVENTS.c.peak_score >= f.min_score)
         # File events have no wall-clock start; their creation time stands in.
+        started = sa.func.coalesce(EVENTS.c.started_at, EVENTS.c.created_at)
         if f.since is not None:
-            where.append("COALESCE(ended_at, started_at, created_at) >= ?")
-            params.append(f.since)
+            where.append(
+                sa.func.coalesce(EVENTS.c.ended_at, EVENTS.c.started_at, EVENTS.c.created_at) >= f.since
+            )
         if f.until is not None:
-            where.append("COALESCE(started_at, created_at) <= ?")
-            params.append(f.until)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+            where.append(started <= f.until)
         rows = self.db.query(
-            f"SELECT * FROM events {clause} ORDER BY COALESCE(started_at, created_at) DESC, id DESC LIMIT ? OFFSET ?",
-            (*params, f.limit, f.offset),
+            sa.select(EVENTS)
+            .where(*where)
+            .order_by(started.desc(), EVENTS.c.id.desc())
+            .limit(f.limit)
+            .offset(f.offset)
         )
-        total = self.db.query(f"SELECT COUNT(*) FROM events {clause}", params)[0][0]
+        total = self.db.query(sa.select(sa.func.count()).select_from(EVENTS).where(*where))[0][0]
         return [_event_row(row) for row in rows], int(total)
 
     def delete_for_stream(self, stream_id: str) -> None:
         with self.db.transaction() as conn:
             conn.execute(
-                "DELETE FROM events WHERE source_kind = ? AND source_id = ?", (SOURCE_KIND, stream_id)
+                sa.delete(EVENTS).where(EVENTS.c.source_kind == SOURCE_KIND, EVENTS.c.source_id == stream_id)
             )
 
 
 def _event_row(row: Any) -> dict[str, Any]:
-    data = dict(row)
+    data = dict(row._mapping)
     data["categories"] = json.loads(data.pop("categories_json") or "{}")
     return data
 

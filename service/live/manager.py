@@ -12,6 +12,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from pydantic import ValidationError
@@ -63,8 +64,19 @@ def _time(value: float | None) -> datetime | None:
 
 class LiveStreamManager:
     def __init__(
-        self, settings: ServiceSettings, db: Database, model: ModelService, metrics: ServiceMetrics
+        self,
+        settings: ServiceSettings,
+        db: Database,
+        model: ModelService,
+        metrics: ServiceMetrics,
+        *,
+        hub: LiveHub | None = None,
+        owned: Callable[[], list[StreamRecord]] | None = None,
+        first_snippet: Callable[[str], int] | None = None,
     ) -> None:
+        """`owned` lists the streams this manager runs (default: every registered stream; a cluster's live
+        worker runs its share), `first_snippet` the index a resumed stream's snippets start at (default 0), and
+        `hub` takes the scored messages (default: a `LiveHub` for this process's WebSocket clients)."""
         self.settings = settings
         if settings.live_ffmpeg_options and FFMPEG_OPTIONS_ENV not in os.environ:
             # Cameras are the only OpenCV/FFmpeg captures in the service (files go through PyAV), so this
@@ -74,7 +86,11 @@ class LiveStreamManager:
         self.store = StreamStore(db)
         self.event_store = LiveEventStore(db)
         self.metrics = LiveMetrics(metrics)
-        self.hub = LiveHub(settings.live_client_queue, settings.live_replay, self.metrics.clients_dropped.inc)
+        self.hub = hub or LiveHub(
+            settings.live_client_queue, settings.live_replay, self.metrics.clients_dropped.inc
+        )
+        self._owned = owned
+        self._first_snippet = first_snippet or (lambda _stream_id: 0)
         # Every output of the pipeline is a publisher owned by the dispatcher: a new sink is added here only.
         self.dispatcher = Dispatcher(on_error=lambda name: self.metrics.publisher_errors.labels(name).inc())
         self.dispatcher.add(WebSocketPublisher(self.hub))
@@ -111,14 +127,17 @@ class LiveStreamManager:
     async def start(self) -> None:
         log_masking.install()
         self.hub.bind(asyncio.get_running_loop())
-        interrupted = self.event_store.mark_interrupted()
+        records = self._owned() if self._owned is not None else self.store.all()
+        interrupted = self.event_store.mark_interrupted(
+            None if self._owned is None else [record.id for record in records]
+        )
         if interrupted:
             logger.warning(
                 "%d live events were open when the service last stopped; marked interrupted", interrupted
             )
         self.dispatcher.start()
         self.scheduler.start()
-        for record in self.store.all():
+        for record in records:
             self._records[record.id] = record
             self.hub.open_channel(record.id)
         if self._records:
@@ -211,6 +230,7 @@ class LiveStreamManager:
             probe_timeout_s=s.live_probe_timeout_s,
             stall_after_s=s.live_stall_after_s,
             loop_files=record.loop,
+            first_snippet=self._first_snippet(record.id),
             on_frames=self.media.frame_sink(record.id) if self.media is not None else None,
         )
         stream = LiveStream(record.id, record.name, reader, self._policy(record.events), record.created_at)
@@ -225,12 +245,35 @@ class LiveStreamManager:
         record = self._records.pop(stream_id, None)
         if record is None:
             return False  # removed by a concurrent request meanwhile
+        self._stop_stream(stream_id)
+        logger.info("stream %s (%s) removed", stream_id, record.name)
+        return True
+
+    def _stop_stream(self, stream_id: str) -> None:
         stream = self.scheduler.remove(stream_id)
         if stream is not None:
             stream.reader.stop()
         self.dispatcher.publish(StreamRemoved(stream_id))
-        logger.info("stream %s (%s) removed", stream_id, record.name)
-        return True
+
+    def sync(self) -> tuple[list[str], list[str]]:
+        """Run exactly the `owned` streams now stored (a cluster's registrations change in the shared store):
+        start the new ones, stop the ones gone. Returns the ids started and stopped."""
+        if self._owned is None:
+            return [], []
+        wanted = {record.id: record for record in self._owned()}
+        started = [sid for sid in wanted if sid not in self._records]
+        stopped = [sid for sid in self._records if sid not in wanted]
+        for stream_id in stopped:
+            self._records.pop(stream_id, None)
+            self._stop_stream(stream_id)
+        for stream_id in started:
+            record = self._records[stream_id] = wanted[stream_id]
+            self.hub.open_channel(stream_id)
+            if self._spec is not None:
+                self._launch(record)
+        if started or stopped:
+            logger.info("live streams: started %s, stopped %s", started, stopped)
+        return started, stopped
 
     def exists(self, stream_id: str) -> bool:
         return stream_id in self._records
@@ -238,8 +281,11 @@ class LiveStreamManager:
     # -- views ---------------------------------------------------------------------------------------------
     def view(self, stream_id: str) -> StreamView | None:
         record = self._records.get(stream_id)
-        if record is None:
-            return None
+        return None if record is None else self.view_of(record)
+
+    def view_of(self, record: StreamRecord) -> StreamView:
+        """A registered stream's view: its reader's and scheduler's figures here, or `connecting`."""
+        stream_id = record.id
         running = {s.id: s for s in self.scheduler.streams()}.get(stream_id)
         policy = self._policy(record.events)
         base = {

@@ -164,6 +164,7 @@ class StreamReader:
         loop_files: bool = False,
         opener: SourceOpener | None = None,
         probe: SourceProbe | None = None,
+        first_snippet: int = 0,
         on_frames: FrameSink | None = None,
     ) -> None:
         self.stream_id = stream_id
@@ -189,7 +190,8 @@ class StreamReader:
         self._stop = threading.Event()
         self._pending: Snippet | None = None
         self._carry_gap: Gap | None = None
-        self._next_frame = 0  # media frame counter across connections
+        # Media frame counter across connections; a stream resumed elsewhere (cluster) goes on from its last index.
+        self._next_frame = first_snippet * spec.frames_per_snippet
         self.end_of_replay = False  # stopped because its file ended (not because it was asked to stop)
         self.stats = ReaderStats()
         self._thread = threading.Thread(target=self._run, name=f"reader-{stream_id}", daemon=True)

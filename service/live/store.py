@@ -1,4 +1,4 @@
-"""The stream registry in SQLite: what was registered survives a restart and is resumed at start-up.
+"""The stream registry in the database: what was registered survives a restart and is resumed at start-up.
 
 The source URL is stored as given, credentials included (the reader needs them to reconnect after a restart);
 the database file is the service's own state and must be protected like its configuration.
@@ -6,26 +6,45 @@ the database file is the service's own state and must be protected like its conf
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
 
-from service.live.schemas import EventPolicyOverrides
-from service.storage import Database
+import sqlalchemy as sa
+from alembic.operations import Operations
 
-_STREAMS_V1 = (
-    """
-    CREATE TABLE streams (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        url TEXT NOT NULL,
-        events_json TEXT NOT NULL DEFAULT '{}',
-        loop INTEGER NOT NULL DEFAULT 0,
-        created_at REAL NOT NULL
-    )
-    """,
-    "CREATE INDEX streams_by_created ON streams (created_at)",
-)
+from service.live.schemas import EventPolicyOverrides
+from service.storage import Database, apply_migrations
+
+
+def _stream_columns() -> list[sa.Column]:
+    return [
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("url", sa.Text, nullable=False),
+        sa.Column("events_json", sa.Text, nullable=False, server_default="{}"),
+        sa.Column("loop", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("created_at", sa.Double, nullable=False),
+        # Cluster mode: the live worker (Ray actor) that runs the stream; NULL on a single node.
+        sa.Column("worker", sa.Integer),
+    ]
+
+
+STREAMS = sa.Table("streams", sa.MetaData(), *_stream_columns())
+
+
+def _streams_v1(op: Operations) -> None:
+    op.create_table("streams", *(c for c in _stream_columns() if c.name != "worker"))
+    op.create_index("streams_by_created", "streams", ["created_at"])
+
+
+def _streams_worker_v1(op: Operations) -> None:
+    op.add_column("streams", next(c for c in _stream_columns() if c.name == "worker"))
+    op.create_index("streams_by_worker", "streams", ["worker"])
+
+
+STREAMS_MIGRATIONS = (("streams_v1", (_streams_v1,)), ("streams_worker_v1", (_streams_worker_v1,)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,41 +55,83 @@ class StreamRecord:
     events: EventPolicyOverrides
     loop: bool
     created_at: float
+    worker: int | None = None
 
 
 class StreamStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-        db.migrate("streams_v1", _STREAMS_V1)
+        apply_migrations(db, STREAMS_MIGRATIONS)
 
     def add(self, record: StreamRecord) -> None:
         with self.db.transaction() as conn:
             conn.execute(
-                "INSERT INTO streams (id, name, url, events_json, loop, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    record.id,
-                    record.name,
-                    record.url,
-                    record.events.model_dump_json(exclude_none=True),
-                    int(record.loop),
-                    record.created_at or time.time(),
-                ),
+                sa.insert(STREAMS).values(
+                    id=record.id,
+                    name=record.name,
+                    url=record.url,
+                    events_json=record.events.model_dump_json(exclude_none=True),
+                    loop=int(record.loop),
+                    created_at=record.created_at or time.time(),
+                    worker=record.worker,
+                )
             )
 
+    def add_to_least_loaded(self, record: StreamRecord, workers: int) -> StreamRecord:
+        """Cluster mode: store the stream assigned to whichever of `workers` live workers runs fewest streams."""
+        with self.db.transaction() as conn:
+            if self.db.dialect == "postgresql":
+                # Registrations through several API replicas at once still spread evenly.
+                conn.execute(sa.text("LOCK TABLE streams IN SHARE ROW EXCLUSIVE MODE"))
+            counts = dict(
+                conn.execute(
+                    sa.select(STREAMS.c.worker, sa.func.count())
+                    .where(STREAMS.c.worker.is_not(None))
+                    .group_by(STREAMS.c.worker)
+                ).all()
+            )
+            worker = min(range(workers), key=lambda w: (counts.get(w, 0), w))
+            assigned = dataclasses.replace(record, worker=worker)
+            conn.execute(
+                sa.insert(STREAMS).values(
+                    id=assigned.id,
+                    name=assigned.name,
+                    url=assigned.url,
+                    events_json=assigned.events.model_dump_json(exclude_none=True),
+                    loop=int(assigned.loop),
+                    created_at=assigned.created_at or time.time(),
+                    worker=worker,
+                )
+            )
+        return assigned
+
+    def get(self, stream_id: str) -> StreamRecord | None:
+        rows = self._records(sa.select(STREAMS).where(STREAMS.c.id == stream_id))
+        return rows[0] if rows else None
+
+    def of_worker(self, worker: int) -> list[StreamRecord]:
+        return self._records(
+            sa.select(STREAMS).where(STREAMS.c.worker == worker).order_by(STREAMS.c.created_at, STREAMS.c.id)
+        )
+
     def all(self) -> list[StreamRecord]:
-        rows = self.db.query("SELECT * FROM streams ORDER BY created_at, id")
+        return self._records(sa.select(STREAMS).order_by(STREAMS.c.created_at, STREAMS.c.id))
+
+    def _records(self, statement: sa.Select) -> list[StreamRecord]:
+        rows = self.db.query(statement)
         return [
             StreamRecord(
-                id=row["id"],
-                name=row["name"],
-                url=row["url"],
-                events=EventPolicyOverrides(**json.loads(row["events_json"] or "{}")),
-                loop=bool(row["loop"]),
-                created_at=row["created_at"],
+                id=row.id,
+                name=row.name,
+                url=row.url,
+                events=EventPolicyOverrides(**json.loads(row.events_json or "{}")),
+                loop=bool(row.loop),
+                created_at=row.created_at,
+                worker=row.worker,
             )
             for row in rows
         ]
 
     def delete(self, stream_id: str) -> bool:
         with self.db.transaction() as conn:
-            return conn.execute("DELETE FROM streams WHERE id = ?", (stream_id,)).rowcount > 0
+            return conn.execute(sa.delete(STREAMS).where(STREAMS.c.id == stream_id)).rowcount > 0

@@ -155,3 +155,41 @@ def test_bind_mounted_repository_files_exist(compose):
             source = volume.split(":")[0]
             if source.startswith("./") and "${" not in source:
                 assert (REPO / source).exists(), f"{name}: {source} does not exist"
+
+
+def test_cluster_profile_is_postgres_a_ray_head_a_gpu_worker_and_an_api_replica(compose, service):
+    services = compose["services"]
+    cluster = {name for name, spec in services.items() if "cluster" in spec.get("profiles", [])}
+    assert cluster == {"postgres", "ray-head", "ray-gpu-worker", "refinevad-cluster"}
+    head, worker, api = services["ray-head"], services["ray-gpu-worker"], services["refinevad-cluster"]
+    # Ray nodes run the service's own image (the same Ray and the same code as the API replica).
+    assert head["image"] == worker["image"] == api["image"] == service["image"]
+    assert head["entrypoint"] == worker["entrypoint"] == ["ray"]
+    assert {"start", "--head", "--block", "--port=6379", "--num-gpus=0"} <= set(head["command"])
+    assert "--address=ray-head:6379" in worker["command"] and "--block" in worker["command"]
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]} in devices
+    assert "deploy" not in head
+    # The replica joins that head and keeps its state in that PostgreSQL server.
+    command = api["command"]
+    assert command[command.index("--cluster") + 1] == "ray-head:6379"
+    database_url = _with_defaults(api["environment"]["REFINEVAD_DATABASE_URL"])
+    assert database_url == "postgresql://refinevad:@postgres:5432/refinevad"
+    postgres = services["postgres"]
+    env = postgres["environment"]
+    assert (
+        database_url.endswith(f"@postgres:5432/{env['POSTGRES_DB']}") and env["POSTGRES_USER"] == "refinevad"
+    )
+    assert api["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "pg_isready" in postgres["healthcheck"]["test"]
+    assert re.search(r":\d+\.\d+", postgres["image"]), postgres["image"]
+    fields = set(ServiceSettings.model_fields)
+    for name in api["environment"]:
+        assert name.removeprefix(ENV_PREFIX).lower() in fields, name
+    # What the replica gets is a valid cluster configuration.
+    settings = ServiceSettings(
+        database_url=database_url.replace(":@", ":pw@"),
+        cluster_address=command[command.index("--cluster") + 1],
+    )
+    assert settings.cluster_address == "ray-head:6379"
+    assert set(compose["volumes"]) >= {"refinevad-postgres", "refinevad-cluster-data"}

@@ -1,4 +1,5 @@
-"""Storage faults under the running service: the database locked by another process, and the disk full.
+"""Storage faults under the running service: the database locked by another process, the disk full, and the
+PostgreSQL server down.
 
 Either way every request that must write gets a clear JSON error at once (503 while locked, 507 while full), the
 event loop keeps answering, nothing already stored changes or breaks (`PRAGMA integrity_check`), no half-written
@@ -19,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.postgres_server import PostgresServer, postgres_available
 from tests.reliability.conftest import LIVE_ENV, wait_for
 from tests.rtsp_server import free_port
 from tests.service.conftest import ServerProcess, assert_error, encode_looped_clip, upload_video, wait_final
@@ -152,10 +154,10 @@ def _mount_tmpfs(where: Path, size: str) -> bool:
 def _fill(disk: Path) -> Path:
     """Write a file until the filesystem is full; returns it (delete it to free the space)."""
     filler = disk / "filler"
-    with filler.open("wb") as handle, contextlib.suppress(OSError):
+    # Unbuffered: a buffered file would try to flush its last partial chunk again at close (ENOSPC there).
+    with filler.open("wb", buffering=0) as handle, contextlib.suppress(OSError):
         while True:
             handle.write(b"\0" * 65536)
-            handle.flush()
     return filler
 
 
@@ -200,3 +202,51 @@ def test_full_disk_gives_507_changes_nothing_and_recovers(
     assert check == "ok"
     assert set(before[1]) <= set(jobs) and set(before[2]) <= set(events) and set(before[3]) <= set(streams)
     assert len(jobs) == len(before[1]) + 1
+
+
+@pytest.mark.skipif(not postgres_available(), reason="PostgreSQL is not installed")
+def test_postgres_outage_gives_503_keeps_serving_and_recovers(
+    make_server, footage: dict[str, Path], tmp_path: Path, report
+) -> None:
+    """The shared PostgreSQL server crashes under the running service: every request that needs the database
+    gets a clear 503 at once while /health keeps answering, a job that finishes meanwhile keeps its result until
+    it can be stored, and all works again once the server is back (no restart of the service)."""
+    database = PostgresServer().start()
+    try:
+        env = {**ENV, "REFINEVAD_DATABASE_URL": database.url(), "REFINEVAD_DB_BUSY_TIMEOUT_S": "1"}
+        server = make_server(env=env).start()
+        long_video = encode_looped_clip(tmp_path / "long.mp4", repeats=3)
+        dead_camera = f"rtsp://127.0.0.1:{free_port()}/cam"
+        with server.client() as client:
+            done = upload_video(client, footage["short"]).json()
+            assert done["status"] == "succeeded"
+            running = upload_video(client, long_video).json()["id"]
+            wait_for(
+                lambda: (
+                    (j := client.get(f"/jobs/{running}").json())["status"] == "running" and j["progress"] > 0
+                ),
+                30,
+                "the background job to run",
+            )
+            probe = HealthProbe(server)
+            database.kill()
+            started = time.perf_counter()
+            assert_error(client.get(f"/jobs/{done['id']}"), 503, "storage_unavailable")
+            report("read_refused_after_s", time.perf_counter() - started)
+            body = assert_error(client.post("/streams", json={"url": dead_camera, "name": "x"}), 503)
+            assert body["error"] == "storage_unavailable" and "cannot be reached" in body["message"]
+            assert_error(upload_video(client, footage["short"]), 503, "storage_unavailable")
+            assert all(name.startswith(running) for name in spool(server.data_dir))
+            wait_for(lambda: "storing its result" in server.log_tail(), 30, "the job to finish while down")
+            database.start()
+            report("health_worst_latency_while_down_s", probe.close())
+            assert probe.worst < 1.0
+            finished = wait_final(client, running, timeout=60)
+            assert finished["status"] == "succeeded", finished
+            assert finished["result"]["frames"] == 540
+            assert client.get(f"/jobs/{done['id']}").json() == done
+            created = client.post("/streams", json={"url": dead_camera, "name": "after the outage"})
+            assert created.status_code == 201, created.text
+        assert spool(server.data_dir) == []
+    finally:
+        database.stop()

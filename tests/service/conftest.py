@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.footage import encode_ped2_clip, ped2_frame_files
+from tests.postgres_server import PostgresServer, postgres_available
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "test-key-0123456789"
@@ -191,3 +192,29 @@ def encode_looped_clip(dest: Path, repeats: int, clip: str = "testing/frames/01"
     finally:
         writer.release()
     return dest
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (Debian's `postgresql`, loopback only); tests that use it get
+    a database of their own through `postgres_url`."""
+    if not postgres_available():
+        pytest.skip("PostgreSQL is not installed (Debian package `postgresql`, see .ci/setup)")
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database on the session's PostgreSQL server."""
+    name = "t_" + "".join(ch if ch.isalnum() else "_" for ch in request.node.name.lower())[:50]
+    return postgres.create_database(f"{name}_{os.getpid()}_{time.monotonic_ns() % 10**9}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_target(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """What `Database` opens, once per backend: an SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "db" / "test.sqlite3"
+    return request.getfixturevalue("postgres_url")

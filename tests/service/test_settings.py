@@ -116,6 +116,23 @@ def test_acceleration_settings_reach_the_engine(monkeypatch: pytest.MonkeyPatch)
         ServiceSettings()
 
 
+def test_database_url_selects_postgresql_and_never_echoes_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert ServiceSettings().database_target == Path("data/refinevad.sqlite3")
+    monkeypatch.setenv("REFINEVAD_DATABASE_URL", "postgresql://svc:hunter2@db.example:5432/refinevad")
+    settings = ServiceSettings()
+    assert settings.database_target == "postgresql://svc:hunter2@db.example:5432/refinevad"
+    assert "hunter2" not in json.dumps(settings.masked())
+    monkeypatch.setenv("REFINEVAD_DATABASE_URL", "mysql://svc:hunter2@db.example/refinevad")
+    with pytest.raises(ValidationError) as info:
+        ServiceSettings()
+    assert "postgresql://USER:PASSWORD@HOST:PORT/DB" in str(info.value)
+    assert "hunter2" not in str(info.value)
+    monkeypatch.setenv("REFINEVAD_DATABASE_URL", " ")
+    assert ServiceSettings().database_target == Path("data/refinevad.sqlite3")
+
+
 def test_a_bad_mqtt_url_is_refused_without_its_password() -> None:
     assert ServiceSettings(mqtt_url="mqtts://user:pw@broker.example").masked()["mqtt_url"] == "**********"
     assert ServiceSettings(mqtt_url="").mqtt_url is None  # empty = MQTT off

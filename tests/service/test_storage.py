@@ -1,14 +1,33 @@
-"""The SQLite store: WAL mode, idempotent migrations, job state transitions, events committed with results."""
+"""The durable store on both backends (embedded SQLite in WAL mode, a real PostgreSQL server): idempotent
+migrations, one schema, job state transitions, events committed with results, claims that never hand one job to
+two workers, and storage faults reported as `StorageError`s."""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
-from service.storage import Database, EventRecord, EventStore, JobRecord, JobStore
+from service.cluster.messages import LIVE_MESSAGES, MessageLog
+from service.event_media.store import EVENT_MEDIA, MediaStore
+from service.live.store import STREAMS, StreamStore
+from service.storage import (
+    EVENTS,
+    JOBS,
+    Database,
+    EventRecord,
+    EventStore,
+    JobRecord,
+    JobStore,
+    StorageBusy,
+    StorageUnavailable,
+)
+from tests.postgres_server import PostgresServer, postgres_available
 
 
 def _job(job_id: str, **kw) -> JobRecord:
@@ -18,28 +37,49 @@ def _job(job_id: str, **kw) -> JobRecord:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Database:
-    database = Database(tmp_path / "db" / "test.sqlite3")
+def db(database_target: str | Path) -> Iterator[Database]:
+    database = Database(database_target)
     yield database
     database.close()
 
 
-def test_wal_mode_and_migrations_run_once(db: Database) -> None:
+def test_wal_and_migrations_run_once(db: Database) -> None:
     assert db.journal_mode() == "wal"
     JobStore(db)
-    assert db.migrate("jobs_v1", ["CREATE TABLE must_not_run (x)"]) is False
+    assert db.migrate("jobs_v1", ["CREATE TABLE must_not_run (x INTEGER)"]) is False
     assert db.migrate("extra_v1", ["CREATE TABLE extra (x INTEGER)"]) is True
     assert db.migrate("extra_v1", ["CREATE TABLE extra (x INTEGER)"]) is False
-    names = {row[0] for row in db.query("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"jobs", "events", "extra", "schema_migrations"} <= names and "must_not_run" not in names
+    assert {"jobs", "events", "extra", "schema_migrations"} <= db.table_names()
+    assert "must_not_run" not in db.table_names()
+    assert db.applied_migrations() == [
+        "events_v1",
+        "events_live_v1",
+        "events_live_v2",
+        "events_live_v3",
+        "jobs_v1",
+        "jobs_v2",
+        "extra_v1",
+    ]
 
 
 def test_a_failed_migration_leaves_nothing(db: Database) -> None:
-    with pytest.raises(sqlite3.OperationalError):
-        db.migrate("broken_v1", ["CREATE TABLE half (x)", "NOT SQL"])
-    names = {row[0] for row in db.query("SELECT name FROM sqlite_master")}
-    assert "half" not in names
-    assert not db.query("SELECT 1 FROM schema_migrations WHERE name='broken_v1'")
+    with pytest.raises(sa.exc.DBAPIError):
+        db.migrate("broken_v1", ["CREATE TABLE half (x INTEGER)", "NOT SQL"])
+    assert "half" not in db.table_names()
+    assert "broken_v1" not in db.applied_migrations()
+
+
+def test_migrated_schema_is_the_tables_the_stores_query(db: Database, tmp_path: Path) -> None:
+    """The migrations and the Core tables describe one schema, on either backend."""
+    JobStore(db), EventStore(db), StreamStore(db), MessageLog(db), MediaStore(db, tmp_path / "media")
+    inspector = sa.inspect(db.engine)
+    for table in (JOBS, EVENTS, STREAMS, LIVE_MESSAGES, EVENT_MEDIA):
+        reflected = {c["name"]: c["nullable"] for c in inspector.get_columns(table.name)}
+        declared = {c.name: c.nullable for c in table.columns}
+        assert reflected == declared, table.name
+    indexes = {ix["name"] for t in ("jobs", "events", "streams") for ix in inspector.get_indexes(t)}
+    assert {"jobs_by_status", "events_by_source", "events_by_started", "streams_by_created"} <= indexes
+    assert {"streams_by_worker"} <= indexes
 
 
 def test_job_lifecycle_and_events(db: Database) -> None:
@@ -82,6 +122,14 @@ def test_job_lifecycle_and_events(db: Database) -> None:
     assert jobs.delete("a") is None
 
 
+def test_timestamps_keep_full_precision(db: Database) -> None:
+    """Wall-clock seconds need double precision (a 4-byte REAL would round them to minutes)."""
+    jobs = JobStore(db)
+    created = 1_790_000_000.123456
+    jobs.create(_job("t").model_copy(update={"created_at": created}))
+    assert jobs.get("t").created_at == created
+
+
 def test_list_is_newest_first_without_results(db: Database) -> None:
     jobs = JobStore(db)
     for index in range(5):
@@ -104,10 +152,161 @@ def test_requeue_can_refund_the_attempt(db: Database) -> None:
     assert (job.status, job.attempts, job.note, job.started_at) == ("queued", 0, "shutdown", None)
 
 
-def test_state_is_on_disk_for_another_connection(db: Database, tmp_path: Path) -> None:
+def test_a_duplicate_id_is_refused_and_changes_nothing(db: Database) -> None:
+    jobs = JobStore(db)
+    jobs.create(_job("d"))
+    with pytest.raises(sa.exc.IntegrityError):
+        jobs.create(_job("d").model_copy(update={"filename": "other.mp4"}))
+    assert jobs.get("d").filename == "a.mp4"
+
+
+def test_state_is_durable_for_another_connection(db: Database, database_target: str | Path) -> None:
     JobStore(db).create(_job("p"))
-    other = Database(db.path)
+    other = Database(database_target)
     try:
         assert JobStore(other).get("p").filename == "a.mp4"
     finally:
         other.close()
+
+
+def test_concurrent_claims_never_share_a_job(db: Database, database_target: str | Path) -> None:
+    """Four workers in two processes' worth of connections drain the queue: every job exactly once."""
+    jobs = JobStore(db)
+    for index in range(40):
+        jobs.create(_job(f"c{index:02d}").model_copy(update={"created_at": 1000.0 + index}))
+    others = [Database(database_target) for _ in range(2)]
+    claimed: list[list[str]] = [[] for _ in range(4)]
+
+    def drain(store: JobStore, into: list[str]) -> None:
+        while (job := store.claim_next()) is not None:
+            into.append(job.id)
+
+    stores = [JobStore(others[i % 2]) for i in range(4)]
+    threads = [threading.Thread(target=drain, args=(s, c)) for s, c in zip(stores, claimed, strict=True)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        for other in others:
+            other.close()
+    everything = [job_id for part in claimed for job_id in part]
+    assert sorted(everything) == [f"c{index:02d}" for index in range(40)]
+    assert all(jobs.get(job_id).status == "running" for job_id in everything)
+    assert jobs.claim_next() is None
+
+
+def test_claim_skips_a_job_locked_by_another_transaction(postgres_url: str) -> None:
+    """PostgreSQL: a claim does not wait for another worker's row lock, it takes the next job."""
+    db = Database(postgres_url)
+    jobs = JobStore(db)
+    jobs.create(_job("first").model_copy(update={"created_at": 1.0}))
+    jobs.create(_job("second").model_copy(update={"created_at": 2.0}))
+    jobs.create(_job("busy").model_copy(update={"created_at": 0.5}))
+    jobs.mark_running("busy")
+    try:
+        with db.engine.begin() as holder:
+            holder.execute(sa.select(JOBS).where(JOBS.c.id.in_(["first", "busy"])).with_for_update())
+            started = time.monotonic()
+            assert jobs.claim_next().id == "second"
+            assert time.monotonic() - started < 2.0
+            # An advisory write does not wait for the lock either: StorageBusy at once.
+            with pytest.raises(StorageBusy):
+                jobs.set_progress("busy", 0.5)
+        assert jobs.claim_next().id == "first"
+    finally:
+        db.close()
+
+
+def test_sqlite_write_locked_elsewhere_is_busy(tmp_path: Path) -> None:
+    db = Database(tmp_path / "busy.sqlite3", busy_timeout_s=0.2)
+    jobs = JobStore(db)
+    jobs.create(_job("b"))
+    locker = sqlite3.connect(tmp_path / "busy.sqlite3", isolation_level=None)
+    try:
+        locker.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StorageBusy):
+            jobs.create(_job("c"))
+        assert jobs.get("b") is not None  # reads go on
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    jobs.create(_job("c"))
+    db.close()
+
+
+def test_sqlite_database_of_the_previous_release_opens_unchanged(tmp_path: Path) -> None:
+    """A database written by the raw-SQL store of earlier releases: its migrations are recorded by name, so
+    nothing runs again and its rows read back."""
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            """
+            PRAGMA journal_mode=WAL;
+            CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL);
+            CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, source_kind TEXT NOT NULL,
+                source_id TEXT NOT NULL, start_s REAL NOT NULL, end_s REAL, peak_score REAL NOT NULL,
+                mean_score REAL, dominant_category TEXT, categories_json TEXT NOT NULL DEFAULT '{}',
+                created_at REAL NOT NULL, started_at REAL, ended_at REAL,
+                status TEXT NOT NULL DEFAULT 'closed');
+            CREATE TABLE jobs (id TEXT PRIMARY KEY, status TEXT NOT NULL, created_at REAL NOT NULL,
+                started_at REAL, finished_at REAL, progress REAL NOT NULL DEFAULT 0, filename TEXT NOT NULL,
+                content_type TEXT, size_bytes INTEGER NOT NULL, upload_path TEXT,
+                frame_scores INTEGER NOT NULL DEFAULT 0, video_json TEXT, result_json TEXT, error TEXT,
+                error_code TEXT, note TEXT, attempts INTEGER NOT NULL DEFAULT 0);
+            INSERT INTO schema_migrations VALUES ('events_v1', 1), ('events_live_v1', 2), ('jobs_v1', 3);
+            INSERT INTO jobs (id, status, created_at, filename, size_bytes) VALUES ('old', 'queued', 5, 'o.mp4', 1);
+            INSERT INTO events (source_kind, source_id, start_s, peak_score, created_at)
+                VALUES ('job', 'old', 0.5, 0.9, 5);
+            """
+        )
+    db = Database(path)
+    try:
+        jobs = JobStore(db)
+        assert jobs.get("old").filename == "o.mp4"
+        assert EventStore(db).for_source("job", "old")[0].peak_score == 0.9
+        # What the old release lacked (events_live_v2: end_reason) is added now, nothing else runs again.
+        assert db.applied_migrations() == [
+            "events_v1",
+            "events_live_v1",
+            "jobs_v1",
+            "events_live_v2",
+            "events_live_v3",
+            "jobs_v2",
+        ]
+        assert jobs.claim_next().id == "old"
+    finally:
+        db.close()
+
+
+def test_unsupported_database_urls_are_refused_clearly() -> None:
+    for url in ("mysql://u@h/db", "sqlite://", "not a url"):
+        with pytest.raises((ValueError, sa.exc.ArgumentError)) as info:
+            Database(url)
+        assert "postgresql://" in str(info.value) or "Could not parse" in str(info.value)
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not postgres_available(), reason="PostgreSQL is not installed")
+def test_postgres_down_is_unavailable_then_recovers() -> None:
+    """The server crashes: reads and writes fail with StorageUnavailable (a 503), nothing committed is lost,
+    and the same `Database` works again once the server is back."""
+    server = PostgresServer().start()
+    try:
+        db = Database(server.url(), busy_timeout_s=1.0)
+        jobs = JobStore(db)
+        jobs.create(_job("kept"))
+        server.kill()
+        with pytest.raises(StorageUnavailable):
+            jobs.get("kept")
+        with pytest.raises(StorageUnavailable):
+            jobs.create(_job("lost"))
+        server.start()
+        assert jobs.get("kept").filename == "a.mp4"
+        assert jobs.get("lost") is None
+        jobs.create(_job("after"))
+        assert jobs.claim_next().id in ("kept", "after")
+        db.close()
+    finally:
+        server.stop()

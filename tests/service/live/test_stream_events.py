@@ -1,11 +1,12 @@
+import sqlite3
 import time
 
 import numpy as np
 import pytest
 
 from model.events import EventPolicy
-from service.live.events import _EVENTS_LIVE_V1, EventFilter, LiveEventStore, StreamEvents
-from service.storage import Database, EventStore
+from service.live.events import EventFilter, LiveEventStore, StreamEvents
+from service.storage import Database
 
 
 def test_an_event_too_short_by_its_last_high_snippet_is_never_announced(tmp_path) -> None:
@@ -127,17 +128,23 @@ def test_finish_of_an_event_too_short_to_announce_stores_nothing(tmp_path) -> No
 
 def test_a_database_from_before_end_reasons_is_migrated(tmp_path) -> None:
     path = tmp_path / "old.sqlite"
-    old = Database(path)
-    EventStore(old)
-    old.migrate("events_live_v1", _EVENTS_LIVE_V1)  # the schema as released before end reasons
-    with old.transaction() as conn:
-        conn.execute(
-            "INSERT INTO events (source_kind, source_id, start_s, end_s, peak_score, created_at, started_at, "
-            "ended_at, status) VALUES ('stream', 's', 0, 3, 0.9, 1, 1, 4, 'closed')"
-        )
-        conn.execute(
-            "INSERT INTO events (source_kind, source_id, start_s, peak_score, created_at, started_at, status) "
-            "VALUES ('stream', 's', 5, 0.8, 6, 6, 'open')"
+    # The schema as released before end reasons, written as that release did.
+    with sqlite3.connect(path) as old:
+        old.executescript(
+            """
+            PRAGMA journal_mode=WAL;
+            CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL);
+            CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, source_kind TEXT NOT NULL,
+                source_id TEXT NOT NULL, start_s REAL NOT NULL, end_s REAL, peak_score REAL NOT NULL,
+                mean_score REAL, dominant_category TEXT, categories_json TEXT NOT NULL DEFAULT '{}',
+                created_at REAL NOT NULL, started_at REAL, ended_at REAL,
+                status TEXT NOT NULL DEFAULT 'closed');
+            INSERT INTO schema_migrations VALUES ('events_v1', 1), ('events_live_v1', 2);
+            INSERT INTO events (source_kind, source_id, start_s, end_s, peak_score, created_at, started_at,
+                ended_at, status) VALUES ('stream', 's', 0, 3, 0.9, 1, 1, 4, 'closed');
+            INSERT INTO events (source_kind, source_id, start_s, peak_score, created_at, started_at, status)
+                VALUES ('stream', 's', 5, 0.8, 6, 6, 'open');
+            """
         )
     old.close()
     store = LiveEventStore(Database(path))

@@ -1,0 +1,174 @@
+"""A live worker: one Ray actor that runs its share of the streams with the single-node live pipeline
+(`LiveStreamManager`: readers, the batching scheduler, events), on the GPU Ray gave it, and writes every message
+to the shared store instead of to local WebSocket clients.
+
+Ray restarts a worker whose process or node died (`max_restarts=-1`), on any node with room; the new incarnation
+rebuilds its streams from the store: the registrations assigned to it, snippet indices going on from the last
+stored one, and live events it left open marked interrupted (never stored twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+from service.cluster.messages import MessageLog, StoredMessage
+from service.live.hub import LiveHub
+from service.live.manager import LiveStreamManager
+from service.metrics import ServiceMetrics
+from service.model_service import ModelService
+from service.settings import ServiceSettings
+from service.storage import Database, StorageError
+
+logger = logging.getLogger(__name__)
+
+_WRITE_INTERVAL_S = 0.05
+_PRUNE_INTERVAL_S = 30.0
+_RETRY_S = 1.0
+
+
+class RecordingHub(LiveHub):
+    """Takes the scheduler's messages and writes them to the message log from a thread of its own, in order;
+    the scheduler never waits for the database (a full queue drops the oldest message, counted)."""
+
+    def __init__(self, log: MessageLog, keep: int, capacity: int = 10_000) -> None:
+        super().__init__(client_queue=1, replay=0)
+        self.log = log
+        self.keep = keep
+        self.dropped = 0
+        self._queue: queue.Queue[tuple[str, list[tuple[int | None, str]]]] = queue.Queue(capacity)
+        self._next_seq: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._write, name="message-writer", daemon=True)
+        self._thread.start()
+
+    def publish_threadsafe(self, stream_id: str, items: list[tuple[int | None, str]]) -> None:
+        while True:
+            try:
+                self._queue.put_nowait((stream_id, items))
+                return
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    self._queue.get_nowait()
+                    self.dropped += 1
+
+    def close_stream(self, stream_id: str) -> None:
+        super().close_stream(stream_id)
+        self._next_seq.pop(stream_id, None)
+
+    def _write(self) -> None:
+        last_prune = time.monotonic()
+        while not self._stop.is_set():
+            batch = []
+            with contextlib.suppress(queue.Empty):
+                batch.append(self._queue.get(timeout=_WRITE_INTERVAL_S))
+                while len(batch) < 1000:
+                    batch.append(self._queue.get_nowait())
+            if batch:
+                self._store(batch)
+            if time.monotonic() - last_prune > _PRUNE_INTERVAL_S:
+                last_prune = time.monotonic()
+                for stream_id in list(self._next_seq):
+                    with contextlib.suppress(StorageError):
+                        self.log.prune(stream_id, self.keep)
+
+    def _store(self, batch: list[tuple[str, list[tuple[int | None, str]]]]) -> None:
+        while not self._stop.is_set():
+            try:
+                messages = []
+                seqs = dict(self._next_seq)
+                for stream_id, items in batch:
+                    if stream_id not in seqs:
+                        seqs[stream_id] = self.log.next_seq(stream_id)
+                    for index, text in items:
+                        messages.append(StoredMessage(stream_id, seqs[stream_id], index, text))
+                        seqs[stream_id] += 1
+                self.log.append(messages, time.time())
+                self._next_seq.update(seqs)
+                return
+            except StorageError as exc:
+                # Kept in order and retried: a passing database outage loses no message.
+                logger.warning("live messages not stored (%s); retrying in %gs", exc, _RETRY_S)
+                self._stop.wait(_RETRY_S)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+class LiveWorker:
+    """The actor: `index` is the share of the streams it runs (`streams.worker`)."""
+
+    def __init__(self, settings: ServiceSettings, index: int) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.index = index
+        self.settings = settings
+        self.db = Database(settings.database_target, busy_timeout_s=settings.db_busy_timeout_s)
+        self.log = MessageLog(self.db)
+        self.model = ModelService(settings, ServiceMetrics())
+        self.hub = RecordingHub(self.log, keep=settings.live_replay)
+        self.manager = LiveStreamManager(
+            settings,
+            self.db,
+            self.model,
+            ServiceMetrics(),
+            hub=self.hub,
+            owned=lambda: self.manager.store.of_worker(index),
+            first_snippet=self.log.next_snippet,
+        )
+        self.started_at = time.time()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="live-worker-loop", daemon=True)
+        self._thread.start()
+        self.model.start()
+        self._call(self.manager.start())
+        self._sync_task = asyncio.run_coroutine_threadsafe(self._sync_forever(), self._loop)
+        logger.info("live worker %d started on this node", index)
+
+    def _call(self, coroutine: Any, timeout: float = 60.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    async def _sync_forever(self) -> None:
+        # Registrations are also pushed (`sync`); this catches any push that was lost.
+        while True:
+            await asyncio.sleep(self.settings.cluster_sync_s)
+            try:
+                await self._sync()
+            except Exception:
+                logger.exception("live worker %d: re-reading its streams failed", self.index)
+
+    async def _sync(self) -> tuple[list[str], list[str]]:
+        started, stopped = await asyncio.to_thread(self.manager.sync)
+        for stream_id in stopped:
+            # Removed through an API replica: what was written after it deleted the messages goes too.
+            await asyncio.to_thread(self.log.delete_stream, stream_id)
+        return started, stopped
+
+    # -- called through Ray --------------------------------------------------------------------------------
+    def sync(self) -> tuple[list[str], list[str]]:
+        """Start and stop streams to match the store now (after a registration or removal)."""
+        return self._call(self._sync())
+
+    def views(self) -> dict[str, dict[str, Any]]:
+        """Each running stream's view (`StreamView` as JSON), by id."""
+        return {v.id: v.model_dump(mode="json") for v in self.manager.views()}
+
+    def info(self) -> dict[str, Any]:
+        import os
+
+        import ray
+
+        return {
+            "index": self.index,
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "streams": sorted(view.id for view in self.manager.views()),
+            "model": self.model.state,
+            "dropped_messages": self.hub.dropped,
+        }

@@ -1,0 +1,148 @@
+"""Joining the Ray cluster, and the Ray-side pieces: the live workers (named, detached actors that Ray restarts
+wherever there is room) and file analysis as Ray tasks (queued by Ray across the cluster, re-run by Ray when the
+node running one dies)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from model.inference import AnalysisCancelled, AnalysisResult
+from service.cluster.live_worker import LiveWorker
+from service.metrics import ServiceMetrics
+from service.model_service import ModelService
+from service.settings import ServiceSettings
+from service.storage import Database, JobStore, StorageError
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE = "refinevad"
+_POLL_S = 0.5
+
+
+def connect(address: str) -> None:
+    """Join the cluster as a driver (`HOST:PORT` of the head's GCS)."""
+    if ray.is_initialized():
+        return
+    ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)
+    resources = ray.cluster_resources()
+    logger.info(
+        "joined Ray cluster %s: %d nodes, %s CPUs, %s GPUs",
+        address,
+        len([n for n in ray.nodes() if n["Alive"]]),
+        resources.get("CPU", 0),
+        resources.get("GPU", 0),
+    )
+
+
+def gpus_per_task(settings: ServiceSettings) -> float:
+    """GPUs a live worker or a job reserves: the setting, else one when the cluster has GPUs at all."""
+    if settings.cluster_gpus is not None:
+        return settings.cluster_gpus
+    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+def live_workers(settings: ServiceSettings) -> list[Any]:
+    """Handles of the live workers, created by whichever API replica asks first (Ray's named actors make this
+    idempotent across replicas). Detached: they outlive the replica; Ray restarts them forever."""
+    actor = ray.remote(LiveWorker)
+    gpus = gpus_per_task(settings)
+    return [
+        actor.options(
+            name=f"live-worker-{index}",
+            namespace=NAMESPACE,
+            get_if_exists=True,
+            lifetime="detached",
+            max_restarts=-1,
+            max_task_retries=-1,
+            num_cpus=0,
+            num_gpus=gpus,
+            # One per node while there are nodes enough; restarts go wherever there is room.
+            scheduling_strategy="SPREAD",
+        ).remote(settings, index)
+        for index in range(settings.cluster_live_workers)
+    ]
+
+
+# One engine per Ray worker process, loaded by its first job and reused by the next ones.
+_MODEL: ModelService | None = None
+_JOBS: JobStore | None = None
+
+
+def _process_model(settings: ServiceSettings) -> tuple[ModelService, JobStore]:
+    global _MODEL, _JOBS
+    if _MODEL is None or _JOBS is None:
+        _MODEL = ModelService(settings, ServiceMetrics())
+        _MODEL.start()
+        _JOBS = JobStore(Database(settings.database_target, busy_timeout_s=settings.db_busy_timeout_s))
+    if not _MODEL.wait_until_loaded():
+        raise RuntimeError(f"the model failed to load on this node: {_MODEL.error}")
+    return _MODEL, _JOBS
+
+
+def analyze_on_cluster(
+    settings: ServiceSettings, job_id: str, data: bytes, suffix: str, frame_scores: bool
+) -> str:
+    """The body of a job's Ray task: the upload's bytes to a local file, the engine, the result as JSON.
+    Progress goes to the shared store, where the replica that owns the job reads it."""
+    model, jobs = _process_model(settings)
+    last = [0.0]
+
+    def progress(fraction: float) -> None:
+        now = time.monotonic()
+        if now - last[0] >= _POLL_S:
+            last[0] = now
+            with contextlib.suppress(StorageError):  # advisory
+                jobs.set_progress(job_id, float(fraction))
+
+    with tempfile.NamedTemporaryFile(suffix=suffix) as handle:
+        handle.write(data)
+        handle.flush()
+        result = model.engine().analyze(Path(handle.name), progress=progress, frame_scores=frame_scores)
+    logger.info(
+        "job %s analysed on node %s (pid %d)", job_id, ray.get_runtime_context().get_node_id(), os.getpid()
+    )
+    return result.model_dump_json()
+
+
+class RemoteAnalyzer:
+    """`JobManager`'s analysis step in cluster mode: the job runs as a Ray task on a node with room (a GPU, when
+    the cluster has them); Ray re-runs it if that node dies (`max_retries`)."""
+
+    def __init__(self, settings: ServiceSettings, store: JobStore) -> None:
+        self.settings = settings
+        self.store = store
+        self._task = ray.remote(analyze_on_cluster).options(
+            num_cpus=1, num_gpus=gpus_per_task(settings), max_retries=settings.cluster_job_retries
+        )
+
+    def __call__(
+        self,
+        path: Path,
+        *,
+        job_id: str,
+        progress: Callable[[float], None],
+        frame_scores: bool,
+        should_stop: Callable[[], bool],
+    ) -> AnalysisResult:
+        ref = self._task.remote(self.settings, job_id, path.read_bytes(), path.suffix, frame_scores)
+        while True:
+            done, _ = ray.wait([ref], timeout=_POLL_S)
+            if done:
+                try:
+                    return AnalysisResult.model_validate_json(ray.get(ref))
+                except ray.exceptions.TaskCancelledError:
+                    raise AnalysisCancelled() from None
+            if should_stop():
+                ray.cancel(ref, force=True)
+            job = self.store.get(job_id)
+            if job is not None:
+                progress(job.progress)

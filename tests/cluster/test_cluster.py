@@ -1,0 +1,149 @@
+"""Cluster mode end to end (marker `cluster`): a two-node Ray cluster on loopback, a real PostgreSQL server, two
+API replicas and the real RTSP camera."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from websockets.sync.client import connect
+
+from tests.cluster.conftest import ClusterStack
+from tests.ray_cluster import listening_addresses, peer_addresses
+from tests.reliability.conftest import wait_for
+from tests.service.conftest import ServerProcess, encode_looped_clip, upload_video, wait_final
+from tests.service.live.service_process import next_snippets
+
+pytestmark = [pytest.mark.integration, pytest.mark.cluster]
+
+
+def open_live(server: ServerProcess, stream_id: str, since: int | None = None):
+    query = f"?since={since}" if since is not None else ""
+    ws_url = server.url.replace("http://", "ws://")
+    return connect(
+        f"{ws_url}/streams/{stream_id}/live{query}", additional_headers=server.headers, open_timeout=10
+    )
+
+
+def test_registrations_are_shared_and_any_replica_serves_any_stream(stack: ClusterStack) -> None:
+    a, b = stack.replicas
+    with a.client() as ca, b.client() as cb:
+        created = ca.post("/streams", json={"url": stack.camera.url, "name": "gate"})
+        assert created.status_code == 201, created.text
+        stream = created.json()
+        assert [s["id"] for s in cb.get("/streams").json()["items"]] == [stream["id"]]
+        assert cb.get(f"/streams/{stream['id']}").json()["name"] == "gate"
+        with open_live(b, stream["id"]) as ws:
+            finals = next_snippets(ws, 2, timeout=90, status="final")
+        assert [m["index"] for m in finals] == [finals[0]["index"], finals[0]["index"] + 1]
+        wait_for(lambda: cb.get(f"/streams/{stream['id']}").json()["state"] == "live", 30, "live state via b")
+        assert ca.delete(f"/streams/{stream['id']}").status_code == 204
+        assert cb.get(f"/streams/{stream['id']}").status_code == 404
+        assert cb.get("/streams").json()["total"] == 0
+    # Every Ray process (both nodes, their workers and actors) listens and connects on loopback only.
+    ray_pids = stack.head.pids() + stack.worker.pids()
+    loopback = {"127.0.0.1", "[::ffff:127.0.0.1]", "[::1]"}
+    listening, peers = listening_addresses(ray_pids), peer_addresses(ray_pids)
+    assert listening and listening <= loopback, listening
+    assert peers and peers <= loopback, peers
+
+
+def _finals_stored(database_url: str, stream_id: str) -> list[int]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT snippet_index, text FROM live_messages WHERE stream_id = %s AND snippet_index IS NOT NULL",
+            (stream_id,),
+        ).fetchall()
+    return sorted(index for index, text in rows if json.loads(text).get("status") == "final")
+
+
+def _stream_events(database_url: str) -> list[tuple]:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(
+            "SELECT id, source_id, start_s, status FROM events WHERE source_kind = 'stream' ORDER BY id"
+        ).fetchall()
+
+
+def _actors(stack: ClusterStack) -> dict[int, dict]:
+    """What each live worker says of itself: its node, its streams."""
+    result = stack.ray.driver(
+        "result = {i: ray.get(ray.get_actor(f'live-worker-{i}').info.remote(), timeout=60) for i in range(2)}"
+    )
+    assert isinstance(result, dict)
+    return {int(index): info for index, info in result.items()}
+
+
+def test_a_dead_node_loses_no_stream_snippet_event_or_job(
+    stack: ClusterStack, tmp_path: Path, report
+) -> None:
+    a, b = stack.replicas
+    url = stack.database.url()
+    with a.client() as ca, b.client() as cb:
+        streams = [
+            ca.post("/streams", json={"url": stack.camera.url, "name": f"cam{i}"}).json() for i in range(6)
+        ]
+        ids = [s["id"] for s in streams]
+        assert cb.get("/streams").json()["total"] == 6
+        wait_for(lambda: all(_finals_stored(url, sid) for sid in ids), 120, "every stream to score")
+        actors = _actors(stack)
+        nodes = {info["node_id"] for info in actors.values()}
+        assert len(nodes) == 2, f"the two live workers share a node: {actors}"
+        worker_node = stack.ray.node_id_of(stack.worker)
+        victim = next(i for i, info in actors.items() if info["node_id"] == worker_node)
+        victims = actors[victim]["streams"]
+        assert len(victims) == 3 and set(victims) < set(ids)
+
+        # Two long jobs at once: one per node (each node has one CPU for jobs), so one runs on the victim.
+        video = encode_looped_clip(tmp_path / "long.mp4", repeats=6)
+        jobs = [upload_video(ca, video).json()["id"] for _ in range(2)]
+        wait_for(
+            lambda: all(cb.get(f"/jobs/{j}").json()["progress"] > 0 for j in jobs),
+            120,
+            "both jobs to run",
+        )
+        received: dict[str, list[int]] = {}
+        for sid in victims:
+            with open_live(b, sid) as ws:
+                received[sid] = [m["index"] for m in next_snippets(ws, 1, timeout=30, status="final")]
+        events_before = _stream_events(url)
+        last_before = {sid: max(_finals_stored(url, sid)) for sid in victims}
+
+        killed = stack.worker.kill()
+        killed_at = time.monotonic()
+        report("killed_processes", len(killed))
+
+        def resumed() -> bool:
+            return all(max(_finals_stored(url, sid)) > last_before[sid] for sid in victims)
+
+        wait_for(resumed, 120, "the dead node's streams to score again", interval=0.2)
+        report("streams_scoring_again_after_s", time.monotonic() - killed_at)
+        restarted = _actors(stack)[victim]
+        assert restarted["node_id"] != worker_node and sorted(restarted["streams"]) == sorted(victims)
+
+        # A client that reconnects with `since` gets every final snippet stored from there on, in order.
+        for sid in victims:
+            since = received[sid][-1] + 1
+            stored = [i for i in _finals_stored(url, sid) if i >= since]
+            with open_live(b, sid, since=since) as ws:
+                got = [m["index"] for m in next_snippets(ws, len(stored), timeout=30, status="final")]
+            assert got == stored, sid
+
+        # Events: none lost, none stored twice; the one the dead worker left open is marked interrupted.
+        events_after = _stream_events(url)
+        after_by_id = {row[0]: row for row in events_after}
+        assert all(row[0] in after_by_id for row in events_before)
+        assert len({(row[1], row[2]) for row in events_after}) == len(events_after)
+        for row in events_before:
+            if row[1] in victims and row[3] == "open":
+                assert after_by_id[row[0]][3] == "interrupted"
+        for sid in ids:
+            assert sum(1 for row in events_after if row[1] == sid and row[3] == "open") <= 1
+
+        # The job that ran on the dead node is re-run by Ray and succeeds, as does the other.
+        for job_id in jobs:
+            final = wait_final(ca, job_id, timeout=240)
+            assert final["status"] == "succeeded", final
+            assert final["result"]["frames"] == 6 * 180
