@@ -120,6 +120,14 @@ class _UploadReceiver:
             self.part.content_type = headers[b"content-type"].decode("latin-1").strip().lower() or None
         self.writing = self.part.name == FILE_FIELD
         if not self.writing:
+            if self.part.filename is not None:
+                # A file under another field name: say so now, not "form too large" once it passes 64 KiB.
+                raise ApiError(
+                    400,
+                    "missing_file",
+                    f"a file was sent in the multipart field {self.part.name!r}; send the video in the field "
+                    f"{FILE_FIELD!r}",
+                )
             return
         if self.file_seen:
             raise ApiError(
