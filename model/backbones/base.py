@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -56,6 +56,23 @@ class Backbone(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.identity.key()}, device={self.device})"
+
+
+def encode_frame_chunks(
+    frames: np.ndarray | torch.Tensor,
+    device: torch.device,
+    batch_size: int,
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    dim: int,
+) -> torch.Tensor:
+    """`[N, H, W, 3]` uint8 -> `[N, dim]` float32 on `device`: `encode` (uint8 frames on the device -> features)
+    on `batch_size` frames at a time. On CUDA the frames are copied once into page-locked memory (cached by
+    torch's host allocator), so each chunk's upload is asynchronous and overlaps the encoder's previous chunk."""
+    tensor = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+    if device.type == "cuda" and not tensor.is_cuda:
+        tensor = tensor.pin_memory()
+    outputs = [encode(chunk.to(device, non_blocking=True)).float() for chunk in tensor.split(batch_size)]
+    return torch.cat(outputs) if outputs else torch.zeros((0, dim), device=device)
 
 
 def check_snippet_frames(frames: np.ndarray | torch.Tensor) -> tuple[int, int, int, int]:

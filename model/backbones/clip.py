@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import TypeAdapter
 
-from model.backbones.base import Backbone, check_snippet_frames
+from model.backbones.base import Backbone, check_snippet_frames, encode_frame_chunks
 from model.backbones.identity import BackboneIdentity
 from model.backbones.registry import CHECKPOINT_ENV, BackboneConfig
 from model.checkpoint import file_sha256
@@ -247,18 +247,13 @@ class ClipBackbone(Backbone):
     @torch.inference_mode()
     def encode_frames(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         """[N, H, W, 3] uint8 -> [N, image_dim] float32 image embeddings, `batch_size` frames per pass."""
-        tensor = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
-        if self.device.type == "cuda" and not tensor.is_cuda:
-            # One copy into page-locked memory (cached by torch's host allocator), so each chunk's upload is
-            # asynchronous and overlaps the encoder working on the previous chunk.
-            tensor = tensor.pin_memory()
-        outputs = [
-            self.visual(self.preprocess(chunk.to(self.device, non_blocking=True))).float()
-            for chunk in tensor.split(self.batch_size)
-        ]
-        if not outputs:
-            return torch.zeros((0, int(self.visual.output_dim)), device=self.device)
-        return torch.cat(outputs)
+        return encode_frame_chunks(
+            frames,
+            self.device,
+            self.batch_size,
+            lambda chunk: self.visual(self.preprocess(chunk)),
+            int(self.visual.output_dim),
+        )
 
     @torch.inference_mode()
     def encode_text(self, captions: Sequence[str]) -> torch.Tensor:

@@ -37,7 +37,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from model.backbones.base import Backbone, check_snippet_frames
+from model.backbones.base import Backbone, check_snippet_frames, encode_frame_chunks
 from model.backbones.identity import BackboneIdentity
 from model.checkpoint import file_sha256
 
@@ -270,16 +270,13 @@ class EfficientNetLite0Backbone(Backbone):
     @torch.inference_mode()
     def encode_frames(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         """`[N, H, W, 3]` uint8 -> `[N, dim]` pooled features (float32), `batch_size` frames per pass."""
-        tensor = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
-        if self.device.type == "cuda" and not tensor.is_cuda:
-            tensor = tensor.pin_memory()
-        outputs = [
-            pool_feature_map(self.feature_map(chunk.to(self.device, non_blocking=True)), self.pooling)
-            for chunk in tensor.split(self.batch_size)
-        ]
-        if not outputs:
-            return torch.zeros((0, self.dim), device=self.device)
-        return torch.cat(outputs)
+        return encode_frame_chunks(
+            frames,
+            self.device,
+            self.batch_size,
+            lambda chunk: pool_feature_map(self.feature_map(chunk), self.pooling),
+            self.dim,
+        )
 
     def encode_snippets(
         self, frames: np.ndarray | torch.Tensor, captions: Sequence[str] | None = None
