@@ -44,6 +44,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
+import exporters.backends  # noqa: F401  (registers the exported head backends with the engine)
+
 log = logging.getLogger("bench.suite")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import get_args
 
+import exporters.backends  # noqa: F401  (registers the exported head backends with the engine)
 from model.backbones.registry import BackboneName
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,8 @@ import argparse
 import importlib
 import logging
 import sys
-from importlib.metadata import PackageNotFoundError, version
+
+from model.version import package_version
 
 # Each name is a module `cli.<name>` that defines `register(subparsers)`; the parser it adds sets `func`.
 COMMANDS = (
@@ -20,13 +21,6 @@ COMMANDS = (
     "export",
     "bench",
 )
-
-
-def package_version() -> str:
-    try:
-        return version("refinevad")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -37,6 +37,7 @@ from exporters.metadata import (
 from exporters.onnx import export_onnx, read_onnx_metadata
 from exporters.torchscript import export_torchscript, load_torchscript
 from model.checkpoint import LoadedCheckpoint, file_sha256, load_checkpoint
+from model.inference import set_head_backend_loader
 
 log = logging.getLogger(__name__)
 
@@ -303,3 +304,5 @@ def _load_tensorrt(
 
 
 register_head_backend(TENSORRT, _load_tensorrt)
+
+set_head_backend_loader(load_head_backend)

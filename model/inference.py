@@ -250,6 +250,16 @@ def _backbone_config(config: EngineConfig, loaded: LoadedCheckpoint | None):
     return BackboneConfig(name=config.backbone or "motion", clip_arch=config.clip_arch, **fields)
 
 
+# Set by exporters.backends when it is imported (model sits below exporters and does not import it).
+_head_backend_loader: Callable[..., Any] | None = None
+
+
+def set_head_backend_loader(loader: Callable[..., Any]) -> None:
+    """`loader(name, checkpoint_path, device, cache_dir=...)` -> a head backend returning the head's outputs."""
+    global _head_backend_loader
+    _head_backend_loader = loader
+
+
 class _Prefetch:
     """Runs an iterator on a background thread up to `depth` items ahead, so decoding the next batch overlaps
     encoding the current one (OpenCV decoding and the backbones release the GIL). Errors of the iterator are
@@ -394,10 +404,13 @@ class AnalysisEngine:
         else:
 
             def load() -> ExportedHead:
-                from exporters.backends import load_head_backend
-
+                if _head_backend_loader is None:
+                    raise RuntimeError(
+                        f"head backend {config.head_backend!r} needs the exporters package: import "
+                        f"exporters.backends before building the engine"
+                    )
                 assert checkpoint is not None
-                backend = load_head_backend(
+                backend = _head_backend_loader(
                     config.head_backend, checkpoint, self.device, cache_dir=config.export_cache_dir
                 )
                 return ExportedHead(backend)

@@ -15,7 +15,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from cli.main import package_version
+from model.version import package_version
 from service.api import analyze, event_media, events, health, jobs, streams
 from service.auth import API_KEY_HEADER, ApiKeyAuth
 from service.context import ServiceContext

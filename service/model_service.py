@@ -8,6 +8,7 @@ import threading
 import time
 from typing import Literal
 
+import exporters.backends  # noqa: F401  (registers the exported head backends with the engine)
 from model.acceleration import AccelerationPolicy, AccelerationReport
 from model.events import EventPolicy
 from model.inference import AnalysisEngine, EngineConfig, ModelInfo

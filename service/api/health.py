@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 
-from cli.main import package_version
+from model.version import package_version
 from service.api.responses import AUTH_ERRORS, errors
 from service.auth import require_api_key
 from service.context import ServiceContext, get_context
