@@ -287,9 +287,10 @@ class JobManager:
             )
         if finished is None:
             return  # stopping with the write not done: the job is recovered at the next start
+        # Before waiters are woken: a synchronous answer leaves nothing of the upload behind.
+        self._remove_upload(job)
         if finished:
             self._after_terminal(job_id, status, elapsed)
-        self._remove_upload(job)
 
     def _analyze_here(
         self,
