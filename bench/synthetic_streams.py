@@ -30,11 +30,35 @@ from typing import Any
 
 import numpy as np
 
+from model.video.decode_report import DecodeReport
 from model.video.source import VideoSource
+from service.publishers.base import Outgoing, Publisher, SnippetsScored
 
 log = logging.getLogger("bench.synthetic_streams")
 
 SNIPPETS_IN_RING = 4  # distinct pre-generated snippets a source cycles through
+
+
+DISTINCT_RINGS = 8  # streams share pre-generated frames: 256 cameras x 64 1080p frames each would be 100 GB
+_RINGS: dict[tuple[int, int, int, int], np.ndarray] = {}
+_RINGS_LOCK = threading.Lock()
+
+
+def _ring(width: int, height: int, frames: int, variant: int) -> np.ndarray:
+    """`[SNIPPETS_IN_RING, frames, height, width, 3]` uint8: a moving diagonal pattern in one of a few colours,
+    cheap to make and not constant for the encoder; made once per variant and shared read-only."""
+    key = (width, height, frames, variant)
+    with _RINGS_LOCK:
+        if key not in _RINGS:
+            y, x = np.mgrid[0:height, 0:width]
+            t = np.arange(SNIPPETS_IN_RING * frames).reshape(-1, 1, 1)
+            wave = ((x[None] + y[None] + 8 * t) % 256).astype(np.uint8)
+            colour = np.random.default_rng(variant).integers(0, 256, 3, dtype=np.uint8)
+            ring = np.empty((SNIPPETS_IN_RING * frames, height, width, 3), np.uint8)
+            ring[...] = colour
+            ring[..., 1] = wave
+            _RINGS[key] = ring.reshape(SNIPPETS_IN_RING, frames, height, width, 3)
+        return _RINGS[key]
 
 
 class SyntheticSource(VideoSource):
@@ -47,19 +71,12 @@ class SyntheticSource(VideoSource):
 
     def __init__(self, uri: str, width: int, height: int, fps: float, frames: int, seed: int) -> None:
         self.uri, self.width, self.height, self.fps, self.frame_count = uri, width, height, fps, None
-        rng = np.random.default_rng(seed)
-        y, x = np.mgrid[0:height, 0:width]
-        t = np.arange(SNIPPETS_IN_RING * frames).reshape(-1, 1, 1)
-        # A moving diagonal pattern plus per-stream colour: cheap to make, not constant for the encoder.
-        wave = ((x[None] + y[None] + 8 * t) % 256).astype(np.uint8)
-        colour = rng.integers(0, 256, 3, dtype=np.uint8)
-        ring = np.empty((SNIPPETS_IN_RING * frames, height, width, 3), np.uint8)
-        ring[...] = colour
-        ring[..., 1] = wave
-        self._ring = ring.reshape(SNIPPETS_IN_RING, frames, height, width, 3)
+        self._ring = _ring(width, height, frames, seed % DISTINCT_RINGS)
+        self.report = DecodeReport(frames_announced=None, clock="frame_rate")
         self._frames = frames
         self._next = 0
-        self._start = time.monotonic() + rng.uniform(0, frames / fps)  # cameras are not in phase
+        phase = np.random.default_rng(seed).uniform(0, frames / fps)  # cameras are not in phase
+        self._start = time.monotonic() + phase
         self._stop = threading.Event()
 
     def read_batch(self, n: int) -> np.ndarray:
@@ -70,29 +87,33 @@ class SyntheticSource(VideoSource):
             return np.empty((0, self.height, self.width, 3), np.uint8)
         batch = self._ring[self._next % SNIPPETS_IN_RING]
         self._next += 1
+        self.report.frames_decoded += n
+        self.last_frame_mono = time.monotonic()
         return batch
 
     def close(self) -> None:
         self._stop.set()
 
 
-class LatencyRecorder:
-    """Stands in front of the hub: records each provisional message's capture-to-message latency."""
+class LatencyRecorder(Publisher):
+    """A publisher beside the WebSocket one: records each provisional message's capture-to-message latency."""
 
-    def __init__(self, hub: Any) -> None:
-        self.hub = hub
+    name = "latency-recorder"
+
+    def __init__(self) -> None:
         self.lock = threading.Lock()
         self.latencies: list[float] = []
 
-    def publish_threadsafe(self, stream_id: str, items: list[tuple[int | None, str]]) -> None:
+    def publish(self, message: Outgoing) -> None:
+        if not isinstance(message, SnippetsScored):
+            return
         values = [
-            message["latency_s"]
-            for _, text in items
-            if (message := json.loads(text)).get("status") == "provisional"
+            parsed["latency_s"]
+            for _, text in message.items
+            if (parsed := json.loads(text)).get("status") == "provisional"
         ]
         with self.lock:
             self.latencies.extend(values)
-        self.hub.publish_threadsafe(stream_id, items)
 
     def take(self) -> list[float]:
         with self.lock:
@@ -113,6 +134,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from service.live.scheduler import LiveScheduler, LiveStream
     from service.metrics import ServiceMetrics
     from service.model_service import ModelService
+    from service.publishers.dispatcher import Dispatcher
+    from service.publishers.websocket import WebSocketPublisher
     from service.settings import ServiceSettings
     from service.storage import Database
 
@@ -133,14 +156,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise RuntimeError(f"the model did not load: {model.error}")
     engine = model.engine()
     db = Database(settings.database_path)
-    recorder = LatencyRecorder(LiveHub(settings.live_client_queue, settings.live_replay))
+    recorder = LatencyRecorder()
+    dispatcher = Dispatcher()
+    dispatcher.add(recorder)
+    dispatcher.add(WebSocketPublisher(LiveHub(settings.live_client_queue, settings.live_replay)))
     scheduler = LiveScheduler(
-        model,
-        recorder,
-        LiveEventStore(db),
-        None,
-        LiveMetrics(metrics),
-        settings.live_window,  # type: ignore[arg-type]
+        model, dispatcher, LiveEventStore(db), LiveMetrics(metrics), settings.live_window
     )
     scheduler.start()
     spec = engine.spec
@@ -208,7 +229,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--backbone", default="clip", choices=("clip", "motion"))
+    parser.add_argument(
+        "--backbone",
+        default="clip",
+        choices=("clip", "default"),
+        help="clip: a random-weight CLIP; default: the shipped default model and its backbone",
+    )
     parser.add_argument("--clip-arch", default="ViT-B-16")
     parser.add_argument("--sampled", type=int, default=4, help="frames per snippet the backbone sees")
     parser.add_argument(

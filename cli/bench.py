@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +23,23 @@ def _parts(text: str) -> list[str]:
             f"unknown part(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(PART_NAMES)}"
         )
     return parts
+
+
+def _sized(preset: Any, overrides: list[str]) -> Any:
+    """The preset with `FIELD=VALUE` overrides (VALUE as JSON, else as text), validated like the preset."""
+    values = preset.model_dump()
+    for item in overrides:
+        field, sep, text = item.partition("=")
+        if not sep or field not in values:
+            raise SystemExit(f"--size {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(values)}")
+        try:
+            values[field] = json.loads(text)
+        except json.JSONDecodeError:
+            values[field] = text
+    try:
+        return type(preset).model_validate(values)
+    except ValidationError as exc:
+        raise SystemExit(f"--size: {exc}") from None
 
 
 def _quiet_open_clip(record: logging.LogRecord) -> bool:
@@ -46,6 +67,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument(
+        "--size",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override one size of the preset, e.g. live_budget_s=60 or clip_archs='[\"ViT-B-16\"]' (JSON "
+        "values; repeatable; fields: bench.suite.Sizes)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=None, help="results directory (default: bench/results in the checkout)"
     )
     parser.set_defaults(func=run)
@@ -62,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         out_dir=args.out or DEFAULT_OUT,
         quick=args.quick,
-        sizes=Sizes.quick() if args.quick else Sizes.full(),
+        sizes=_sized(Sizes.quick() if args.quick else Sizes.full(), args.size),
     )
     results, json_path, md_path = run_suite(config)
     print(md_path.read_text())
