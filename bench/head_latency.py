@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from exporters.backends import HEAD_KINDS, HeadBackend, load_head_backend
+from exporters.backends import CUDA_GRAPH, HEAD_KINDS, HeadBackend, load_head_backend
 from model.backbones.identity import BackboneIdentity
 from model.checkpoint import save_checkpoint
 from model.config import RefineVADConfig
@@ -100,11 +100,13 @@ def backends_for(
     config = RefineVADConfig(feature_dim=dim)
     identity = BackboneIdentity(name="bench", architecture="random", weights="random", dim=dim)
     checkpoint = save_checkpoint(workdir / f"head-{dim}.pt", RefineVAD(config), identity, {"trained": False})
+    # On a GPU, also the eager head replayed as CUDA graphs (the launch cost of its small kernels removed).
+    kinds = [*HEAD_KINDS, CUDA_GRAPH] if device.type == "cuda" else list(HEAD_KINDS)
     return {
         kind: load_head_backend(
             kind, checkpoint, device, cache_dir=workdir / "cache", max_snippets=256, ort_threads=threads
         )
-        for kind in HEAD_KINDS
+        for kind in kinds
     }
 
 
@@ -123,7 +125,7 @@ def head_table(
             x = torch.randn(batch, snippets, dim, device=device)
             fns = {kind: (lambda b=backend, x=x: b(x)) for kind, backend in backends[dim].items()}
             ms = time_round_robin(fns, device, rounds, max(1, round(iters * iter_scale)))
-            for kind in HEAD_KINDS:
+            for kind in backends[dim]:
                 rows.append(
                     {"shape": label, "backend": kind, "ms": ms[kind], "vs_eager": ms[kind] / ms["torch"]}
                 )
@@ -188,7 +190,26 @@ def motar_cost(device: torch.device, rounds: int) -> dict[str, object]:
         x = torch.randn(64, snippets, dim, device=device)
         iters = 20 if device.type == "cuda" else 1
         result["ms_64x32x768"] = time_round_robin({"motar": lambda: motar(x)}, device, rounds, iters)["motar"]
+        if device.type == "cuda":
+            replay = _captured(motar, x)
+            result["ms_64x32x768_cuda_graph"] = time_round_robin({"graph": replay}, device, rounds, iters)[
+                "graph"
+            ]
     return result
+
+
+def _captured(module: torch.nn.Module, x: Tensor) -> Callable[[], None]:
+    """`module(x)` captured as a CUDA graph (after warm-up on a side stream); returns its replay."""
+    side = torch.cuda.Stream(x.device)
+    side.wait_stream(torch.cuda.current_stream(x.device))
+    with torch.cuda.stream(side), torch.inference_mode():
+        for _ in range(3):
+            module(x)
+    torch.cuda.current_stream(x.device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.inference_mode(), torch.cuda.graph(graph):
+        module(x)
+    return graph.replay
 
 
 def print_report(device: torch.device, heads: list, shifts: list, motar: dict) -> None:
@@ -224,6 +245,8 @@ def print_report(device: torch.device, heads: list, shifts: list, motar: dict) -
     print(
         f"  MoTAR eager at [64,32,768]: {motar['ms_64x32x768']:.2f} ms (paper {PAPER_MOTAR_MS} ms, RTX A5000)"
     )
+    if "ms_64x32x768_cuda_graph" in motar:
+        print(f"  MoTAR as a CUDA-graph replay: {motar['ms_64x32x768_cuda_graph']:.3f} ms")
 
 
 def device_name(device: torch.device) -> str:

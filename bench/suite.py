@@ -91,7 +91,9 @@ class Sizes(BaseModel):
     scaling_windows: list[int] = Field(default_factory=lambda: [8, 16, 32, 64, 128, 256])
     scaling_streams: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
     scaling_rounds: int = 3
-    parity_head_backends: list[str] = Field(default_factory=lambda: ["torchscript", "onnx", "onnx-tensorrt"])
+    parity_head_backends: list[str] = Field(
+        default_factory=lambda: ["torchscript", "onnx", "onnx-tensorrt", "cuda-graph"]
+    )
     parity_backbones: list[str] = Field(default_factory=lambda: ["clip", "efficientnet_lite0"])
 
     @classmethod
@@ -716,6 +718,11 @@ def _head_md(head: dict[str, Any]) -> list[str]:
             ["multiply-adds per video (M, by formula)", b1["macs_by_formula"] / 1e6, None],
             ["FLOPs counted by torch at [64,32,768] (M)", motar["B=64"]["flops_counted"] / 1e6, None],
             ["eager ms at [64,32,768]", motar["ms_64x32x768"], PAPER_MOTAR_MS],
+            *(
+                [["CUDA-graph replay ms at [64,32,768]", motar["ms_64x32x768_cuda_graph"], PAPER_MOTAR_MS]]
+                if "ms_64x32x768_cuda_graph" in motar
+                else []
+            ),
         ],
     )
     lines += [

@@ -141,7 +141,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     device = resolve_device(args.device)
     workdir = Path(tempfile.mkdtemp(prefix="refinevad-synthetic-"))
-    overrides: dict[str, Any] = {"data_dir": workdir / "data", "device": str(device.type)}
+    overrides: dict[str, Any] = {
+        "data_dir": workdir / "data",
+        "device": str(device.type),
+        "head_backend": args.head_backend,
+    }
     if args.backbone == "clip":
         weights, checkpoint = Inputs(workdir, Sizes()).clip_model(args.clip_arch, args.sampled)
         overrides.update(
@@ -236,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         help="clip: a random-weight CLIP; default: the shipped default model and its backbone",
     )
     parser.add_argument("--clip-arch", default="ViT-B-16")
+    parser.add_argument(
+        "--head-backend",
+        default="torch",
+        help="the service's head_backend (e.g. cuda-graph); checked at start-up",
+    )
     parser.add_argument("--sampled", type=int, default=4, help="frames per snippet the backbone sees")
     parser.add_argument(
         "--steps", type=lambda s: [int(v) for v in s.split(",")], default=[32, 64, 100, 128, 192, 256]

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto|cpu|cuda")
     p.add_argument(
         "--head-backend",
-        choices=["torch", "torchscript", "onnx", "onnx-tensorrt"],
+        choices=["torch", "torchscript", "onnx", "onnx-tensorrt", "cuda-graph"],
         default="torch",
         help="how the head runs (anything but torch only after matching it at start-up)",
     )

@@ -8,7 +8,7 @@ onnx, the head is exported once into a cache keyed by the checkpoint's SHA-256 a
 exported file (.ts / .onnx), that file is loaded with the metadata embedded in it.
 
 Besides the built-in kinds (`HEAD_KINDS`), `onnx-tensorrt` runs the ONNX export on ONNX Runtime's TensorRT
-provider, and a plugin can add its own kind with `register_head_backend`. Every backend but `torch` is an
+provider, `cuda-graph` replays the eager head as captured CUDA graphs (one per batch bucket), and a plugin can add its own kind with `register_head_backend`. Every backend but `torch` is an
 accelerated path: the engine checks it against the eager head at start-up (`model.acceleration`).
 """
 
@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,6 +47,7 @@ HEAD_KINDS: tuple[HeadKind, ...] = ("torch", "torchscript", "onnx")
 # File suffix of each exported format; anything else is read as a checkpoint.
 EXPORT_SUFFIXES: dict[str, HeadKind] = {".ts": "torchscript", ".onnx": "onnx"}
 TENSORRT = "onnx-tensorrt"
+CUDA_GRAPH = "cuda-graph"
 
 
 def default_cache_dir() -> Path:
@@ -122,6 +125,71 @@ class TorchScriptHeadBackend(HeadBackend):
     def run(self, x: Tensor) -> dict[str, Tensor]:
         with torch.inference_mode():
             return dict(zip(self.metadata.output_names, self.module(x), strict=True))
+
+
+def batch_bucket(batch: int) -> int:
+    """The captured batch size that serves `batch` rows: the next power of two (1, 2, 4, ... ), so a live
+    scheduler whose stream count changes every few seconds reuses a handful of graphs."""
+    return 1 << max(0, batch - 1).bit_length()
+
+
+class CudaGraphHeadBackend(HeadBackend):
+    """The eager head captured into CUDA graphs and replayed: the same kernels without the CPU's launch cost,
+    which dominates a head this small on a GPU (dozens of kernels of a few microseconds each).
+
+    A graph is captured per (batch bucket, T) on first use (a few warm-up calls on a side stream first, as
+    PyTorch's CUDA-graph notes require); rows are zero-padded up to the bucket and the padding's outputs
+    dropped, which is exact because the head treats every video of a batch independently at inference. The
+    least recently used graphs beyond `max_graphs` are released. Raises RuntimeError off CUDA.
+    """
+
+    kind = CUDA_GRAPH  # type: ignore[assignment]
+
+    def __init__(
+        self, head: InferenceHead, metadata: ExportMetadata, device: torch.device, max_graphs: int = 12
+    ) -> None:
+        if device.type != "cuda" or not torch.cuda.is_available():
+            raise RuntimeError(f"CUDA graphs need a CUDA device, not {device}")
+        super().__init__(metadata, device)
+        self.head = head.to(device).eval()
+        self.max_graphs = max_graphs
+        self._graphs: OrderedDict[tuple[int, int], tuple[Tensor, torch.cuda.CUDAGraph, tuple[Tensor, ...]]]
+        self._graphs = OrderedDict()
+        self._pool = torch.cuda.graph_pool_handle()
+        self._lock = (
+            threading.Lock()
+        )  # one replay at a time: the graph's input and outputs are shared buffers
+
+    def _capture(self, rows: int, snippets: int) -> tuple[Tensor, torch.cuda.CUDAGraph, tuple[Tensor, ...]]:
+        static_in = torch.zeros(rows, snippets, self.feature_dim, device=self.device)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side), torch.inference_mode():
+            for _ in range(3):
+                self.head(static_in)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(graph, pool=self._pool):
+            static_out = self.head(static_in)
+        return static_in, graph, static_out
+
+    def run(self, x: Tensor) -> dict[str, Tensor]:
+        batch, snippets, _ = x.shape
+        key = (batch_bucket(batch), snippets)
+        with self._lock:
+            captured = self._graphs.get(key)
+            if captured is None:
+                captured = self._capture(*key)
+                self._graphs[key] = captured
+                while len(self._graphs) > self.max_graphs:
+                    self._graphs.popitem(last=False)
+            else:
+                self._graphs.move_to_end(key)
+            static_in, graph, static_out = captured
+            static_in[:batch].copy_(x)
+            static_in[batch:].zero_()
+            graph.replay()
+            return {name: out[:batch].clone() for name, out in zip(OUTPUT_NAMES, static_out, strict=True)}
 
 
 def require_tensorrt(device: torch.device) -> None:
@@ -303,6 +371,28 @@ def _load_tensorrt(
     )
 
 
+def _load_cuda_graph(
+    path: Path,
+    device: torch.device,
+    *,
+    cache_dir: str | os.PathLike[str] | None,
+    opset: int,
+    max_snippets: int,
+    ort_threads: int | None,
+) -> HeadBackend:
+    if path.suffix in EXPORT_SUFFIXES:
+        raise ValueError(
+            f"{path} is an export; the {CUDA_GRAPH} backend captures the eager head of a checkpoint"
+        )
+    if device.type != "cuda":
+        raise RuntimeError(f"CUDA graphs need a CUDA device, not {device}")
+    checkpoint = load_checkpoint(path, map_location=device)
+    return CudaGraphHeadBackend(
+        InferenceHead(checkpoint.model), torch_metadata(checkpoint, max_snippets), device
+    )
+
+
 register_head_backend(TENSORRT, _load_tensorrt)
+register_head_backend(CUDA_GRAPH, _load_cuda_graph)
 
 set_head_backend_loader(load_head_backend)

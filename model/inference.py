@@ -125,7 +125,8 @@ class EngineConfig(BaseModel):
     head_backend: str = Field(
         "torch",
         description="how the head runs: eager PyTorch (the reference), torchscript, onnx (ONNX Runtime, CUDA "
-        "when present), onnx-tensorrt, or a plugin's backend; anything but torch serves only if it passes "
+        "when present), onnx-tensorrt, cuda-graph (CUDA-graph replays of the eager head), or a plugin's backend; "
+        "anything but torch serves only if it passes "
         "its start-up check against the eager head",
     )
     acceleration: AccelerationPolicy = Field(

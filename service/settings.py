@@ -102,7 +102,8 @@ class ServiceSettings(BaseSettings):
     head_backend: str = Field(
         default="torch",
         pattern=r"^[A-Za-z0-9_.-]+$",
-        description="how the head runs: torch (eager, the reference), torchscript, onnx, onnx-tensorrt, or a "
+        description="how the head runs: torch (eager, the reference), torchscript, onnx, onnx-tensorrt, cuda-graph "
+        "(the eager head replayed as CUDA graphs), or a "
         "plugin's backend; anything but torch serves only if it matches the eager head at start-up",
     )
     accel_shift_kernels: CommaList = Field(
