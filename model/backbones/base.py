@@ -69,7 +69,7 @@ def encode_frame_chunks(
     on `batch_size` frames at a time. On CUDA the frames are copied once into page-locked memory (cached by
     torch's host allocator), so each chunk's upload is asynchronous and overlaps the encoder's previous chunk."""
     tensor = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
-    if device.type == "cuda" and not tensor.is_cuda:
+    if device.type == "cuda" and not tensor.is_cuda and not tensor.is_pinned():
         tensor = tensor.pin_memory()
     outputs = [encode(chunk.to(device, non_blocking=True)).float() for chunk in tensor.split(batch_size)]
     return torch.cat(outputs) if outputs else torch.zeros((0, dim), device=device)

@@ -248,7 +248,7 @@ class LiveScheduler:
             shapes.setdefault(snippet.frames.shape, []).append(i)
         for indices in shapes.values():
             try:
-                batch = np.stack([snippets[i].frames for i in indices])
+                batch = _stacked([snippets[i].frames for i in indices], engine.device)
                 features[indices] = engine.backbone.encode_snippets(batch).to(features.dtype)
             except Exception:
                 # Isolate the culprit: encode this group one snippet at a time.
@@ -368,3 +368,14 @@ class LiveScheduler:
             degraded=snippet.degraded,
             events=notices,
         )
+
+
+def _stacked(frames: list[np.ndarray], device: torch.device) -> np.ndarray | torch.Tensor:
+    """The snippets' frames as one `[k, F, H, W, 3]` batch. For a CUDA backbone they are stacked straight into
+    page-locked memory (torch's cached host allocator), so the upload needs no further copy on this thread:
+    at 1080p a snippet of 4 sampled frames is 24 MB, and each copy of a 100-camera batch costs milliseconds."""
+    if device.type != "cuda":
+        return np.stack(frames)
+    pinned = torch.empty((len(frames), *frames[0].shape), dtype=torch.uint8, pin_memory=True)
+    np.stack(frames, out=pinned.numpy())
+    return pinned
