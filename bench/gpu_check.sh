@@ -81,6 +81,10 @@ setup_env() {
   else
     export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
   fi
+  if [ -f "$DATA/COMMIT" ]; then
+    REFINEVAD_GIT_COMMIT=$(cat "$DATA/COMMIT")
+    export REFINEVAD_GIT_COMMIT
+  fi
   if [ -d "$DATA/ped2" ]; then
     export REFINEVAD_SHARED_DATA="$ROOT/$DATA"
   fi

@@ -166,6 +166,9 @@ def _package_version(name: str) -> str | None:
 
 
 def _git_commit() -> str | None:
+    # A copy of the tree without its history (the GPU check's) says which commit it is.
+    if os.environ.get("REFINEVAD_GIT_COMMIT"):
+        return os.environ["REFINEVAD_GIT_COMMIT"][:7]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5
