@@ -7,18 +7,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-import uuid
 from typing import Any
 
 import ray
 
 from service.cluster.messages import MessageLog
 from service.live.hub import LiveHub
-from service.live.manager import LiveStreamManager, StreamLimitReached
+from service.live.manager import LiveStreamManager
 from service.live.schemas import StreamCreate, StreamView
 from service.live.store import StreamRecord
-from service.live.urls import check_source_url, mask_url
+from service.live.urls import mask_url
 from service.metrics import ServiceMetrics
 from service.model_service import ModelService
 from service.settings import ServiceSettings
@@ -110,29 +108,14 @@ class ClusterStreams(LiveStreamManager):
             self.workers[worker].sync.remote()
 
     async def add(self, request: StreamCreate) -> StreamView:
-        count = len(await asyncio.to_thread(self.store.all))
-        if count >= self.settings.live_max_streams:
-            raise StreamLimitReached(
-                f"{count} streams are registered, the limit is {self.settings.live_max_streams} "
-                "(REFINEVAD_LIVE_MAX_STREAMS)"
-            )
-        url = check_source_url(request.url, self.settings.allowed_schemes, self.settings.allowed_hosts)
-        self._policy(request.events)
-        record = StreamRecord(
-            id=uuid.uuid4().hex[:16],
-            name=request.name,
-            url=url,
-            events=request.events,
-            loop=request.loop,
-            created_at=time.time(),
-        )
+        record = self._new_record(request, len(await asyncio.to_thread(self.store.all)))
         record = await asyncio.to_thread(self.store.add_to_least_loaded, record, len(self.workers))
         logger.info(
             "stream %s (%s) registered on live worker %s: %s",
             record.id,
             record.name,
             record.worker,
-            mask_url(url),
+            mask_url(record.url),
         )
         self._push(record.worker)
         return await asyncio.to_thread(self._view_of, record, None)  # type: ignore[return-value]

@@ -182,17 +182,17 @@ class LiveStreamManager:
                 "; ".join(str(e.get("msg", "")).removeprefix("Value error, ") for e in exc.errors())
             ) from None
 
-    async def add(self, request: StreamCreate) -> StreamView:
-        """Register and start a stream; raises InvalidSourceUrl, InvalidStreamOptions, StreamLimitReached, or a
-        StorageError when the registration cannot be stored (nothing is registered then)."""
-        if len(self._records) + self._adding >= self.settings.live_max_streams:
+    def _new_record(self, request: StreamCreate, registered: int) -> StreamRecord:
+        """A new stream's registration, checked (limit, URL, event options) before anything is stored; raises
+        StreamLimitReached, InvalidSourceUrl or InvalidStreamOptions."""
+        if registered >= self.settings.live_max_streams:
             raise StreamLimitReached(
-                f"{len(self._records)} streams are registered, the limit is {self.settings.live_max_streams} "
+                f"{registered} streams are registered, the limit is {self.settings.live_max_streams} "
                 "(REFINEVAD_LIVE_MAX_STREAMS)"
             )
         url = check_source_url(request.url, self.settings.allowed_schemes, self.settings.allowed_hosts)
         self._policy(request.events)
-        record = StreamRecord(
+        return StreamRecord(
             id=uuid.uuid4().hex[:16],
             name=request.name,
             url=url,
@@ -200,6 +200,12 @@ class LiveStreamManager:
             loop=request.loop,
             created_at=time.time(),
         )
+
+    async def add(self, request: StreamCreate) -> StreamView:
+        """Register and start a stream; raises InvalidSourceUrl, InvalidStreamOptions, StreamLimitReached, or a
+        StorageError when the registration cannot be stored (nothing is registered then)."""
+        record = self._new_record(request, len(self._records) + self._adding)
+        url = record.url
         # Off the event loop: the write may wait for a database locked by another process.
         self._adding += 1
         try:
