@@ -57,6 +57,9 @@ class MediaPolicy:
     retain_s: float = 10 * 86400.0
     max_total_bytes: int = 2 * 1024**3
     retention_interval_s: float = 60.0
+    # A removed stream's frames are kept this long: the scheduler may still announce an event it opened in the
+    # cycle that was running when the stream was removed, and that event's snapshot and clip need them.
+    removed_ring_grace_s: float = 5.0
 
 
 @dataclass(eq=False)
@@ -82,6 +85,7 @@ class EventMedia(Publisher):
         self.store = store
         self.policy = policy
         self._rings: dict[str, FrameRing] = {}
+        self._removed_until: dict[str, float] = {}  # removed streams whose ring is kept a moment longer
         self._rings_lock = threading.Lock()
         self._queue: queue.Queue[Outgoing | None] = queue.Queue(maxsize=1000)
         self._recordings: dict[int, _Recording] = {}
@@ -172,6 +176,7 @@ class EventMedia(Publisher):
                 elif isinstance(message, StreamRemoved):
                     self._on_removed(message.stream_id)
                 self._advance()
+                self._release_removed_rings()
                 if time.monotonic() >= self._next_retention:
                     self.enforce_retention()
                     self._next_retention = time.monotonic() + self.policy.retention_interval_s
@@ -180,6 +185,7 @@ class EventMedia(Publisher):
         # Shutdown: finish every clip with the frames it has, so none is left half-written.
         for recording in list(self._recordings.values()):
             self._finish(recording)
+        self._release_removed_rings(everything=True)
 
     def _on_event(self, stream_id: str, notice: EventNotice) -> None:
         with self._rings_lock:
@@ -192,9 +198,14 @@ class EventMedia(Publisher):
             self._snapshot(event_id, ring, notice)
             fps = float(ring.fps)
             first = max(0, round((notice.start_s - self.policy.pre_roll_s) * fps))
-            self._recordings[event_id] = _Recording(
+            recording = _Recording(
                 event_id, stream_id, ring, fps, first, first + round(self.policy.max_clip_s * fps)
             )
+            self._recordings[event_id] = recording
+            if stream_id in self._removed_until:
+                # Opened in the stream's last cycle: no frame will come; the clip is what the ring holds.
+                self._append(recording)
+                self._finish(recording)
         elif notice.type == "update":
             self._snapshot(event_id, ring, notice)
         else:
@@ -220,10 +231,17 @@ class EventMedia(Publisher):
         for recording in [r for r in self._recordings.values() if r.stream_id == stream_id]:
             self._append(recording)
             self._finish(recording)
-        with self._rings_lock:
-            ring = self._rings.pop(stream_id, None)
-        if ring is not None:
-            ring.clear()
+        self._removed_until[stream_id] = time.monotonic() + self.policy.removed_ring_grace_s
+
+    def _release_removed_rings(self, everything: bool = False) -> None:
+        now = time.monotonic()
+        for stream_id, until in list(self._removed_until.items()):
+            if everything or now >= until:
+                del self._removed_until[stream_id]
+                with self._rings_lock:
+                    ring = self._rings.pop(stream_id, None)
+                if ring is not None:
+                    ring.clear()
 
     def _advance(self) -> None:
         now = time.monotonic()

@@ -116,7 +116,35 @@ def test_removing_the_stream_finishes_its_clip_with_the_frames_it_has(setup) -> 
         eid = _announce(media, events, frames=48, start_s=2.0)
         media.publish(StreamRemoved("cam"))
         wait_for(lambda: _clip_ready(store, eid), 20, "the media")
-        assert media.ring_bytes() == 0  # the stream's ring is gone with it
+        # The stream's ring goes with it once its grace period is over.
+        wait_for(lambda: media.ring_bytes() == 0, 10, "the removed stream's ring to be released")
+    finally:
+        media.stop()
+
+
+def test_an_event_announced_just_after_its_stream_was_removed_still_gets_its_media(setup) -> None:
+    """The scheduler's cycle that was running when the stream was removed may open an event: the frames it
+    needs are kept for `removed_ring_grace_s`, so it gets a snapshot and a clip of what was read."""
+    _db, events, store = setup
+    media = _media(store, removed_ring_grace_s=1.0)
+    try:
+        ring = media.ring("cam")
+        for first in range(0, 48, 16):
+            ring.push(first, _batch(first), FPS)
+        media.publish(StreamRemoved("cam"))
+        eid = events.open("cam", 2.0, time.time(), 0.9)
+        media.publish(EventChanged("cam", "cam", _notice("start", eid, start_s=2.0, peak_s=2.0)))
+        wait_for(lambda: _clip_ready(store, eid), 20, "the media")
+        assert store.get(eid).snapshot_bytes > 0
+        with av.open(str(store.clip_path(eid))) as container:
+            frames = sum(1 for _ in container.decode(video=0))
+        assert frames == 48 - 10  # from 1 s of pre-roll before the start (frame 10) to the last frame read
+        wait_for(lambda: media.ring_bytes() == 0, 10, "the removed stream's ring to be released")
+        # Later announcements for the stream find nothing to show, and nothing breaks.
+        late = events.open("cam", 4.0, time.time(), 0.9)
+        media.publish(EventChanged("cam", "cam", _notice("start", late, start_s=4.0, peak_s=4.0)))
+        time.sleep(0.6)
+        assert store.get(late) is None
     finally:
         media.stop()
 
