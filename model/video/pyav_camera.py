@@ -77,10 +77,11 @@ class PyAVCameraSource(PyAVSource):
 
     Opening connects within `open_timeout_s` seconds and decodes the first frame; every later read waits at most
     `read_timeout_s` seconds for data. `options` are FFmpeg demuxer/protocol options (e.g. `analyzeduration`);
-    RTSP uses `rtsp_transport=tcp` unless they set another (`udp`, or `tcp+udp`-style lists FFmpeg accepts).
+    RTSP uses `rtsp_transport=tcp` unless they set another value FFmpeg accepts (`udp`, `udp_multicast`, ...).
     `count_lost_frames=False` turns off lost-frame counting from timestamp gaps (a camera that changes its frame
     rate would otherwise look lossy). Raises `StreamUnavailableError` (a `VideoDecodeError`) when the stream
     cannot be opened, gives no frame, or fails mid-stream; its message names the URL with credentials masked.
+    `VideoDecodeError` when a frame is larger than `max_pixels` (width x height).
     """
 
     def __init__(
@@ -94,6 +95,7 @@ class PyAVCameraSource(PyAVSource):
         max_pixels: int | None = None,
         count_lost_frames: bool = True,
     ) -> None:
+        # Not `PyAVSource.__init__`: that one opens a file by path; the frame path it sets up is rebuilt here.
         scheme = urlsplit(url).scheme.lower()
         # `uri` is what logs and reprs show (the shared frame path logs it); the real URL stays private.
         self.uri = mask_url(url)
