@@ -184,9 +184,16 @@ class ServiceSettings(BaseSettings):
     live_open_timeout_s: float = Field(default=10.0, gt=0, description="connecting to a camera")
     live_ffmpeg_options: str = Field(
         default="analyzeduration;500000",
-        description="FFmpeg options of camera captures (OpenCV's OPENCV_FFMPEG_CAPTURE_OPTIONS format, "
-        "key;value|key;value), used when that variable is not set; the default probes a new stream for 0.5 s "
-        "instead of FFmpeg's 5 s ceiling; empty = FFmpeg's defaults",
+        description="FFmpeg options of camera streams, for either live decoder (OpenCV's "
+        "OPENCV_FFMPEG_CAPTURE_OPTIONS format, key;value|key;value), used when that variable is not set; the "
+        "default probes a new stream for 0.5 s instead of FFmpeg's 5 s ceiling; empty = FFmpeg's defaults",
+    )
+    live_decoder: Literal["pyav", "opencv"] = Field(
+        default="pyav",
+        description="decoder of network cameras (rtsp://, http(s)://): `pyav` reports damaged frames (FFmpeg's "
+        "corrupt flag) and frames lost in transport (timestamp gaps), which make their snippets `degraded` and "
+        "count in the stream's `decode_errors`, and uses RTSP over TCP unless LIVE_FFMPEG_OPTIONS sets "
+        "`rtsp_transport`; `opencv` reports none. Files and folders are not affected",
     )
     live_read_timeout_s: float = Field(default=10.0, gt=0, description="no frame for this long = dropped")
     live_stall_after_s: float = Field(

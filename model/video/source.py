@@ -11,8 +11,10 @@ import os
 import re
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 from urllib.parse import urlsplit
 
 import cv2
@@ -33,6 +35,8 @@ STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
 DEFAULT_OPEN_TIMEOUT_S = 10.0
 DEFAULT_READ_TIMEOUT_S = 10.0
+# What decodes stream URLs: PyAV (`model/video/pyav_camera.py`, reports damaged and lost frames) or OpenCV.
+StreamDecoder = Literal["pyav", "opencv"]
 
 
 class VideoDecodeError(ValueError):
@@ -295,14 +299,18 @@ def open_source(
     open_timeout_s: float = DEFAULT_OPEN_TIMEOUT_S,
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
     max_pixels: int | None = None,
+    stream_decoder: StreamDecoder = "opencv",
+    stream_options: Mapping[str, str] | None = None,
 ) -> VideoSource:
     """Open a video file, a folder of frames, or a stream URL (rtsp/http/...), reading its first frame.
 
     Files are decoded by PyAV (`PyAVSource`: identified by content, per-frame timestamps, damaged and lost
-    frames reported), stream URLs by OpenCV (`CaptureSource`), folders image by image (`FrameFolderSource`).
-    Raises `VideoDecodeError` (a `ValueError`) with a human-readable reason when the input cannot be
-    decoded, `NotVideoError` (a subclass) when a file is not video at all, and `StreamUnavailableError` (a
-    subclass) when a stream URL cannot be reached. `max_pixels` refuses larger decoded frames (files only).
+    frames reported), folders image by image (`FrameFolderSource`), stream URLs by `stream_decoder`: OpenCV
+    (`CaptureSource`, no damage report; FFmpeg options from `OPENCV_FFMPEG_CAPTURE_OPTIONS`) or PyAV
+    (`PyAVCameraSource`, FFmpeg options `stream_options`). Timeouts are seconds. Raises `VideoDecodeError` (a
+    `ValueError`) with a human-readable reason when the input cannot be decoded, `NotVideoError` (a subclass)
+    when a file is not video at all, and `StreamUnavailableError` (a subclass) when a stream URL cannot be
+    reached. `max_pixels` refuses larger decoded frames (files and PyAV streams).
     """
     text = os.fspath(uri)
     scheme = urlsplit(text).scheme.lower() if "://" in text else ""
@@ -318,6 +326,17 @@ def open_source(
             )
         if not urlsplit(text).hostname:
             raise VideoDecodeError(f"malformed stream URL {mask_url(text)}: no host")
+        if stream_decoder == "pyav":
+            from model.video.pyav_camera import PyAVCameraSource  # imports this module
+
+            return PyAVCameraSource(
+                text,
+                open_timeout_s=open_timeout_s,
+                read_timeout_s=read_timeout_s,
+                options=stream_options,
+                fallback_fps=fallback_fps,
+                max_pixels=max_pixels,
+            )
         return CaptureSource(
             text,
             stream=True,

@@ -14,10 +14,12 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 
 from pydantic import ValidationError
 
 from model.events import EventPolicy
+from model.video.pyav_camera import parse_ffmpeg_options
 from model.video.snippets import SnippetSpec
 from service.event_media.recorder import EventMedia, MediaPolicy
 from service.event_media.store import MediaStore
@@ -25,7 +27,7 @@ from service.live import log_masking
 from service.live.events import LiveEventStore
 from service.live.hub import LiveHub
 from service.live.metrics import LiveMetrics
-from service.live.readers import Backoff, StreamReader
+from service.live.readers import Backoff, StreamReader, open_camera
 from service.live.scheduler import LiveScheduler, LiveStream
 from service.live.schemas import EventPolicyOverrides, EventPolicyView, StreamCreate, StreamView
 from service.live.store import StreamRecord, StreamStore
@@ -79,9 +81,13 @@ class LiveStreamManager:
         `hub` takes the scored messages (default: a `LiveHub` for this process's WebSocket clients)."""
         self.settings = settings
         if settings.live_ffmpeg_options and FFMPEG_OPTIONS_ENV not in os.environ:
-            # Cameras are the only OpenCV/FFmpeg captures in the service (files go through PyAV), so this
+            # OpenCV reads its FFmpeg options from here; cameras are its only captures in the service, so this
             # shortens only their stream probing: about 2.8 s -> 0.6 s per (re)connect to an RTSP camera.
             os.environ[FFMPEG_OPTIONS_ENV] = settings.live_ffmpeg_options
+        # PyAV cameras get the same FFmpeg options as OpenCV's captures would.
+        self._camera_options = parse_ffmpeg_options(
+            os.environ.get(FFMPEG_OPTIONS_ENV, settings.live_ffmpeg_options)
+        )
         self.model = model
         self.store = StreamStore(db)
         self.event_store = LiveEventStore(db)
@@ -235,6 +241,7 @@ class LiveStreamManager:
             probe_interval_s=s.live_probe_interval_s,
             probe_timeout_s=s.live_probe_timeout_s,
             stall_after_s=s.live_stall_after_s,
+            opener=partial(open_camera, decoder=s.live_decoder, ffmpeg_options=self._camera_options),
             loop_files=record.loop,
             first_snippet=self._first_snippet(record.id),
             on_frames=self.media.frame_sink(record.id) if self.media is not None else None,

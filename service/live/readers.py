@@ -7,9 +7,9 @@ long it was away:
 
 - the source does not answer (`SourceUnreachable`: refused, no answer, not speaking its protocol): a cheap
   reachability check (TCP connect plus RTSP `OPTIONS` / HTTP `HEAD`, see `service.live.preflight`) every
-  `probe_interval_s`, and the expensive OpenCV open only once it answers. The backoff starts afresh then;
+  `probe_interval_s`, and the expensive open (PyAV or OpenCV) only once it answers. The backoff starts afresh then;
 - the source answers but cannot be opened or read (wrong path, refused credentials, no frames): a capped, jittered
-  exponential backoff, so a misconfigured camera is not hammered with opens that hold OpenCV's open lock.
+  exponential backoff, so a misconfigured camera is not hammered with opens that hold the open turn.
 
 A network source that stops sending frames while connected shows `stalled` (with `last_error` saying so) once no
 frame came for `stall_after_s` (at least three frame intervals, at most half the read timeout); when the read
@@ -33,7 +33,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -42,7 +42,7 @@ from urllib.parse import parse_qsl, urlsplit
 import numpy as np
 
 from model.video.snippets import SnippetSpec, sample_indices
-from model.video.source import VideoSource, open_source
+from model.video.source import StreamDecoder, VideoSource, open_source
 from service.live.preflight import SourceUnreachable, check_reachable
 from service.live.urls import MASK, SECRET_QUERY_KEYS, mask_url
 
@@ -415,8 +415,9 @@ class ReaderStopped(Exception):
     """The reader was stopped while it waited for its turn to open its source."""
 
 
-# OpenCV opens captures one at a time anyway (a process-wide lock inside its FFmpeg backend); taking turns here
-# first lets a reader that is stopped while it waits give up, instead of opening a camera nobody wants any more.
+# OpenCV opens captures one at a time anyway (a process-wide lock inside its FFmpeg backend); PyAV opens take the
+# same turns, so a reconnecting fleet probes one camera at a time. Taking turns here first lets a reader that is
+# stopped while it waits give up, instead of opening a camera nobody wants any more.
 _OPEN_TURN = threading.Lock()
 _TURN_POLL_S = 0.2
 
@@ -427,9 +428,16 @@ def open_camera(
     open_timeout_s: float,
     read_timeout_s: float,
     should_stop: Callable[[], bool] = lambda: False,
+    decoder: StreamDecoder = "pyav",
+    ffmpeg_options: Mapping[str, str] | None = None,
 ) -> VideoSource:
     """`open_source`, after a check that a network source answers (see `service.live.preflight`: a dead camera
-    must not get as far as OpenCV's lock), taking turns with the other readers for what OpenCV opens."""
+    must not get as far as the decoder's open), taking turns with the other readers for what is opened.
+
+    Network URLs are decoded by `decoder` (`pyav`: damaged and lost frames reported, FFmpeg options
+    `ffmpeg_options`; `opencv`: its capture, options from `OPENCV_FFMPEG_CAPTURE_OPTIONS`); files and folders
+    keep their own decoders. Timeouts are seconds. Raises `SourceUnreachable`, `ReaderStopped`, or
+    `VideoDecodeError` (`StreamUnavailableError` for streams) from the open."""
     if "://" in url:
         check_reachable(url, open_timeout_s)
     elif Path(url).is_dir():
@@ -442,7 +450,13 @@ def open_camera(
     try:
         if should_stop():
             raise ReaderStopped("stopped while waiting to open the source")
-        return open_source(url, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s)
+        return open_source(
+            url,
+            open_timeout_s=open_timeout_s,
+            read_timeout_s=read_timeout_s,
+            stream_decoder=decoder,
+            stream_options=ffmpeg_options,
+        )
     finally:
         _OPEN_TURN.release()
 

@@ -46,6 +46,15 @@ def test_environment_lists_are_comma_separated(monkeypatch: pytest.MonkeyPatch) 
     assert settings.backbone == "clip"
 
 
+def test_live_decoder_is_pyav_unless_set_to_opencv(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ServiceSettings().live_decoder == "pyav"
+    monkeypatch.setenv("REFINEVAD_LIVE_DECODER", "opencv")
+    assert ServiceSettings().live_decoder == "opencv"
+    monkeypatch.setenv("REFINEVAD_LIVE_DECODER", "gstreamer")
+    with pytest.raises(ValidationError, match="live_decoder"):
+        ServiceSettings()
+
+
 def test_yaml_file_under_environment_under_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "refinevad.yaml"
     config.write_text("port: 9001\nhost: 0.0.0.0\napi_keys: [from-file]\nmax_upload_mb: 3\n")

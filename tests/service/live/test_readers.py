@@ -10,7 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from model.video.pyav_camera import PyAVCameraSource
 from model.video.snippets import SnippetSpec
+from model.video.source import CaptureSource
 from service.live.preflight import check_reachable
 from service.live.readers import Backoff, StreamReader, open_camera
 from tests.mjpeg_server import MjpegCamera
@@ -140,3 +142,11 @@ def test_a_stopped_reader_ends_while_waiting_for_a_dead_camera(make_reader) -> N
     threading.Thread(target=lambda: (reader.stop(join_timeout_s=5), stopped.set()), daemon=True).start()
     assert stopped.wait(6)
     assert not reader.alive and reader.status()[0] == "stopped"
+
+
+def test_open_camera_decodes_network_cameras_with_the_chosen_decoder() -> None:
+    with MjpegCamera() as camera:
+        for decoder, kind in (("pyav", PyAVCameraSource), ("opencv", CaptureSource)):
+            with open_camera(camera.url, open_timeout_s=2.0, read_timeout_s=2.0, decoder=decoder) as source:
+                assert type(source) is kind and source.is_stream
+                assert source.read_frames(4).frames.shape == (4, 240, 360, 3)
