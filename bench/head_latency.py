@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from exporters.backends import CUDA_GRAPH, HEAD_KINDS, HeadBackend, load_head_backend
+from exporters.backends import CUDA_GRAPH, HEAD_KINDS, HeadBackend, capture_cuda_graph, load_head_backend
 from model.backbones.identity import BackboneIdentity
 from model.checkpoint import save_checkpoint
 from model.config import RefineVADConfig
@@ -199,16 +199,8 @@ def motar_cost(device: torch.device, rounds: int) -> dict[str, object]:
 
 
 def _captured(module: torch.nn.Module, x: Tensor) -> Callable[[], None]:
-    """`module(x)` captured as a CUDA graph (after warm-up on a side stream); returns its replay."""
-    side = torch.cuda.Stream(x.device)
-    side.wait_stream(torch.cuda.current_stream(x.device))
-    with torch.cuda.stream(side), torch.inference_mode():
-        for _ in range(3):
-            module(x)
-    torch.cuda.current_stream(x.device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.inference_mode(), torch.cuda.graph(graph):
-        module(x)
+    """`module(x)` captured as a CUDA graph; returns its replay."""
+    graph, _ = capture_cuda_graph(lambda: module(x), x.device)
     return graph.replay
 
 

@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -48,6 +49,7 @@ HEAD_KINDS: tuple[HeadKind, ...] = ("torch", "torchscript", "onnx")
 EXPORT_SUFFIXES: dict[str, HeadKind] = {".ts": "torchscript", ".onnx": "onnx"}
 TENSORRT = "onnx-tensorrt"
 CUDA_GRAPH = "cuda-graph"
+_Out = TypeVar("_Out")
 
 
 def default_cache_dir() -> Path:
@@ -127,6 +129,23 @@ class TorchScriptHeadBackend(HeadBackend):
             return dict(zip(self.metadata.output_names, self.module(x), strict=True))
 
 
+def capture_cuda_graph(
+    fn: Callable[[], _Out], device: torch.device, pool: tuple[int, int] | None = None
+) -> tuple[torch.cuda.CUDAGraph, _Out]:
+    """`fn()` captured as a CUDA graph on `device`, after three warm-up calls on a side stream as PyTorch's
+    CUDA-graph notes require; returns the graph and `fn`'s outputs, which every `graph.replay()` overwrites."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side), torch.inference_mode():
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.inference_mode(), torch.cuda.graph(graph, pool=pool):
+        out = fn()
+    return graph, out
+
+
 def batch_bucket(batch: int) -> int:
     """The captured batch size that serves `batch` rows: the next power of two (1, 2, 4, ... ), so a live
     scheduler whose stream count changes every few seconds reuses a handful of graphs."""
@@ -162,15 +181,7 @@ class CudaGraphHeadBackend(HeadBackend):
 
     def _capture(self, rows: int, snippets: int) -> tuple[Tensor, torch.cuda.CUDAGraph, tuple[Tensor, ...]]:
         static_in = torch.zeros(rows, snippets, self.feature_dim, device=self.device)
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side), torch.inference_mode():
-            for _ in range(3):
-                self.head(static_in)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(graph, pool=self._pool):
-            static_out = self.head(static_in)
+        graph, static_out = capture_cuda_graph(lambda: self.head(static_in), self.device, self._pool)
         return static_in, graph, static_out
 
     def run(self, x: Tensor) -> dict[str, Tensor]:

@@ -16,8 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from fractions import Fraction
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 import av
@@ -25,13 +24,12 @@ import numpy as np
 
 from model.video.decode_report import DecodeReport, FrameBatch
 from model.video.media_clock import MediaClock
-from model.video.pyav_source import PyAVSource
+from model.video.pyav_source import MPEG_WRAP_S, PyAVSource, stream_rate
 from model.video.source import (
     DEFAULT_OPEN_TIMEOUT_S,
     DEFAULT_READ_TIMEOUT_S,
     FALLBACK_FPS,
     StreamUnavailableError,
-    plausible_fps,
 )
 from model.video.url_masking import mask_url
 
@@ -41,8 +39,6 @@ log = logging.getLogger(__name__)
 # to every reconnect (0.2 s at 10 fps on two cores, measured), and a camera is decoded at its own pace anyway.
 THREAD_TYPE = "SLICE"
 RTSP_SCHEMES = frozenset({"rtsp", "rtsps"})
-# RTP timestamps are unwrapped by FFmpeg; MPEG-TS ones (http:// camera streams) wrap after 2**33 ticks.
-_MPEG_WRAP_S = 2**33 / 90000
 
 
 def parse_ffmpeg_options(text: str) -> dict[str, str]:
@@ -56,10 +52,6 @@ def parse_ffmpeg_options(text: str) -> dict[str, str]:
             continue
         options[key.strip()] = value.strip()
     return options
-
-
-def _rate(value: Fraction | None) -> float | None:
-    return plausible_fps(float(value), None) if value else None
 
 
 def _reason(exc: av.FFmpegError) -> str:
@@ -139,8 +131,8 @@ class PyAVCameraSource(PyAVSource):
         self.last_frame_mono = time.monotonic()
         self._pending: av.VideoFrame | None = first
         self.width, self.height = first.width, first.height
-        average, nominal = _rate(self._stream.average_rate), _rate(self._stream.guessed_rate)
-        codec_rate = _rate(context.framerate)
+        average, nominal = stream_rate(self._stream.average_rate), stream_rate(self._stream.guessed_rate)
+        codec_rate = stream_rate(context.framerate)
         self.fps = nominal or average or codec_rate or fallback_fps
         self.frame_count = None
         timed = self._stream.time_base is not None
@@ -152,7 +144,8 @@ class PyAVCameraSource(PyAVSource):
             and nominal is not None
             and abs(average - nominal) < 0.01 * nominal
         )
-        wrap = _MPEG_WRAP_S if self._container.format.name == "mpegts" else None
+        # RTP timestamps are unwrapped by FFmpeg; MPEG-TS ones (http:// camera streams) wrap after 2**33 ticks.
+        wrap = MPEG_WRAP_S if self._container.format.name == "mpegts" else None
         self._clock = MediaClock(1.0 / self.fps, constant_rate=constant, wrap_s=wrap)
         self._geometry = (self.width, self.height)
         log.info(
@@ -171,28 +164,15 @@ class PyAVCameraSource(PyAVSource):
         return f"cannot open stream {self.uri}: {_reason(exc)}"
 
     # -- decoding ------------------------------------------------------------------------------------------
-    def _decode(self) -> Iterator[av.VideoFrame]:
-        """Every decodable frame; a packet the decoder rejects is skipped (its loss shows in the timestamps), a
-        network or demuxer error raises `StreamUnavailableError` (the reader reconnects)."""
-        demux = self._container.demux(self._stream)
-        while True:
-            try:
-                packet = next(demux)
-            except StopIteration:
-                return
-            except av.FFmpegError as exc:
-                what = "no data" if isinstance(exc, av.ExitError) else _reason(exc)
-                raise StreamUnavailableError(
-                    f"stream {self.uri} fails after {self._decoded} frames: {what}"
-                ) from None
-            try:
-                frames = packet.decode()
-            except av.FFmpegError as exc:
-                log.debug("%s: packet rejected by the decoder: %s", self.uri, _reason(exc))
-                continue
-            for frame in frames:
-                self._decoded += 1
-                yield frame
+    def _demux_failed(self, exc: av.FFmpegError) -> None:
+        """A network or demuxer error: `StreamUnavailableError` (the reader reconnects)."""
+        what = "no data" if isinstance(exc, av.ExitError) else _reason(exc)
+        raise StreamUnavailableError(
+            f"stream {self.uri} fails after {self._decoded} frames: {what}"
+        ) from None
+
+    def _error_text(self, exc: av.FFmpegError) -> str:
+        return _reason(exc)
 
     def _next_frame(self) -> av.VideoFrame | None:
         if self._close_requested:

@@ -51,7 +51,7 @@ VIDEO_DEMUXERS = frozenset(
 # Demuxers that yield a "video" stream from something that is not video: still images and text.
 NOT_VIDEO_DEMUXERS = frozenset({"image2", "tty"})
 # MPEG-TS/PS timestamps are 33-bit counts of 1/90000 s and wrap after about 26.5 hours.
-_MPEG_WRAP_S = 2**33 / 90000
+MPEG_WRAP_S = 2**33 / 90000
 _LOG_LOCK = threading.Lock()
 
 
@@ -91,7 +91,8 @@ def _video_stream(container: av.container.InputContainer, path: Path) -> av.Vide
     raise NotVideoError(f"{path}: a {name} file with no video stream ({', '.join(kinds)})")
 
 
-def _rate(value: Fraction | None) -> float | None:
+def stream_rate(value: Fraction | None) -> float | None:
+    """A rate PyAV reports (frames/s), or None when it is missing or implausible (0, negative, 90000...)."""
     return plausible_fps(float(value), None) if value else None
 
 
@@ -140,10 +141,10 @@ class PyAVSource(VideoSource):
         self.width, self.height = first.width, first.height
         announced = self._stream.frames
         # Constant rate when the average equals the nominal rate (a phone's VFR video averages something else).
-        average, nominal = _rate(self._stream.average_rate), _rate(self._stream.guessed_rate)
+        average, nominal = stream_rate(self._stream.average_rate), stream_rate(self._stream.guessed_rate)
         if first.pts is not None:
             clock, fps = "timestamps", average or nominal or fallback_fps
-        elif (codec_rate := _rate(context.framerate)) is not None:
+        elif (codec_rate := stream_rate(context.framerate)) is not None:
             clock, fps = "frame_rate", codec_rate
         else:
             # Raw elementary streams without timing (FFmpeg's raw demuxer then assumes 25 fps, as we do).
@@ -152,14 +153,14 @@ class PyAVSource(VideoSource):
         self.frame_count = announced if announced > 0 else None
         self.report = DecodeReport(frames_announced=self.frame_count, clock=clock)  # type: ignore[arg-type]
         constant = average is not None and nominal is not None and abs(average - nominal) < 0.01 * nominal
-        wrap = _MPEG_WRAP_S if self._stream.time_base == Fraction(1, 90000) else None
+        wrap = MPEG_WRAP_S if self._stream.time_base == Fraction(1, 90000) else None
         self._clock = MediaClock(1.0 / fps, constant_rate=constant, wrap_s=wrap)
         self._geometry = (self.width, self.height)
 
     # -- decoding ------------------------------------------------------------------------------------------
     def _decode(self) -> Iterator[av.VideoFrame]:
         """Every decodable frame; a packet the decoder rejects is skipped (its frame shows up as lost), a demuxer
-        error mid-file ends the input as truncated."""
+        error ends the input (`_demux_failed`)."""
         demux = self._container.demux(self._stream)
         while True:
             try:
@@ -167,19 +168,26 @@ class PyAVSource(VideoSource):
             except StopIteration:
                 return
             except av.FFmpegError as exc:
-                log.warning("%s: the data ends in an error after %d frames: %s", self.uri, self._decoded, exc)
-                self._truncated_by_error = True
+                self._demux_failed(exc)
                 return
             if packet.pos is not None and packet.pos > 0:
                 self._bytes_read = packet.pos + packet.size
             try:
                 frames = packet.decode()
             except av.FFmpegError as exc:
-                log.debug("%s: packet rejected by the decoder: %s", self.uri, exc)
+                log.debug("%s: packet rejected by the decoder: %s", self.uri, self._error_text(exc))
                 continue
             for frame in frames:
                 self._decoded += 1
                 yield frame
+
+    def _demux_failed(self, exc: av.FFmpegError) -> None:
+        """A demuxer error mid-file: the input ends there, reported as truncated."""
+        log.warning("%s: the data ends in an error after %d frames: %s", self.uri, self._decoded, exc)
+        self._truncated_by_error = True
+
+    def _error_text(self, exc: av.FFmpegError) -> str:
+        return str(exc)
 
     def _check_size(self, width: int, height: int) -> None:
         if self._max_pixels and width * height > self._max_pixels:
