@@ -28,6 +28,14 @@ class LossConfig(BaseModel):
     gmm_window: int = Field(3, ge=1, description="temporal neighbourhood (snippets, odd) of the GMM loss")
     gmm_min_std: float = Field(0.05, gt=0, description="floor on the mixture's component std")
     category_class_weights: list[float] | None = None
+    lambda_known_normal: float = Field(
+        1.0,
+        ge=0,
+        description="weight of the known-normal BCE on spliced training videos (used when splicing)",
+    )
+    known_normal_rough: bool = Field(
+        False, description="apply the known-normal BCE to CORE's rough logits too (they weight its pooling)"
+    )
 
 
 def topk_mean(scores: Tensor, divisor: int = 16) -> Tensor:
@@ -61,6 +69,16 @@ def mil_ranking_loss(
         smooth = scores.new_zeros(())
     sparse = (scores * weight).mean(dim=1).sum() / n_anomalous
     return ranking + lambda_smooth * smooth + lambda_sparse * sparse
+
+
+def known_normal_loss(logits: Tensor, known_normal: Tensor) -> Tensor:
+    """Binary cross-entropy towards 0 of the snippets known to be normal (the normal part of a spliced training
+    video, `model.data.datasets.BalancedBatches`), averaged over them; zero when there are none.
+    logits [B, T] (pre-sigmoid snippet scores), known_normal [B, T] bool."""
+    if not bool(known_normal.any()):
+        return logits.new_zeros(())
+    picked = logits[known_normal]
+    return F.binary_cross_entropy_with_logits(picked, torch.zeros_like(picked))
 
 
 def _normal_logpdf(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
@@ -127,8 +145,10 @@ def total_loss(
     labels: Tensor,
     categories: Tensor,
     config: LossConfig | None = None,
+    known_normal: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """The weighted total and its parts (detached) for logging."""
+    """The weighted total and its parts (detached) for logging. `known_normal` [B, T] bool adds
+    `lambda_known_normal * known_normal_loss` (spliced training videos)."""
     config = config or LossConfig()
     mil = mil_ranking_loss(
         out.scores, labels, config.margin, config.lambda_smooth, config.lambda_sparse, config.topk_divisor
@@ -150,5 +170,12 @@ def total_loss(
         cat = category_loss(out.category_logits, categories, weights)
         total = total + config.lambda_cat * cat
         parts["cat"] = cat.detach()
+    if known_normal is not None and config.lambda_known_normal > 0:
+        known_normal = known_normal.to(out.logits.device)
+        normal_part = known_normal_loss(out.logits, known_normal)
+        if config.known_normal_rough:
+            normal_part = normal_part + known_normal_loss(out.rough_logits, known_normal)
+        total = total + config.lambda_known_normal * normal_part
+        parts["known_normal"] = normal_part.detach()
     parts["total"] = total.detach()
     return total, parts

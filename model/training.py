@@ -21,7 +21,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from model.data.datasets import (
     resample_to_bins,
     split_train_validation,
 )
+from model.evaluation.splice import score_spliced
 from model.losses import LossConfig, topk_mean, total_loss
 from model.refinevad import FeatureStandardizer, RefineVAD
 from model.scoring import score_features
@@ -66,6 +67,19 @@ class TrainConfig(BaseModel):
     )
     min_delta: float = Field(1e-4, ge=0)
     sample_crops: bool = True
+    splice_prob: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="probability that an anomalous training video is spliced with a normal one whose part is "
+        "then trained as normal (BalancedBatches; loss weight loss.lambda_known_normal)",
+    )
+    val_criterion: Literal["video_auc", "splice_auc"] = Field(
+        "video_auc",
+        description="best-epoch criterion on the held-out training videos: their video-level AUC, or the "
+        "snippet AUC of the held-out normal and anomalous videos spliced in time (model.evaluation.splice); "
+        "frame AUC instead of either when validation frame labels are given",
+    )
     cache_bytes: int = Field(1 << 30, ge=0, description="memory for resampled training features")
     device: str = "auto"
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None = torch's default")
@@ -107,6 +121,7 @@ class ValidationSet:
     records: list[VideoRecord]
     num_segments: int
     frame_labels: Mapping[str, np.ndarray] | None = None  # per-snippet 0/1 of held-out videos, if known
+    criterion: str = "video_auc"
 
     def __post_init__(self) -> None:
         self._full = [self.features.load(r) for r in self.records]
@@ -134,11 +149,23 @@ class ValidationSet:
         model.train(was_training)
         labels = self._labels.numpy()
         metrics = {"val_loss": float(loss), "val_video_auc": float(roc_auc_score(labels, video_scores))}
+        if self.criterion == "splice_auc":
+            was_training = model.training
+            model.eval()
+            spliced = score_spliced(
+                lambda x: score_features(model, torch.from_numpy(x).to(device)).scores.cpu().numpy(),
+                [x for r, x in zip(self.records, self._full, strict=True) if not r.label],
+                [x for r, x in zip(self.records, self._full, strict=True) if r.label],
+            )
+            model.train(was_training)
+            metrics["val_splice_auc"] = spliced["splice_snippet_auc"]
+            metrics["val_splice_normal_mean"] = spliced["splice_normal_mean"]
         if self.frame_labels is not None:
             flat_labels = np.concatenate(snippet_labels)
             if 0 < flat_labels.sum() < flat_labels.size:
                 metrics["val_frame_auc"] = float(roc_auc_score(flat_labels, np.concatenate(snippet_scores)))
-        metrics["val_auc"] = metrics.get("val_frame_auc", metrics["val_video_auc"])
+        criterion = "val_splice_auc" if self.criterion == "splice_auc" else "val_video_auc"
+        metrics["val_auc"] = metrics.get("val_frame_auc", metrics[criterion])
         return metrics
 
 
@@ -230,6 +257,7 @@ def train(
         config.seed,
         config.sample_crops,
         config.cache_bytes,
+        config.splice_prob,
     )
     validation = ValidationSet(
         features,
@@ -240,6 +268,7 @@ def train(
         else {
             r.name: validation_frame_labels[r.name] for r in val_records if r.name in validation_frame_labels
         },
+        config.val_criterion,
     )
 
     _seed_everything(config.seed)
@@ -305,7 +334,12 @@ def train(
         for batch in bar:
             output = model(batch.features.to(device), batch.categories.to(device))
             loss, parts = total_loss(
-                model, output, batch.labels.to(device), batch.categories.to(device), config.loss
+                model,
+                output,
+                batch.labels.to(device),
+                batch.categories.to(device),
+                config.loss,
+                batch.known_normal,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

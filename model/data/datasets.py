@@ -146,6 +146,14 @@ class Batch:
     labels: torch.Tensor  # [B] float32, 1 = anomalous
     categories: torch.Tensor  # [B] long, -1 = normal
     names: tuple[str, ...]
+    # [B, T] bool: snippets known to be normal inside an anomalous video (the normal part of a spliced one)
+    known_normal: torch.Tensor | None = None
+
+
+def splice(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Two videos' snippet features [T1, D] and [T2, D] as one video [T1 + T2, D] (a cut from one camera view
+    to the other, or one clip following the other in time)."""
+    return np.concatenate([np.asarray(first, np.float32), np.asarray(second, np.float32)])
 
 
 class BalancedBatches:
@@ -154,6 +162,13 @@ class BalancedBatches:
     An epoch walks through the larger group once in random order; the smaller group is cycled (reshuffled each
     pass). Each video contributes one crop, drawn at random when `sample_crops` (else crop 0), resampled to
     `num_segments` bins. Resampled arrays are cached in memory up to `cache_bytes`.
+
+    Splicing (`splice_prob` > 0): each anomalous video of a batch is, with that probability, spliced in time
+    with a random normal training video (a quarter to a half of the `num_segments` bins, before or after it, the
+    anomalous video resampled to the rest). Its label stays anomalous (it still holds the anomaly) and
+    `Batch.known_normal` marks the normal part, which is normal whatever it is spliced to: only video-level
+    labels are used. A temporal model that spreads a clip-level "anomalous" signal over its context is then
+    penalised on those snippets (see `model.losses.known_normal_loss`).
     """
 
     def __init__(
@@ -165,7 +180,13 @@ class BalancedBatches:
         seed: int,
         sample_crops: bool = True,
         cache_bytes: int = 1 << 30,
+        splice_prob: float = 0.0,
     ) -> None:
+        if not 0.0 <= splice_prob <= 1.0:
+            raise ValueError(f"splice_prob must be within [0, 1], got {splice_prob}")
+        if splice_prob > 0 and num_segments < 4:
+            raise ValueError("splicing needs at least 4 segments per training video")
+        self.splice_prob = splice_prob
         self.features = features
         self.normal = [r for r in records if not r.label]
         self.anomalous = [r for r in records if r.label]
@@ -190,16 +211,34 @@ class BalancedBatches:
         passes = -(-needed // count)
         return np.concatenate([rng.permutation(count) for _ in range(passes)])[:needed]
 
-    def _resampled(self, record: VideoRecord, crop: int) -> np.ndarray:
-        key = (record.name, crop)
+    def _resampled(self, record: VideoRecord, crop: int, bins: int | None = None) -> np.ndarray:
+        bins = bins or self.num_segments
+        key = (record.name, crop, bins)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        array = resample_to_bins(self.features.load(record, crop), self.num_segments)
+        array = resample_to_bins(self.features.load(record, crop), bins)
         if self._cache_budget >= array.nbytes:
             self._cache[key] = array
             self._cache_budget -= array.nbytes
         return array
+
+    def _crop(self, rng: np.random.Generator, record: VideoRecord) -> int:
+        return int(rng.integers(len(record.crops))) if self.sample_crops else 0
+
+    def _spliced(self, rng: np.random.Generator, record: VideoRecord) -> tuple[np.ndarray, np.ndarray]:
+        """An anomalous video spliced with a random normal one: features [T, D] and the known-normal mask [T]."""
+        normal = self.normal[int(rng.integers(len(self.normal)))]
+        t = self.num_segments
+        length = int(rng.integers(max(1, t // 4), t // 2 + 1))
+        normal_part = self._resampled(normal, self._crop(rng, normal), length)
+        anomalous_part = self._resampled(record, self._crop(rng, record), t - length)
+        mask = np.zeros(t, dtype=bool)
+        if rng.random() < 0.5:
+            mask[:length] = True
+            return splice(normal_part, anomalous_part), mask
+        mask[t - length :] = True
+        return splice(anomalous_part, normal_part), mask
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         rng = np.random.default_rng([self.seed, epoch])
@@ -209,11 +248,18 @@ class BalancedBatches:
         for b in range(len(self)):
             chosen = [self.normal[i] for i in normal_order[b * self.half : (b + 1) * self.half]]
             chosen += [self.anomalous[i] for i in anomalous_order[b * self.half : (b + 1) * self.half]]
-            crops = [int(rng.integers(len(r.crops))) if self.sample_crops else 0 for r in chosen]
+            crops = [self._crop(rng, r) for r in chosen]
             arrays = np.stack([self._resampled(r, c) for r, c in zip(chosen, crops, strict=True)])
+            known_normal = None
+            if self.splice_prob > 0:
+                known_normal = np.zeros(arrays.shape[:2], dtype=bool)
+                for i in range(self.half, len(chosen)):  # the anomalous half
+                    if rng.random() < self.splice_prob:
+                        arrays[i], known_normal[i] = self._spliced(rng, chosen[i])
             yield Batch(
                 torch.from_numpy(arrays),
                 torch.tensor([float(r.label) for r in chosen]),
                 torch.tensor([self.features.category_index(r) for r in chosen], dtype=torch.long),
                 tuple(r.name for r in chosen),
+                None if known_normal is None else torch.from_numpy(known_normal),
             )

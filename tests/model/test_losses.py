@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from model import RefineVAD, RefineVADConfig
@@ -89,3 +90,19 @@ def test_total_loss_is_weighted_sum_and_switchable(small_config: RefineVADConfig
     assert set(parts2) == {"mil", "total"} and torch.allclose(mil_only.detach(), parts["mil"])
     loss.backward()
     assert all(p.grad is not None for p in model.core.classifier.parameters())
+
+
+def test_known_normal_loss_pushes_only_the_marked_snippets_down():
+    from model.losses import known_normal_loss
+
+    logits = torch.tensor([[2.0, -1.0, 3.0], [0.0, 0.0, 0.0]], requires_grad=True)
+    mask = torch.tensor([[True, False, False], [False, False, True]])
+    loss = known_normal_loss(logits, mask)
+    expected = (
+        torch.nn.functional.softplus(torch.tensor(2.0)) + torch.nn.functional.softplus(torch.tensor(0.0))
+    ) / 2
+    assert float(loss) == pytest.approx(float(expected))
+    loss.backward()
+    assert logits.grad[0, 0] > 0 and logits.grad[1, 2] > 0  # descent lowers them
+    assert logits.grad[0, 1] == 0 and logits.grad[0, 2] == 0 and logits.grad[1, 0] == 0
+    assert float(known_normal_loss(logits, torch.zeros_like(mask))) == 0.0

@@ -158,3 +158,17 @@ def test_input_standardisation_is_fitted_on_training_clips_and_stored(synthetic,
     norm_scaled.mean.copy_(norm.mean * torch.from_numpy(scale))
     norm_scaled.std.copy_(norm.std * torch.from_numpy(scale))
     assert torch.allclose(norm_scaled(clip * torch.from_numpy(scale)), norm(clip), atol=1e-4)
+
+
+def test_splicing_and_the_spliced_validation_criterion(synthetic, tmp_path):
+    features, _, _ = synthetic
+    config = small_train(epochs=3, splice_prob=0.5, val_criterion="splice_auc")
+    result = train(features, tmp_path, config, small_model(features), progress=False)
+    history = json.loads((tmp_path / "history.json").read_text())
+    for record in history:
+        assert record["train_known_normal"] > 0  # spliced videos were trained on
+        assert record["val_auc"] == record["val_splice_auc"]
+        assert 0 <= record["val_splice_normal_mean"] <= 1
+    assert result.best_metrics["val_auc"] == max(h["val_auc"] for h in history)
+    plain = train(features, tmp_path / "plain", small_train(epochs=1), small_model(features), progress=False)
+    assert "train_known_normal" not in plain.history[0] and "val_splice_auc" not in plain.history[0]

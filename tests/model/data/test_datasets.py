@@ -96,3 +96,43 @@ def test_batches_need_both_labels(synthetic_set):
     normal_only = [r for r in synthetic_set.records if not r.label]
     with pytest.raises(ValueError, match="normal and anomalous"):
         BalancedBatches(synthetic_set, normal_only, 8, 4, seed=0)
+
+
+def test_splicing_puts_a_normal_video_beside_anomalous_ones_and_marks_it(tmp_path):
+    from model.backbones.identity import BackboneIdentity
+
+    # Normal videos are all 0, anomalous all 1, so every spliced snippet shows where it came from.
+    normal = [tmp_path / f"n{i}.npy" for i in range(3)]
+    anomalous = [tmp_path / f"a{i}.npy" for i in range(2)]
+    for path in normal:
+        np.save(path, np.zeros((10, 2), np.float32))
+    for path in anomalous:
+        np.save(path, np.ones((7, 2), np.float32))
+    records = tuple(VideoRecord(p.stem, 0, None, (p,)) for p in normal) + tuple(
+        VideoRecord(p.stem, 1, "Fire", (p,)) for p in anomalous
+    )
+    identity = BackboneIdentity(name="t", architecture="t", weights="t", dim=2)
+    fs = FeatureSet(records, ("Fire",), 2, identity, "test")
+    plain = next(iter(BalancedBatches(fs, fs.records, 12, 4, seed=0).epoch(0)))
+    assert plain.known_normal is None
+
+    batches = BalancedBatches(fs, fs.records, 12, 4, seed=0, splice_prob=1.0)
+    spliced_before = spliced_after = 0
+    for epoch in range(10):
+        for batch in batches.epoch(epoch):
+            assert batch.features.shape == (4, 12, 2) and batch.known_normal.shape == (4, 12)
+            assert batch.labels.tolist() == [0.0, 0.0, 1.0, 1.0]  # a spliced video keeps its anomalous label
+            assert not batch.known_normal[:2].any()  # normal videos are never spliced
+            for row, mask in zip(batch.features[2:, :, 0], batch.known_normal[2:], strict=True):
+                assert mask.tolist() == (row == 0).tolist()  # the mask is exactly the normal part
+                assert 3 <= int(mask.sum()) <= 6  # a quarter to a half of the bins
+                assert bool(mask[0]) != bool(mask[-1])  # one contiguous part, at either end
+                spliced_before += bool(mask[0])
+                spliced_after += bool(mask[-1])
+    assert spliced_before and spliced_after
+    none = BalancedBatches(fs, fs.records, 12, 4, seed=0, splice_prob=0.0)
+    assert next(iter(none.epoch(0))).known_normal is None
+    with pytest.raises(ValueError, match="splice_prob"):
+        BalancedBatches(fs, fs.records, 12, 4, seed=0, splice_prob=1.5)
+    with pytest.raises(ValueError, match="4 segments"):
+        BalancedBatches(fs, fs.records, 3, 4, seed=0, splice_prob=0.5)
