@@ -689,7 +689,7 @@ class JobStore:
                     f"its owner ({row.owner or 'unknown'}) stopped renewing its lease, and it had been tried "
                     f"{row.attempts} times (limit {max_attempts}); not retried again"
                 )
-                self._finish(conn, row.id, "failed", error=reason, error_code="interrupted")
+                self._finish(conn, row.id, "failed", {"error": reason, "error_code": "interrupted"})
                 logger.warning("job %s failed: %s", row.id, reason)
 
     def _claimable(self) -> sa.ColumnElement[bool]:
@@ -763,30 +763,23 @@ class JobStore:
         upload. With `owner`, only while that process holds the job (False otherwise: nothing is stored)."""
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"{status!r} is not a terminal job status")
+        outcome = {
+            "result_json": result_json,
+            "snapshots_json": snapshots_json,
+            "error": error,
+            "error_code": error_code,
+        }
         with self.db.transaction() as conn:
-            return self._finish(
-                conn,
-                job_id,
-                status,
-                result_json=result_json,
-                error=error,
-                error_code=error_code,
-                events=events,
-                snapshots_json=snapshots_json,
-                owner=owner,
-            )
+            return self._finish(conn, job_id, status, outcome, events=events, owner=owner)
 
     @staticmethod
     def _finish(
         conn: Connection,
         job_id: str,
         status: str,
+        outcome: dict[str, str | None],
         *,
-        result_json: str | None = None,
-        error: str | None = None,
-        error_code: str | None = None,
         events: Sequence[EventRecord] = (),
-        snapshots_json: str | None = None,
         owner: str | None = None,
     ) -> bool:
         cur = conn.execute(
@@ -795,10 +788,7 @@ class JobStore:
             .values(
                 status=status,
                 finished_at=time.time(),
-                result_json=result_json,
-                snapshots_json=snapshots_json,
-                error=error,
-                error_code=error_code,
+                **outcome,
                 upload_path=None,
                 lease_expires_at=None,
                 progress=1.0 if status == "succeeded" else JOBS.c.progress,

@@ -8,7 +8,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -173,20 +173,20 @@ def test_state_is_durable_for_another_connection(db: Database, database_target: 
         other.close()
 
 
-def test_concurrent_claims_never_share_a_job(db: Database, database_target: str | Path) -> None:
-    """Four workers in two processes' worth of connections drain the queue: every job exactly once."""
-    jobs = JobStore(db)
-    for index in range(40):
-        jobs.create(_job(f"c{index:02d}").model_copy(update={"created_at": 1000.0 + index}))
+def _drain_concurrently(
+    database_target: str | Path, claim: Callable[[JobStore, str], JobRecord | None]
+) -> list[list[str]]:
+    """Four workers (owners `w0`..`w3`) on two more connections claim until nothing is left: what each took."""
     others = [Database(database_target) for _ in range(2)]
     claimed: list[list[str]] = [[] for _ in range(4)]
 
-    def drain(store: JobStore, into: list[str]) -> None:
-        while (job := store.claim_next()) is not None:
+    def drain(store: JobStore, owner: str, into: list[str]) -> None:
+        while (job := claim(store, owner)) is not None:
             into.append(job.id)
 
-    stores = [JobStore(others[i % 2]) for i in range(4)]
-    threads = [threading.Thread(target=drain, args=(s, c)) for s, c in zip(stores, claimed, strict=True)]
+    threads = [
+        threading.Thread(target=drain, args=(JobStore(others[i % 2]), f"w{i}", claimed[i])) for i in range(4)
+    ]
     try:
         for thread in threads:
             thread.start()
@@ -195,6 +195,15 @@ def test_concurrent_claims_never_share_a_job(db: Database, database_target: str 
     finally:
         for other in others:
             other.close()
+    return claimed
+
+
+def test_concurrent_claims_never_share_a_job(db: Database, database_target: str | Path) -> None:
+    """Four workers in two processes' worth of connections drain the queue: every job exactly once."""
+    jobs = JobStore(db)
+    for index in range(40):
+        jobs.create(_job(f"c{index:02d}").model_copy(update={"created_at": 1000.0 + index}))
+    claimed = _drain_concurrently(database_target, lambda store, _owner: store.claim_next())
     everything = [job_id for part in claimed for job_id in part]
     assert sorted(everything) == [f"c{index:02d}" for index in range(40)]
     assert all(jobs.get(job_id).status == "running" for job_id in everything)
@@ -253,27 +262,9 @@ def test_concurrent_takeovers_never_share_a_job(db: Database, database_target: s
     jobs = JobStore(db)
     for index in range(20):
         jobs.create(_job(f"e{index:02d}").model_copy(update={"created_at": 1000.0 + index}))
-    while jobs.claim_next(owner="dead", lease_s=0.2) is not None:
-        pass
+        jobs.mark_running(f"e{index:02d}", owner="dead", lease_s=0.2)
     time.sleep(0.5)
-    others = [Database(database_target) for _ in range(2)]
-    claimed: list[list[str]] = [[] for _ in range(4)]
-
-    def drain(store: JobStore, owner: str, into: list[str]) -> None:
-        while (job := store.claim_next(owner=owner, lease_s=60)) is not None:
-            into.append(job.id)
-
-    threads = [
-        threading.Thread(target=drain, args=(JobStore(others[i % 2]), f"w{i}", claimed[i])) for i in range(4)
-    ]
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-    finally:
-        for other in others:
-            other.close()
+    claimed = _drain_concurrently(database_target, lambda store, owner: store.claim_next(owner, lease_s=60))
     assert sorted(j for part in claimed for j in part) == [f"e{index:02d}" for index in range(20)]
     for index, part in enumerate(claimed):
         for job_id in part:
