@@ -160,6 +160,20 @@ class ServiceSettings(BaseSettings):
     job_max_attempts: int = Field(
         default=2, ge=1, description="a job interrupted by a crash this many times is failed, not resumed"
     )
+    job_lease_s: float = Field(
+        default=30.0,
+        ge=1,
+        le=3600,
+        description="a running job's lease, renewed every third of it by the process driving it; in a cluster, "
+        "another replica takes a job over this long after its replica died",
+    )
+    job_poll_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="cluster mode: each replica looks in the shared store for queued jobs and expired leases "
+        "this often",
+    )
 
     # Live streams (service/live).
     allowed_hosts: CommaList = Field(
