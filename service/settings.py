@@ -52,6 +52,11 @@ class ServiceSettings(BaseSettings):
 
     # Where the service keeps its state.
     data_dir: Path = Field(default=Path("data"), description="SQLite database and upload spool")
+    upload_spool_dir: Path | None = Field(
+        default=None,
+        description="where uploads are spooled while their jobs run; None = DATA_DIR/uploads (a process cleans "
+        "its spool at start-up, so processes sharing a data directory need one each)",
+    )
     database_url: SecretStr | None = Field(
         default=None,
         description=(
@@ -365,7 +370,7 @@ class ServiceSettings(BaseSettings):
 
     @property
     def upload_dir(self) -> Path:
-        return self.data_dir / "uploads"
+        return self.upload_spool_dir or self.data_dir / "uploads"
 
     @property
     def media_dir(self) -> Path:

@@ -12,8 +12,9 @@ lifespan: Serve drives FastAPI's startup and shutdown through uvicorn's lifespan
 model, the leased job workers and the live-stream relay start when Serve starts the replica (it is not healthy
 before) and stop when Serve stops it. Settings come from the `REFINEVAD_*` environment of the Ray node (the
 container's environment, where the database URL's Secret goes) as for `refinevad serve`; the cluster to use is the
-one the replica runs in. Replicas on one node share its disk, so each gets a data directory of its own under
-`DATA_DIR` (its upload spool; in cluster mode every upload is also in the shared store).
+one the replica runs in. Replicas on one node share its disk, so each spools uploads in a folder of its own,
+`DATA_DIR/uploads/serve-<replica id>` (a process cleans its spool at start-up; in cluster mode every upload is
+also in the shared store).
 
 Ray Serve 2.60 binds each replica's inter-deployment gRPC server to every interface (`[::]:0`, with no setting:
 ray-project/ray#64544), where the rest of Ray binds the node's address. Importing this module in a replica binds
@@ -73,12 +74,14 @@ def build_app() -> FastAPI:
 
     base = load_settings()
     replica = serve.get_replica_context().replica_id.unique_id
-    overrides: dict[str, Any] = {"data_dir": base.data_dir / f"serve-{replica}"}
+    overrides: dict[str, Any] = {"upload_spool_dir": base.upload_dir / f"serve-{replica}"}
     if base.cluster_address is None:
         # The cluster this replica runs in; `runtime.connect` finds Ray initialised and joins nothing else.
         overrides["cluster_address"] = ray.get_runtime_context().gcs_address
     settings = load_settings(**overrides)
-    logger.info("Serve replica %s: building the RefineVAD app (data in %s)", replica, settings.data_dir)
+    logger.info(
+        "Serve replica %s: building the RefineVAD app (uploads spooled in %s)", replica, settings.upload_dir
+    )
     return create_app(settings)
 
 

@@ -80,8 +80,10 @@ def test_the_service_answers_http_and_websockets_through_serve(tmp_path: Path) -
                 message = json.loads(ws.recv(timeout=180))
             assert isinstance(message, dict) and message, message
             assert client.delete(f"/streams/{stream_id}").status_code == 204
-        # Each replica keeps its own data directory (replicas of one node share its disk).
-        assert [p.name for p in data.iterdir() if p.name.startswith("serve-")]
+        # Each replica spools uploads in a folder of its own (replicas of one node share its disk); the
+        # analysed upload is gone from it.
+        (spool,) = [p for p in (data / "uploads").iterdir() if p.name.startswith("serve-")]
+        assert list(spool.iterdir()) == []
         listening, peers = listening_addresses(head.pids()), peer_addresses(head.pids())
         assert listening and listening <= LOOPBACK, listening
         assert peers and peers <= LOOPBACK, peers
