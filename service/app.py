@@ -50,7 +50,8 @@ def build_context(settings: ServiceSettings, metrics: ServiceMetrics) -> Service
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.upload_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database_target, busy_timeout_s=settings.db_busy_timeout_s)
-    job_store = JobStore(db)
+    # A cluster's uploads go to the shared store too: whichever replica takes a job over can read its video.
+    job_store = JobStore(db, shared_uploads=bool(settings.cluster_address))
     model = ModelService(settings, metrics)
     workers, analyzer = [], None
     if settings.cluster_address:
@@ -75,6 +76,9 @@ def build_context(settings: ServiceSettings, metrics: ServiceMetrics) -> Service
             workers=settings.job_workers,
             max_attempts=settings.job_max_attempts,
             analyzer=analyzer,
+            lease_s=settings.job_lease_s,
+            shared_poll_s=settings.job_poll_s if settings.cluster_address else None,
+            spool=settings.upload_dir,
         ),
     )
     if settings.cluster_address:
@@ -101,7 +105,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     ctx: ServiceContext = app.state.services
     log_settings(ctx.settings)
     ctx.model.start()
-    ctx.jobs.recover(ctx.settings.upload_dir if ctx.settings.cluster_address else None)
+    ctx.jobs.recover()
     _clean_spool(ctx)
     ctx.jobs.start()
     started: list = []

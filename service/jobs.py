@@ -5,9 +5,18 @@ The database is the source of truth; the in-memory queue only orders work. A job
 OpenCV release the GIL), leaving the event loop free; requests that wait for a result await an asyncio future that
 the worker resolves through `call_soon_threadsafe`.
 
-At start-up, jobs found `running` were interrupted by a crash: each is re-queued if its upload is still on disk and it
-has attempts left, otherwise failed with the reason. A graceful shutdown re-queues the running job without counting
-the attempt.
+Every claim is a lease: the job row names its owner (this process) and an expiry on the database's clock, which a
+thread here renews while the job runs. Every write of an outcome is fenced by the owner, so a process that lost its
+lease (the job was deleted, or taken over) stores nothing, and a result is never stored twice.
+
+Single node: at start-up, jobs found `running` were interrupted by a crash of this same service: each is re-queued
+if its upload is still on disk and it has attempts left, otherwise failed with the reason. A graceful shutdown
+re-queues the running job without counting the attempt.
+
+Cluster (`shared_poll_s`): several API replicas share the store. Each one's workers also claim, every
+`shared_poll_s`, the oldest job that is queued or whose lease expired (its replica died), with `FOR UPDATE SKIP
+LOCKED`, so exactly one replica takes each; the upload is read from the store (`job_uploads`) when it is not in
+this replica's spool. A client waiting on a job here sees it finish wherever it ran.
 """
 
 from __future__ import annotations
@@ -17,9 +26,12 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 import queue
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +42,7 @@ from model.video.source import VideoDecodeError
 from service.event_media.file_snapshots import event_snapshots
 from service.metrics import ServiceMetrics
 from service.model_service import ModelService
-from service.storage import EventRecord, JobRecord, JobStore, StorageError
+from service.storage import DEFAULT_LEASE_S, EventRecord, JobRecord, JobStore, StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +73,14 @@ class _Running:
     cancel: threading.Event = field(default_factory=threading.Event)
     progress: float = 0.0
     last_write: float = 0.0
+    # Set when a renewal found the lease gone: the job was deleted or another replica took it over.
+    lost: bool = False
+
+
+def owner_id() -> str:
+    """This process as a job owner: host and PID (what an operator looks for) plus a random suffix, so a restarted
+    process with a reused PID never passes for its predecessor."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class JobManager:
@@ -73,15 +93,25 @@ class JobManager:
         workers: int = 1,
         max_attempts: int = 2,
         analyzer: Analyzer | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
+        shared_poll_s: float | None = None,
+        spool: Path | None = None,
     ) -> None:
         """`analyzer` runs one job's analysis (default: this process's engine; a cluster passes one that runs it
-        as a Ray task on another machine)."""
+        as a Ray task on another machine). `lease_s`: how long a claim holds without renewal (renewed every
+        third of it). `shared_poll_s` (cluster mode): also claim queued and expired jobs from the shared store
+        this often, in seconds. `spool`: this process's upload folder (only its files are ever deleted here;
+        uploads of jobs taken over are fetched into it)."""
         self.store = store
         self.analyzer = analyzer or self._analyze_here
         self.model = model
         self.metrics = metrics
         self.workers = workers
         self.max_attempts = max_attempts
+        self.owner = owner_id()
+        self.lease_s = lease_s
+        self.shared_poll_s = shared_poll_s
+        self.spool = spool
         self._queue: queue.PriorityQueue[tuple[int, int, str]] = queue.PriorityQueue()
         self._seq = itertools.count()
         self._shutdown = threading.Event()
@@ -91,15 +121,20 @@ class JobManager:
             str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[JobRecord | None]]]
         ] = {}
         self._lock = threading.Lock()
+        self._renewer: threading.Thread | None = None
 
     # ------------------------------------------------------------------------------------------- lifecycle
 
-    def recover(self, spool: Path | None = None) -> None:
-        """Re-queue or fail what a previous process left unfinished (call before `start`). With `spool`, only
-        the jobs whose upload was spooled there: replicas of a cluster share the store, each recovers its own."""
+    def recover(self) -> None:
+        """Re-queue or fail what a previous run of this single-node service left unfinished (call before
+        `start`). A cluster recovers nothing here: replicas share the store, and a dead replica's jobs are taken
+        over by the claim loops once their leases expire."""
+        if self.shared_poll_s is not None:
+            logger.info("jobs are leased to this replica as %s for %gs at a time", self.owner, self.lease_s)
+            return
         for job_id in self.store.ids_with_status("running"):
             job = self.store.get(job_id)
-            if job is None or not _spooled_in(job, spool):
+            if job is None:
                 continue
             upload = Path(job.upload_path) if job.upload_path else None
             if upload is None or not upload.is_file():
@@ -112,7 +147,7 @@ class JobManager:
                     f"(limit {self.max_attempts}); not retried again"
                 )
                 self.store.finish(job_id, "failed", error=reason, error_code="interrupted")
-                self._remove_upload(job)
+                self._remove_upload(job.upload_path)
                 logger.warning("job %s failed: %s", job_id, reason)
             else:
                 self.store.requeue(
@@ -120,15 +155,15 @@ class JobManager:
                 )
                 logger.warning("job %s was interrupted by a crash or restart; re-queued", job_id)
         for job_id in self.store.ids_with_status("queued"):
-            job = self.store.get(job_id)
-            if job is not None and _spooled_in(job, spool):
-                self.enqueue(job_id, PRIORITY_BACKGROUND)
+            self.enqueue(job_id, PRIORITY_BACKGROUND)
 
     def start(self) -> None:
         for index in range(self.workers):
             thread = threading.Thread(target=self._work, name=f"job-worker-{index}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        self._renewer = threading.Thread(target=self._renew_leases, name="job-leases", daemon=True)
+        self._renewer.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         self._shutdown.set()
@@ -138,7 +173,7 @@ class JobManager:
         for _ in self._threads:
             self._queue.put(_STOP)
         deadline = time.monotonic() + timeout
-        for thread in self._threads:
+        for thread in [*self._threads, *([self._renewer] if self._renewer else [])]:
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 logger.warning("%s did not stop within %.0fs", thread.name, timeout)
@@ -176,7 +211,20 @@ class JobManager:
         job = self.store.get(job_id)
         if job is None or job.terminal:
             self._notify(job_id, job)
-        return await future
+        if self.shared_poll_s is None:
+            return await future
+        # Cluster: another replica may run the job; its outcome shows in the shared store.
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=self.shared_poll_s)
+            if done:
+                return future.result()
+            try:
+                job = await asyncio.to_thread(self.store.get, job_id)
+            except StorageError as exc:
+                logger.debug("job %s: not read while waiting: %s", job_id, exc)
+                continue
+            if job is None or job.terminal:
+                self._notify(job_id, job)
 
     # ------------------------------------------------------------------------------------------ the worker
 
@@ -198,42 +246,89 @@ class JobManager:
         job = self._durably(f"job {job_id}: reading it", lambda: self.store.get(job_id))
         finished = self._durably(
             f"job {job_id}: storing its failure",
-            lambda: self.store.finish(job_id, "failed", error=error, error_code=error_code),
+            lambda: self.store.finish(job_id, "failed", error=error, error_code=error_code, owner=self.owner),
         )
         if finished:
             if job is not None:
-                self._remove_upload(job)
+                self._remove_upload(job.upload_path)
             self._after_terminal(job_id, "failed", 0.0)
 
     def _work(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=self.shared_poll_s)
+            except queue.Empty:
+                item = None  # cluster: nothing queued here; look in the shared store
             self.metrics.queue_depth.labels(queue="jobs").set(self.queue_depth)
             if item == _STOP or self._shutdown.is_set():
                 return
-            if not self.model.wait_until_loaded():
+            if item is None:
+                job = self._claim_shared()
+            elif not self.model.wait_until_loaded():
                 self._fail(item[2], f"the model failed to load: {self.model.error}", "model_failed")
                 continue
+            else:
+                job_id = item[2]
+                job = self._durably(
+                    f"job {job_id}: claiming it",
+                    lambda job_id=job_id: self.store.mark_running(job_id, self.owner, self.lease_s),
+                )
+            if job is None:
+                continue  # deleted, cancelled or taken elsewhere (or nothing to take, or stopping)
             try:
-                self._run(item[2])
+                self._run(job)
             except Exception:
                 # A bug here must not kill the worker thread; the job is failed with the reason.
-                logger.exception("job %s: unexpected error in the worker", item[2])
-                self._fail(item[2], "internal error in the job worker (logged)", "internal_error")
+                logger.exception("job %s: unexpected error in the worker", job.id)
+                self._fail(job.id, "internal error in the job worker (logged)", "internal_error")
 
-    def _run(self, job_id: str) -> None:
-        job = self._durably(f"job {job_id}: claiming it", lambda: self.store.mark_running(job_id))
-        if job is None:
-            return  # deleted or cancelled while queued (or the service is stopping)
+    def _claim_shared(self) -> JobRecord | None:
+        """The oldest job queued by any replica, or one whose lease expired; None when there is none, the model
+        is not ready here (another replica will take it), or the store cannot be reached now."""
+        if not self.model.ready:
+            return None
+        try:
+            return self.store.claim_next(self.owner, self.lease_s, max_attempts=self.max_attempts)
+        except StorageError as exc:
+            logger.warning("looking for jobs in the shared store: %s", exc)
+            return None
+
+    def _renew_leases(self) -> None:
+        """Every third of the lease: extend the leases of the jobs running here; a job whose lease is gone (deleted,
+        or taken over after this process stalled past its lease) is stopped, and nothing of it is stored."""
+        while not self._shutdown.wait(self.lease_s / 3):
+            with self._lock:
+                running = dict(self._running)
+            if not running:
+                continue
+            try:
+                held = self.store.renew(list(running), self.owner, self.lease_s)
+            except StorageError as exc:
+                logger.warning("job leases not renewed: %s", exc)
+                continue
+            for job_id in running.keys() - held:
+                logger.warning("job %s: its lease is gone (deleted or taken over); stopping it here", job_id)
+                running[job_id].lost = True
+                running[job_id].cancel.set()
+
+    def _run(self, job: JobRecord) -> None:
+        job_id = job.id
         running = _Running(job_id)
         with self._lock:
-            self._running[job_id] = running
+            self._running[job_id] = running  # leased from here on, fetching the upload included
+        upload = self._upload_here(job)
+        if upload is None:
+            with self._lock:
+                self._running.pop(job_id, None)
+            if not self._shutdown.is_set():  # stopping: the lease expires and another replica takes it over
+                self._fail(job_id, "its upload is no longer available to any replica", "interrupted")
+            return
         self.metrics.jobs_running.inc()
         started = time.perf_counter()
         status, error, error_code, result = "failed", None, "analysis_failed", None
         try:
             result = self.analyzer(
-                Path(job.upload_path or ""),
+                upload,
                 job_id=job_id,
                 progress=lambda fraction: self._on_progress(running, fraction),
                 frame_scores=job.frame_scores,
@@ -252,45 +347,76 @@ class JobManager:
             self.metrics.jobs_running.dec()
         elapsed = time.perf_counter() - started
 
+        if running.lost:
+            # Nothing to store: the job is gone, or its new owner stores its outcome.
+            self._remove_upload(upload)
+            return
         if running.cancel.is_set():
             if self._shutdown.is_set():
                 self._durably(
                     f"job {job_id}: re-queueing it",
                     lambda: self.store.requeue(
-                        job_id, note="interrupted by a server shutdown; resumed", refund_attempt=True
+                        job_id,
+                        note="interrupted by a server shutdown; resumed",
+                        refund_attempt=True,
+                        owner=self.owner,
                     ),
                 )
-                logger.info("job %s re-queued for the next start (shutdown)", job_id)
+                logger.info("job %s re-queued (shutdown)", job_id)
                 return
             status = "cancelled"
             finished = self._durably(
                 f"job {job_id}: storing its cancellation",
                 lambda: self.store.finish(
-                    job_id, status, error="cancelled by request", error_code="cancelled"
+                    job_id, status, error="cancelled by request", error_code="cancelled", owner=self.owner
                 ),
             )
         elif result is not None:
             status = "succeeded"
             result_json, events = result.model_dump_json(), _events_of(job_id, result)
-            snapshots_json = self._snapshots(job, result)
+            snapshots_json = self._snapshots(job, result, upload)
             finished = self._durably(
                 f"job {job_id}: storing its result",
                 lambda: self.store.finish(
-                    job_id, status, result_json=result_json, events=events, snapshots_json=snapshots_json
+                    job_id,
+                    status,
+                    result_json=result_json,
+                    events=events,
+                    snapshots_json=snapshots_json,
+                    owner=self.owner,
                 ),
             )
             self._count_work(result)
         else:
             finished = self._durably(
                 f"job {job_id}: storing its failure",
-                lambda: self.store.finish(job_id, "failed", error=error, error_code=error_code),
+                lambda: self.store.finish(
+                    job_id, "failed", error=error, error_code=error_code, owner=self.owner
+                ),
             )
         if finished is None:
             return  # stopping with the write not done: the job is recovered at the next start
         # Before waiters are woken: a synchronous answer leaves nothing of the upload behind.
-        self._remove_upload(job)
+        self._remove_upload(upload)
         if finished:
             self._after_terminal(job_id, status, elapsed)
+
+    def _upload_here(self, job: JobRecord) -> Path | None:
+        """The job's video on this machine: its spooled upload, or (cluster mode, a job accepted by another
+        replica) a copy fetched from the shared store into this spool; None if neither exists."""
+        spooled = Path(job.upload_path) if job.upload_path else None
+        if self.shared_poll_s is None or self.spool is None:
+            return spooled or Path("")
+        if spooled is not None and self._in_spool(spooled) and spooled.is_file():
+            return spooled
+        fetched = self.spool / f"{job.id}.upload"
+        found = self._durably(
+            f"job {job.id}: fetching its upload", lambda: self.store.fetch_upload(job.id, fetched)
+        )
+        if found:
+            logger.info("job %s: upload fetched from the shared store (accepted by another replica)", job.id)
+            return fetched
+        return None
 
     def _analyze_here(
         self,
@@ -305,15 +431,13 @@ class JobManager:
             path, progress=progress, frame_scores=frame_scores, should_stop=should_stop
         )
 
-    def _snapshots(self, job: JobRecord, result: AnalysisResult) -> str | None:
+    def _snapshots(self, job: JobRecord, result: AnalysisResult, upload: Path) -> str | None:
         """With `snapshots=true`: the events' peak frames, read from the upload before it is removed. A failure
         here is logged and leaves the analysis result intact (no snapshots, not a failed job)."""
         if not job.snapshots:
             return None
         try:
-            taken = event_snapshots(
-                Path(job.upload_path or ""), result, self.model.engine().spec.frames_per_snippet
-            )
+            taken = event_snapshots(upload, result, self.model.engine().spec.frames_per_snippet)
         except Exception:
             logger.exception("job %s: taking event snapshots failed", job.id)
             return None
@@ -355,27 +479,26 @@ class JobManager:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve, future, job)
 
-    @staticmethod
-    def _remove_upload(job: JobRecord) -> None:
-        if job.upload_path:
-            Path(job.upload_path).unlink(missing_ok=True)
+    def _in_spool(self, path: Path) -> bool:
+        return self.spool is None or path.resolve().parent == self.spool.resolve()
+
+    def _remove_upload(self, path: str | Path | None) -> None:
+        """Delete a spooled upload, if it is in this process's spool (another replica's path means nothing
+        here; its file is that replica's to remove)."""
+        if path and self._in_spool(Path(path)):
+            Path(path).unlink(missing_ok=True)
 
     def forget(self, job: JobRecord) -> None:
-        """After a job was deleted: stop it if running, drop its upload, release anyone waiting on it."""
+        """After a job was deleted: stop it if running here, drop its upload, release anyone waiting on it. (A
+        job running on another replica stops there at its next lease renewal.)"""
         self.cancel(job.id)
         if not self._is_running(job.id):
-            self._remove_upload(job)
+            self._remove_upload(job.upload_path)
         self._notify(job.id, None)
 
     def _is_running(self, job_id: str) -> bool:
         with self._lock:
             return job_id in self._running
-
-
-def _spooled_in(job: JobRecord, spool: Path | None) -> bool:
-    if spool is None:
-        return True
-    return job.upload_path is not None and Path(job.upload_path).resolve().parent == spool.resolve()
 
 
 def _resolve(future: asyncio.Future[JobRecord | None], job: JobRecord | None) -> None:

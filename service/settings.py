@@ -52,6 +52,11 @@ class ServiceSettings(BaseSettings):
 
     # Where the service keeps its state.
     data_dir: Path = Field(default=Path("data"), description="SQLite database and upload spool")
+    upload_spool_dir: Path | None = Field(
+        default=None,
+        description="where uploads are spooled while their jobs run; None = DATA_DIR/uploads (a process cleans "
+        "its spool at start-up, so processes sharing a data directory need one each)",
+    )
     database_url: SecretStr | None = Field(
         default=None,
         description=(
@@ -159,6 +164,20 @@ class ServiceSettings(BaseSettings):
     job_workers: int = Field(default=1, ge=1, le=16, description="videos analysed at the same time")
     job_max_attempts: int = Field(
         default=2, ge=1, description="a job interrupted by a crash this many times is failed, not resumed"
+    )
+    job_lease_s: float = Field(
+        default=30.0,
+        ge=1,
+        le=3600,
+        description="a running job's lease, renewed every third of it by the process driving it; in a cluster, "
+        "another replica takes a job over this long after its replica died",
+    )
+    job_poll_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="cluster mode: each replica looks in the shared store for queued jobs and expired leases "
+        "this often",
     )
 
     # Live streams (service/live).
@@ -351,7 +370,7 @@ class ServiceSettings(BaseSettings):
 
     @property
     def upload_dir(self) -> Path:
-        return self.data_dir / "uploads"
+        return self.upload_spool_dir or self.data_dir / "uploads"
 
     @property
     def media_dir(self) -> Path:

@@ -310,6 +310,20 @@ def _job_columns() -> list[sa.Column]:
         # jobs_v2: event snapshots on request (`POST /analyze?snapshots=true`), stored with the result.
         sa.Column("snapshots", sa.Integer, nullable=False, server_default="0"),
         sa.Column("snapshots_json", sa.Text),
+        # jobs_v3: the lease of a running job: the process driving it, and until when (database clock, epoch
+        # seconds) its claim holds unless renewed. An expired lease lets another replica take the job over.
+        sa.Column("owner", sa.Text),
+        sa.Column("lease_expires_at", sa.Double),
+    ]
+
+
+def _upload_columns() -> list[sa.Column]:
+    """Fresh columns of `job_uploads`: a cluster's uploads in parts of `UPLOAD_PART_BYTES`, so that whichever
+    replica takes a job over can read its video (no replica's local disk is shared)."""
+    return [
+        sa.Column("job_id", sa.Text, sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("part", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("data", sa.LargeBinary, nullable=False),
     ]
 
 
@@ -340,15 +354,21 @@ def _event_columns() -> list[sa.Column]:
 
 JOBS = sa.Table("jobs", _METADATA, *_job_columns())
 EVENTS = sa.Table("events", _METADATA, *_event_columns(), sqlite_autoincrement=True)
+JOB_UPLOADS = sa.Table("job_uploads", _METADATA, *_upload_columns())
 
+# 1 MiB: a part is one short statement and bounds what a write or a read holds in memory.
+UPLOAD_PART_BYTES = 1 << 20
+# How long a claim holds unless renewed, when the caller does not say.
+DEFAULT_LEASE_S = 30.0
 
 _JOB_COLUMNS_V2 = ("snapshots", "snapshots_json")
+_JOB_COLUMNS_V3 = ("owner", "lease_expires_at")
 
 
 def _jobs_v1(op: Operations) -> None:
     op.create_table(
         "jobs",
-        *(column for column in _job_columns() if column.name not in _JOB_COLUMNS_V2),
+        *(column for column in _job_columns() if column.name not in (*_JOB_COLUMNS_V2, *_JOB_COLUMNS_V3)),
         sa.CheckConstraint(f"status IN ({', '.join(repr(s) for s in JOB_STATUSES)})", name="jobs_status"),
     )
     op.create_index("jobs_by_status", "jobs", ["status", "created_at"])
@@ -396,9 +416,20 @@ def _jobs_v2(op: Operations) -> None:
             op.add_column("jobs", column)
 
 
+def _jobs_v3(op: Operations) -> None:
+    for column in _job_columns():
+        if column.name in _JOB_COLUMNS_V3:
+            op.add_column("jobs", column)
+    op.create_table("job_uploads", *_upload_columns())
+    if op.get_bind().dialect.name == "postgresql":
+        # Video is compressed already: parts are stored as they are (out of line), not tried with pglz first.
+        op.execute("ALTER TABLE job_uploads ALTER COLUMN data SET STORAGE EXTERNAL")
+
+
 JOBS_MIGRATIONS: tuple[tuple[str, Sequence[MigrationStep]], ...] = (
     ("jobs_v1", (_jobs_v1,)),
     ("jobs_v2", (_jobs_v2,)),
+    ("jobs_v3", (_jobs_v3,)),
 )
 EVENTS_MIGRATIONS: tuple[tuple[str, Sequence[MigrationStep]], ...] = (
     ("events_v1", (_events_v1,)),
@@ -435,6 +466,8 @@ class JobRecord(BaseModel):
     error_code: str | None = None
     note: str | None = None
     attempts: int = 0
+    owner: str | None = None
+    lease_expires_at: float | None = None
 
     @property
     def terminal(self) -> bool:
@@ -509,20 +542,81 @@ class EventStore:
 _CLAIMABLE = ("queued", "running")
 
 
+def database_now(dialect: str) -> sa.ColumnElement[float]:
+    """Now, in seconds since the epoch, by the database server's clock: leases taken and renewed by replicas on
+    several machines are compared on one clock, whatever each machine's own says."""
+    if dialect == "postgresql":
+        return sa.cast(sa.extract("epoch", sa.func.clock_timestamp()), sa.Double)
+    return (sa.func.julianday("now") - 2440587.5) * 86400.0
+
+
+def _owned_by(owner: str | None) -> sa.ColumnElement[bool]:
+    """A write that only the job's current owner may make (any, with no owner named). A queued job has none:
+    a lease that was lost to a takeover fences its former owner out, so a result is never stored twice."""
+    if owner is None:
+        return sa.true()
+    return sa.or_(JOBS.c.status == "queued", JOBS.c.owner == owner)
+
+
 class JobStore:
-    def __init__(self, db: Database) -> None:
+    """Jobs and their state transitions. `shared_uploads` (cluster mode): `create` also stores the job's upload
+    in the database (`job_uploads`), where any replica that takes the job over reads it (`fetch_upload`)."""
+
+    def __init__(self, db: Database, *, shared_uploads: bool = False) -> None:
         self.db = db
+        self.shared_uploads = shared_uploads
         # Job results own their events (deleted with the job), so both tables must exist.
         apply_migrations(db, EVENTS_MIGRATIONS)
         apply_migrations(db, JOBS_MIGRATIONS)
+        self._now = database_now(db.dialect)
 
     def create(self, record: JobRecord) -> JobRecord:
+        """Insert a new job; with `shared_uploads`, its upload file (`upload_path`) too, in the same transaction,
+        so no replica ever sees the job without its video. OSError if the file cannot be read."""
         data = record.model_dump()
         data["frame_scores"] = int(data["frame_scores"])
         data["snapshots"] = int(data["snapshots"])
         with self.db.transaction() as conn:
             conn.execute(sa.insert(JOBS).values(**data))
+            if self.shared_uploads and record.upload_path:
+                with Path(record.upload_path).open("rb") as upload:
+                    part = 0
+                    while chunk := upload.read(UPLOAD_PART_BYTES):
+                        conn.execute(sa.insert(JOB_UPLOADS).values(job_id=record.id, part=part, data=chunk))
+                        part += 1
         return record
+
+    def fetch_upload(self, job_id: str, dest: Path) -> bool:
+        """Write the job's stored upload to `dest`, one part at a time (never the whole video in memory); False
+        if there is none (single node, or the job finished or was deleted meanwhile), leaving no file."""
+        parts = [row[0] for row in self.db.query(self._parts(job_id))]
+        if parts != list(range(len(parts))) or not parts:
+            return False
+        partial = dest.with_name(dest.name + ".fetching")
+        try:
+            with partial.open("wb") as out:
+                for part in parts:
+                    rows = self.db.query(
+                        sa.select(JOB_UPLOADS.c.data).where(
+                            JOB_UPLOADS.c.job_id == job_id, JOB_UPLOADS.c.part == part
+                        )
+                    )
+                    if not rows:
+                        return False
+                    out.write(rows[0][0])
+            partial.replace(dest)
+            return True
+        finally:
+            partial.unlink(missing_ok=True)
+
+    @staticmethod
+    def _parts(job_id: str) -> sa.Select:
+        return (
+            sa.select(JOB_UPLOADS.c.part).where(JOB_UPLOADS.c.job_id == job_id).order_by(JOB_UPLOADS.c.part)
+        )
+
+    def has_upload(self, job_id: str) -> bool:
+        return bool(self.db.query(self._parts(job_id).limit(1)))
 
     def get(self, job_id: str) -> JobRecord | None:
         rows = self.db.query(sa.select(JOBS).where(JOBS.c.id == job_id))
@@ -551,35 +645,98 @@ class JobStore:
         )
         return [row[0] for row in rows]
 
-    def mark_running(self, job_id: str) -> JobRecord | None:
-        """Claim a queued job for a worker; None if it is gone or no longer queued (deleted, cancelled)."""
+    def mark_running(
+        self, job_id: str, owner: str | None = None, lease_s: float = DEFAULT_LEASE_S
+    ) -> JobRecord | None:
+        """Claim a queued job for a worker, leased to `owner` for `lease_s` seconds; None if it is gone or no
+        longer queued (deleted, cancelled, claimed by another replica)."""
         with self.db.transaction() as conn:
-            return self._start(conn, job_id)
+            return self._start(conn, job_id, "queued", owner, lease_s)
 
-    def claim_next(self) -> JobRecord | None:
-        """Claim the oldest queued job, or None. Several processes may call this at once on one PostgreSQL
-        database: `FOR UPDATE SKIP LOCKED` hands each a different job without waiting for the others (on SQLite
-        the write lock taken at `BEGIN IMMEDIATE` serialises them)."""
-        with self.db.transaction() as conn:
-            job_id = conn.execute(
-                sa.select(JOBS.c.id)
-                .where(JOBS.c.status == "queued")
-                .order_by(JOBS.c.created_at, JOBS.c.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            ).scalar()
-            return None if job_id is None else self._start(conn, job_id)
+    def claim_next(
+        self,
+        owner: str | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
+        max_attempts: int | None = None,
+    ) -> JobRecord | None:
+        """Claim the oldest job that is queued, or running under a lease that expired (its owner died or stopped
+        renewing it: taken over, one more attempt, with a note saying so), leased to `owner` for `lease_s`
+        seconds; None if there is none. Several processes may call this at once on one PostgreSQL database:
+        `FOR UPDATE SKIP LOCKED` hands each a different job without waiting for the others (on SQLite the write
+        lock taken at `BEGIN IMMEDIATE` serialises them). An expired job that already had `max_attempts`
+        attempts is failed with the reason (`interrupted`) instead, and the next one is looked at."""
+        while True:
+            with self.db.transaction() as conn:
+                row = conn.execute(
+                    sa.select(JOBS.c.id, JOBS.c.status, JOBS.c.owner, JOBS.c.attempts)
+                    .where(self._claimable())
+                    .order_by(JOBS.c.created_at, JOBS.c.id)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                ).first()
+                if row is None:
+                    return None
+                if row.status == "queued":
+                    return self._start(conn, row.id, "queued", owner, lease_s)
+                if max_attempts is None or row.attempts < max_attempts:
+                    note = (
+                        f"taken over after its owner ({row.owner or 'unknown'}) stopped renewing its lease; "
+                        f"{row.attempts} attempt(s) before"
+                    )
+                    logger.warning("job %s: %s", row.id, note)
+                    return self._start(conn, row.id, "running", owner, lease_s, note=note)
+                reason = (
+                    f"its owner ({row.owner or 'unknown'}) stopped renewing its lease, and it had been tried "
+                    f"{row.attempts} times (limit {max_attempts}); not retried again"
+                )
+                self._finish(conn, row.id, "failed", {"error": reason, "error_code": "interrupted"})
+                logger.warning("job %s failed: %s", row.id, reason)
 
-    @staticmethod
-    def _start(conn: Connection, job_id: str) -> JobRecord | None:
+    def _claimable(self) -> sa.ColumnElement[bool]:
+        expired = sa.or_(JOBS.c.lease_expires_at.is_(None), JOBS.c.lease_expires_at < self._now)
+        return sa.and_(JOBS.c.status.in_(_CLAIMABLE), sa.or_(JOBS.c.status == "queued", expired))
+
+    def _start(
+        self,
+        conn: Connection,
+        job_id: str,
+        status: str,
+        owner: str | None,
+        lease_s: float,
+        note: str | None = None,
+    ) -> JobRecord | None:
+        values: dict[str, Any] = {
+            "status": "running",
+            "started_at": time.time(),
+            "attempts": JOBS.c.attempts + 1,
+            "progress": 0.0,
+            "owner": owner,
+            "lease_expires_at": self._now + lease_s,
+        }
+        if note is not None:
+            values["note"] = note
         cur = conn.execute(
             sa.update(JOBS)
-            .where(JOBS.c.id == job_id, JOBS.c.status == "queued")
-            .values(status="running", started_at=time.time(), attempts=JOBS.c.attempts + 1, progress=0.0)
+            .where(JOBS.c.id == job_id, JOBS.c.status == status, self._claimable())
+            .values(**values)
         )
         if cur.rowcount == 0:
             return None
         return _job(conn.execute(sa.select(JOBS).where(JOBS.c.id == job_id)).first())
+
+    def renew(self, job_ids: Sequence[str], owner: str, lease_s: float) -> set[str]:
+        """Extend the leases `owner` holds on these running jobs by `lease_s` seconds from now; returns those it
+        still holds (a job missing was deleted, finished, or taken over after the lease expired)."""
+        if not job_ids:
+            return set()
+        with self.db.transaction() as conn:
+            rows = conn.execute(
+                sa.update(JOBS)
+                .where(JOBS.c.id.in_(list(job_ids)), JOBS.c.status == "running", JOBS.c.owner == owner)
+                .values(lease_expires_at=self._now + lease_s)
+                .returning(JOBS.c.id)
+            )
+            return {row[0] for row in rows}
 
     def set_progress(self, job_id: str, progress: float) -> None:
         """Advisory: never waits for a locked database (StorageBusy at once)."""
@@ -600,41 +757,65 @@ class JobStore:
         error_code: str | None = None,
         events: Sequence[EventRecord] = (),
         snapshots_json: str | None = None,
+        owner: str | None = None,
     ) -> bool:
-        """Move a job to a terminal state with its result and events in one transaction."""
+        """Move a job to a terminal state with its result and events in one transaction, and drop its stored
+        upload. With `owner`, only while that process holds the job (False otherwise: nothing is stored)."""
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"{status!r} is not a terminal job status")
+        outcome = {
+            "result_json": result_json,
+            "snapshots_json": snapshots_json,
+            "error": error,
+            "error_code": error_code,
+        }
         with self.db.transaction() as conn:
-            cur = conn.execute(
-                sa.update(JOBS)
-                .where(JOBS.c.id == job_id, JOBS.c.status.in_(_CLAIMABLE))
-                .values(
-                    status=status,
-                    finished_at=time.time(),
-                    result_json=result_json,
-                    snapshots_json=snapshots_json,
-                    error=error,
-                    error_code=error_code,
-                    upload_path=None,
-                    progress=1.0 if status == "succeeded" else JOBS.c.progress,
-                )
+            return self._finish(conn, job_id, status, outcome, events=events, owner=owner)
+
+    @staticmethod
+    def _finish(
+        conn: Connection,
+        job_id: str,
+        status: str,
+        outcome: dict[str, str | None],
+        *,
+        events: Sequence[EventRecord] = (),
+        owner: str | None = None,
+    ) -> bool:
+        cur = conn.execute(
+            sa.update(JOBS)
+            .where(JOBS.c.id == job_id, JOBS.c.status.in_(_CLAIMABLE), _owned_by(owner))
+            .values(
+                status=status,
+                finished_at=time.time(),
+                **outcome,
+                upload_path=None,
+                lease_expires_at=None,
+                progress=1.0 if status == "succeeded" else JOBS.c.progress,
             )
-            if cur.rowcount == 0:
-                return False
-            if events:
-                EventStore.insert_many(conn, events)
+        )
+        if cur.rowcount == 0:
+            return False
+        conn.execute(sa.delete(JOB_UPLOADS).where(JOB_UPLOADS.c.job_id == job_id))
+        if events:
+            EventStore.insert_many(conn, events)
         return True
 
-    def requeue(self, job_id: str, note: str, *, refund_attempt: bool = False) -> bool:
+    def requeue(
+        self, job_id: str, note: str, *, refund_attempt: bool = False, owner: str | None = None
+    ) -> bool:
+        """Back to `queued` (lease released); with `owner`, only while that process holds the job."""
         with self.db.transaction() as conn:
             cur = conn.execute(
                 sa.update(JOBS)
-                .where(JOBS.c.id == job_id, JOBS.c.status.in_(_CLAIMABLE))
+                .where(JOBS.c.id == job_id, JOBS.c.status.in_(_CLAIMABLE), _owned_by(owner))
                 .values(
                     status="queued",
                     progress=0.0,
                     started_at=None,
                     note=note,
+                    owner=None,
+                    lease_expires_at=None,
                     attempts=JOBS.c.attempts - (1 if refund_attempt else 0),
                 )
             )
@@ -646,6 +827,7 @@ class JobStore:
             if row is None:
                 return None
             conn.execute(sa.delete(EVENTS).where(EVENTS.c.source_kind == "job", EVENTS.c.source_id == job_id))
+            conn.execute(sa.delete(JOB_UPLOADS).where(JOB_UPLOADS.c.job_id == job_id))
             conn.execute(sa.delete(JOBS).where(JOBS.c.id == job_id))
         return row
 

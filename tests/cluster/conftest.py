@@ -43,7 +43,13 @@ class ClusterStack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterStack]:
+def replica_env() -> dict[str, str]:
+    """Settings a test module adds to the replicas' environment (override it in the module)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, replica_env: dict[str, str]) -> Iterator[ClusterStack]:
     if not postgres_available():
         pytest.skip("PostgreSQL is not installed (Debian package `postgresql`, see .ci/setup)")
     if not gstreamer_available():
@@ -59,6 +65,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterStack]:
         camera.start()
         env = {
             **REPLICA_ENV,
+            **replica_env,
             "REFINEVAD_DATABASE_URL": database.url(),
             "REFINEVAD_CLUSTER_ADDRESS": ray.address,
         }

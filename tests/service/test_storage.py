@@ -4,10 +4,11 @@ two workers, and storage faults reported as `StorageError`s."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,9 @@ from service.event_media.store import EVENT_MEDIA, MediaStore
 from service.live.store import STREAMS, StreamStore
 from service.storage import (
     EVENTS,
+    JOB_UPLOADS,
     JOBS,
+    UPLOAD_PART_BYTES,
     Database,
     EventRecord,
     EventStore,
@@ -58,6 +61,7 @@ def test_wal_and_migrations_run_once(db: Database) -> None:
         "events_live_v3",
         "jobs_v1",
         "jobs_v2",
+        "jobs_v3",
         "extra_v1",
     ]
 
@@ -73,7 +77,7 @@ def test_migrated_schema_is_the_tables_the_stores_query(db: Database, tmp_path: 
     """The migrations and the Core tables describe one schema, on either backend."""
     JobStore(db), EventStore(db), StreamStore(db), MessageLog(db), MediaStore(db, tmp_path / "media")
     inspector = sa.inspect(db.engine)
-    for table in (JOBS, EVENTS, STREAMS, LIVE_MESSAGES, EVENT_MEDIA):
+    for table in (JOBS, EVENTS, JOB_UPLOADS, STREAMS, LIVE_MESSAGES, EVENT_MEDIA):
         reflected = {c["name"]: c["nullable"] for c in inspector.get_columns(table.name)}
         declared = {c.name: c.nullable for c in table.columns}
         assert reflected == declared, table.name
@@ -169,20 +173,20 @@ def test_state_is_durable_for_another_connection(db: Database, database_target: 
         other.close()
 
 
-def test_concurrent_claims_never_share_a_job(db: Database, database_target: str | Path) -> None:
-    """Four workers in two processes' worth of connections drain the queue: every job exactly once."""
-    jobs = JobStore(db)
-    for index in range(40):
-        jobs.create(_job(f"c{index:02d}").model_copy(update={"created_at": 1000.0 + index}))
+def _drain_concurrently(
+    database_target: str | Path, claim: Callable[[JobStore, str], JobRecord | None]
+) -> list[list[str]]:
+    """Four workers (owners `w0`..`w3`) on two more connections claim until nothing is left: what each took."""
     others = [Database(database_target) for _ in range(2)]
     claimed: list[list[str]] = [[] for _ in range(4)]
 
-    def drain(store: JobStore, into: list[str]) -> None:
-        while (job := store.claim_next()) is not None:
+    def drain(store: JobStore, owner: str, into: list[str]) -> None:
+        while (job := claim(store, owner)) is not None:
             into.append(job.id)
 
-    stores = [JobStore(others[i % 2]) for i in range(4)]
-    threads = [threading.Thread(target=drain, args=(s, c)) for s, c in zip(stores, claimed, strict=True)]
+    threads = [
+        threading.Thread(target=drain, args=(JobStore(others[i % 2]), f"w{i}", claimed[i])) for i in range(4)
+    ]
     try:
         for thread in threads:
             thread.start()
@@ -191,10 +195,108 @@ def test_concurrent_claims_never_share_a_job(db: Database, database_target: str 
     finally:
         for other in others:
             other.close()
+    return claimed
+
+
+def test_concurrent_claims_never_share_a_job(db: Database, database_target: str | Path) -> None:
+    """Four workers in two processes' worth of connections drain the queue: every job exactly once."""
+    jobs = JobStore(db)
+    for index in range(40):
+        jobs.create(_job(f"c{index:02d}").model_copy(update={"created_at": 1000.0 + index}))
+    claimed = _drain_concurrently(database_target, lambda store, _owner: store.claim_next())
     everything = [job_id for part in claimed for job_id in part]
     assert sorted(everything) == [f"c{index:02d}" for index in range(40)]
     assert all(jobs.get(job_id).status == "running" for job_id in everything)
     assert jobs.claim_next() is None
+
+
+def _job_event(job_id: str) -> EventRecord:
+    return EventRecord(source_kind="job", source_id=job_id, start_s=1.0, end_s=2.0, peak_score=0.9)
+
+
+def test_a_lease_fences_out_its_former_owner_after_a_takeover(db: Database) -> None:
+    """Replica `a` claims a job and stops renewing (it died); `b` takes it over once the lease expired, and
+    whatever `a` tries afterwards changes nothing: the result and its events are stored once, by `b`."""
+    jobs, events = JobStore(db), EventStore(db)
+    jobs.create(_job("l"))
+    held = jobs.claim_next(owner="a", lease_s=30)
+    assert (held.id, held.status, held.owner, held.attempts) == ("l", "running", "a", 1)
+    # The lease is on the database's clock (the same machine's here).
+    assert time.time() + 25 < held.lease_expires_at < time.time() + 35
+    assert jobs.claim_next(owner="b") is None  # a live lease is not taken
+    assert jobs.renew(["l", "unknown"], "a", lease_s=0.3) == {"l"}
+    time.sleep(0.6)
+    taken = jobs.claim_next(owner="b", lease_s=30, max_attempts=3)
+    assert (taken.id, taken.owner, taken.attempts) == ("l", "b", 2)
+    assert "taken over" in taken.note and "(a)" in taken.note
+    # `a` learns at its next renewal that it lost the job, and can neither store a result nor re-queue it.
+    assert jobs.renew(["l"], "a", lease_s=30) == set()
+    assert not jobs.finish("l", "succeeded", result_json='{"by": "a"}', events=[_job_event("l")], owner="a")
+    assert not jobs.requeue("l", note="shutdown", owner="a")
+    assert jobs.finish("l", "succeeded", result_json='{"by": "b"}', events=[_job_event("l")], owner="b")
+    done = jobs.get("l")
+    assert (done.status, done.result_json, done.owner, done.lease_expires_at) == (
+        "succeeded",
+        '{"by": "b"}',
+        "b",
+        None,
+    )
+    assert len(events.for_source("job", "l")) == 1
+    assert jobs.claim_next(owner="c") is None
+
+
+def test_an_expired_job_out_of_attempts_is_failed_with_the_reason(db: Database) -> None:
+    jobs = JobStore(db)
+    jobs.create(_job("x").model_copy(update={"created_at": 1.0}))
+    jobs.create(_job("y").model_copy(update={"created_at": 2.0}))
+    assert jobs.claim_next(owner="a", lease_s=0.2).id == "x"
+    time.sleep(0.5)
+    assert jobs.claim_next(owner="b", max_attempts=1).id == "y"
+    failed = jobs.get("x")
+    assert (failed.status, failed.error_code, failed.lease_expires_at) == ("failed", "interrupted", None)
+    assert "(a)" in failed.error and "limit 1" in failed.error
+
+
+def test_concurrent_takeovers_never_share_a_job(db: Database, database_target: str | Path) -> None:
+    """Twenty jobs whose owner died: four workers on two more connections take each over exactly once."""
+    jobs = JobStore(db)
+    for index in range(20):
+        jobs.create(_job(f"e{index:02d}").model_copy(update={"created_at": 1000.0 + index}))
+        jobs.mark_running(f"e{index:02d}", owner="dead", lease_s=0.2)
+    time.sleep(0.5)
+    claimed = _drain_concurrently(database_target, lambda store, owner: store.claim_next(owner, lease_s=60))
+    assert sorted(j for part in claimed for j in part) == [f"e{index:02d}" for index in range(20)]
+    for index, part in enumerate(claimed):
+        for job_id in part:
+            job = jobs.get(job_id)
+            assert (job.owner, job.attempts) == (f"w{index}", 2)
+
+
+def test_shared_uploads_are_stored_fetched_and_dropped_with_the_job(db: Database, tmp_path: Path) -> None:
+    """Cluster mode: an upload is stored with its job, read back by another replica part by part, and removed
+    when the job finishes or is deleted; a single node stores none."""
+    data = os.urandom(2 * UPLOAD_PART_BYTES + 123)
+    video = tmp_path / "spool" / "u.upload"
+    video.parent.mkdir()
+    video.write_bytes(data)
+    jobs = JobStore(db, shared_uploads=True)
+    jobs.create(_job("u", upload_path=str(video)))
+    elsewhere = tmp_path / "replica-b"
+    elsewhere.mkdir()
+    assert jobs.fetch_upload("u", elsewhere / "u.upload")
+    assert (elsewhere / "u.upload").read_bytes() == data
+    assert [p.name for p in elsewhere.iterdir()] == ["u.upload"]
+    jobs.mark_running("u", owner="b")
+    assert jobs.finish("u", "failed", error="x", owner="b")
+    assert not jobs.has_upload("u")
+    assert not jobs.fetch_upload("u", elsewhere / "again.upload")
+    assert [p.name for p in elsewhere.iterdir()] == ["u.upload"]
+    jobs.create(_job("v", upload_path=str(video)))
+    assert jobs.has_upload("v")
+    jobs.delete("v")
+    assert not jobs.has_upload("v")
+    JobStore(db).create(_job("w", upload_path=str(video)))
+    assert not jobs.has_upload("w")
 
 
 def test_claim_skips_a_job_locked_by_another_transaction(postgres_url: str) -> None:
@@ -274,6 +376,7 @@ def test_sqlite_database_of_the_previous_release_opens_unchanged(tmp_path: Path)
             "events_live_v2",
             "events_live_v3",
             "jobs_v2",
+            "jobs_v3",
         ]
         assert jobs.claim_next().id == "old"
     finally:
