@@ -7,6 +7,8 @@
 #   stage 1: raw vs standardised inputs, then the appearance layer x spatial pooling;
 #   stage 2: the spec's ablation variants on the chosen features (best-epoch rule);
 #   stage 3: the checkpoint rule (best epoch on held-out training clips vs the last of a fixed budget);
+#   stage 4: splice augmentation and the spliced-clip criterion (model/evaluation/splice.py), 5 CV seeds, and
+#            the test ladders of its two CV picks (reported in the model card; the shipped model is unchanged);
 #   then the ablation ladder on the test split with the final rule, ship seed 42 (named in advance), evaluate
 #   the shipped model with `refinevad evaluate`, and the offline-vs-live AUC on the test split.
 set -euo pipefail
@@ -37,6 +39,25 @@ cv stage1_head_gem_raw "$CV/stage1_raw.json" "$WORK/features/head_gem"
 # Stages 2 and 3 on the chosen features.
 for config in "$CV"/stage2_*.json "$CV"/stage3_*.json; do
     cv "$(basename "$config" .json)" "$config" "$WORK/features/$CHOSEN"
+done
+
+# Stage 4: every candidate over 5 CV seeds (the spliced-clip criterion is noisy over 3), then the test ladder of
+# the stage's two picks: splicing with train()'s best-epoch rule, and splicing with the last of 60 epochs.
+for config in "$CV"/stage2_base.json "$CV"/stage2_plus_motar.json "$CV"/stage2_full-no-gmm.json "$CV"/stage4_*.json; do
+    "$PY" bench/ped2_train.py cv --config "$config" --train-features "$WORK/features/$CHOSEN/train" \
+        --out "$WORK/cv5/$(basename "$config" .json)" --seeds "$SEEDS"
+done
+for pick in fng_splice50 fng_splice50_last60; do
+    "$PY" - "$CV/stage4_$pick.json" "$WORK/stage4_$pick.json" <<'PY'
+import json, sys
+pick, shipped = json.load(open(sys.argv[1])), json.load(open("model/weights/ped2_two_stream.json"))
+shipped["train"].update({k: pick["train"][k] for k in ("splice_prob", "epochs", "patience") if k in pick["train"]})
+shipped["checkpoint"] = pick.get("checkpoint", "best")
+json.dump(shipped, open(sys.argv[2], "w"), indent=1)
+PY
+    "$PY" bench/ped2_train.py ablate --config "$WORK/stage4_$pick.json" --variants ladder \
+        --train-features "$WORK/features/$CHOSEN/train" --test-features "$WORK/features/$CHOSEN/test" \
+        --root "$PED2_ROOT" --out "$WORK/ablation_stage4_$pick" --seeds "$SEEDS"
 done
 
 # The spec's ablation ladder on the test split with the final rule; its `full-no-gmm` row is the shipped model.
