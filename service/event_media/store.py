@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,6 +156,16 @@ class MediaStore:
             .limit(limit)
         )
         return [(int(r[0]), int(r[1])) for r in rows]
+
+    def fail_recording(self, stream_ids: Sequence[str]) -> int:
+        """Clips of these streams still marked recording (by a cluster worker that was lost) are failed; their
+        partial files stayed on that worker's machine. Returns how many."""
+        with self.db.transaction() as conn:
+            return conn.execute(
+                sa.update(EVENT_MEDIA)
+                .where(_C.clip_status == "recording", _C.stream_id.in_(list(stream_ids)))
+                .values(clip_status="failed", clip_bytes=0)
+            ).rowcount
 
     def recover(self) -> int:
         """After a crash: clips left recording are failed (their partial files removed), and files no row
