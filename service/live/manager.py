@@ -103,7 +103,12 @@ class LiveStreamManager:
         self.dispatcher.add(WebSocketPublisher(self.hub))
         self.media: EventMedia | None = None
         if settings.media_enabled:
-            self.media = EventMedia(MediaStore(db, settings.media_dir), media_policy(settings))
+            self.media = EventMedia(
+                MediaStore(db, settings.media_dir),
+                media_policy(settings),
+                # A cluster worker fails only its own streams' unfinished clips, not those other workers record.
+                recover_streams=None if owned is None else lambda: [record.id for record in owned()],
+            )
             self.dispatcher.add(self.media)
         if settings.live_webhook_url is not None:
             self.dispatcher.add(
