@@ -49,22 +49,11 @@ LIVE_WORKER_GPUS = 0.6
 JOB_GPUS = 0.4
 
 
-def _cluster_has_gpus() -> bool:
-    return ray.cluster_resources().get("GPU", 0) > 0
-
-
-def live_worker_gpus(settings: ServiceSettings) -> float:
-    """GPUs a live worker reserves: the setting, else `LIVE_WORKER_GPUS` when the cluster has GPUs at all."""
-    if settings.cluster_live_gpus is not None:
-        return settings.cluster_live_gpus
-    return LIVE_WORKER_GPUS if _cluster_has_gpus() else 0.0
-
-
-def job_gpus(settings: ServiceSettings) -> float:
-    """GPUs a file job reserves: the setting, else `JOB_GPUS` when the cluster has GPUs at all."""
-    if settings.cluster_job_gpus is not None:
-        return settings.cluster_job_gpus
-    return JOB_GPUS if _cluster_has_gpus() else 0.0
+def _gpus(setting: float | None, share: float) -> float:
+    """The GPUs to reserve: the setting, else `share` when the cluster has GPUs at all, else none."""
+    if setting is not None:
+        return setting
+    return share if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
 def live_workers(settings: ServiceSettings) -> list[Any]:
@@ -72,7 +61,7 @@ def live_workers(settings: ServiceSettings) -> list[Any]:
     idempotent across replicas). Detached: they outlive the replica; Ray restarts them forever, wherever their
     GPU share is free (with one GPU per machine, only once a machine joins or comes back)."""
     actor = ray.remote(LiveWorker)
-    gpus = live_worker_gpus(settings)
+    gpus = _gpus(settings.cluster_live_gpus, LIVE_WORKER_GPUS)
     return [
         actor.options(
             name=f"live-worker-{index}",
@@ -159,7 +148,9 @@ class RemoteAnalyzer:
         self.settings = settings
         self.store = store
         self._task = ray.remote(analyze_on_cluster).options(
-            num_cpus=1, num_gpus=job_gpus(settings), max_retries=settings.cluster_job_retries
+            num_cpus=1,
+            num_gpus=_gpus(settings.cluster_job_gpus, JOB_GPUS),
+            max_retries=settings.cluster_job_retries,
         )
 
     def __call__(
