@@ -8,8 +8,8 @@ needs `pip install "ray[serve]"` and is skipped without it)::
     .venv/bin/python -m bench.cluster_scaling              # a few minutes on a 2-core CPU
 
 Everything runs on this machine, on loopback: a PostgreSQL server, a Ray head that runs nothing (`--num-cpus=0`)
-plus N worker nodes of one CPU each (one live worker per node), one API replica, and the real test RTSP camera at
-10 fps. On a single machine the nodes share its cores, so the 2-node figures show the cluster's overheads and
+plus N worker nodes of one CPU and one (advertised) GPU each (a live worker's GPU share puts one on each node),
+one API replica, and the real test RTSP camera at 10 fps. On a single machine the nodes share its cores, so the 2-node figures show the cluster's overheads and
 placement, not a second machine's capacity: the per-node figures are reported as measured, with that caveat.
 
 - streams: added two at a time; once all are live and warmed up, a step is sustained when over the measurement
@@ -135,7 +135,7 @@ def measure_nodes(
     try:
         cluster.start_head(num_cpus=0)
         for index in range(nodes):
-            cluster.add_node(f"worker{index}", num_cpus=1)
+            cluster.add_node(f"worker{index}", num_cpus=1, num_gpus=1)
         env = {
             **REPLICA_ENV,
             "REFINEVAD_DATABASE_URL": database.url(),

@@ -241,10 +241,18 @@ class ServiceSettings(BaseSettings):
     cluster_live_workers: int = Field(
         default=2, ge=1, le=1024, description="live workers (Ray actors), each running a share of the streams"
     )
-    cluster_gpus: float | None = Field(
+    cluster_live_gpus: float | None = Field(
         default=None,
         ge=0,
-        description="GPUs per live worker and per job; None = 1 if the cluster has GPUs, else 0",
+        description=(
+            "GPUs a live worker reserves; None = 0.6 when the cluster has GPUs (over half a GPU: Ray places at "
+            "most one live worker per GPU, so workers land on distinct GPUs and machines), else 0"
+        ),
+    )
+    cluster_job_gpus: float | None = Field(
+        default=None,
+        ge=0,
+        description="GPUs a file job reserves; None = 0.4 when the cluster has GPUs (fits beside a live worker), else 0",
     )
     cluster_job_retries: int = Field(
         default=3, ge=0, le=100, description="times Ray re-runs a job whose node died"

@@ -143,12 +143,15 @@ class RayCluster:
         self.nodes.append(node)
         return node
 
-    def start_head(self, num_cpus: int = 1, resources: dict[str, float] | None = None) -> RayNode:
+    def start_head(
+        self, num_cpus: int = 1, num_gpus: int = 0, resources: dict[str, float] | None = None
+    ) -> RayNode:
         env = {**os.environ, **LOOPBACK_ENV, **FAST_FAILURE_DETECTION, **self.extra_env}
         args = [
             "--head",
             f"--port={self.port}",
             f"--num-cpus={num_cpus}",
+            f"--num-gpus={num_gpus}",
             "--include-dashboard=false",
             f"--resources={json.dumps(resources or {})}",
         ]
@@ -156,12 +159,15 @@ class RayCluster:
         self.wait_nodes(1)
         return node
 
-    def add_node(self, name: str, num_cpus: int = 1, resources: dict[str, float] | None = None) -> RayNode:
+    def add_node(
+        self, name: str, num_cpus: int = 1, num_gpus: int = 0, resources: dict[str, float] | None = None
+    ) -> RayNode:
         env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
         env.update({"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", **self.extra_env})
         args = [
             f"--address={self.address}",
             f"--num-cpus={num_cpus}",
+            f"--num-gpus={num_gpus}",
             f"--resources={json.dumps(resources or {})}",
         ]
         node = self._start(name, args, env, wrapper=True)
@@ -247,6 +253,12 @@ class RayCluster:
         for node in reversed(self.nodes):
             node.stop()
         for temp in self._temp_dirs:
+            # The nodes' logs (raylet, GCS, every worker and actor) stay with the test's files for a post-mortem.
+            with contextlib.suppress(OSError):
+                logs = next(temp.glob("session_2*/logs"))
+                shutil.copytree(
+                    logs, self.root / f"ray-logs-{temp.name}", ignore=shutil.ignore_patterns("*.sock")
+                )
             shutil.rmtree(temp, ignore_errors=True)
 
 

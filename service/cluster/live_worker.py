@@ -2,9 +2,12 @@
 (`LiveStreamManager`: readers, the batching scheduler, events), on the GPU Ray gave it, and writes every message
 to the shared store instead of to local WebSocket clients.
 
-Ray restarts a worker whose process or node died (`max_restarts=-1`), on any node with room; the new incarnation
-rebuilds its streams from the store: the registrations assigned to it, snippet indices going on from the last
-stored one, and live events it left open marked interrupted (never stored twice).
+When a worker's process or node dies, the API replicas see it in Ray's actor state and re-assign its streams to
+the surviving workers (`ClusterStreams.fail_over`), which take them up at their next `sync`: snippet indices go on
+from the last stored one, live events (and clips) the lost worker left open are marked interrupted (failed), never
+stored twice. Ray restarts the lost worker (`max_restarts=-1`) once a node has its GPU share free; the new
+incarnation runs what the store assigns it then (nothing, after a re-assignment; everything, when it was the only
+worker), rebuilt the same way.
 """
 
 from __future__ import annotations
@@ -34,15 +37,18 @@ _RETRY_S = 1.0
 
 class RecordingHub(LiveHub):
     """Takes the scheduler's messages and writes them to the message log from a thread of its own, in order;
-    the scheduler never waits for the database (a full queue drops the oldest message, counted)."""
+    the scheduler never waits for the database (a full queue drops the oldest message, counted). With `owner`,
+    messages of streams no longer assigned to that live worker are not stored (`MessageLog.append`)."""
 
-    def __init__(self, log: MessageLog, keep: int, capacity: int = 10_000) -> None:
+    def __init__(self, log: MessageLog, keep: int, capacity: int = 10_000, owner: int | None = None) -> None:
         super().__init__(client_queue=1, replay=0)
         self.log = log
         self.keep = keep
+        self.owner = owner
         self.dropped = 0
         self._queue: queue.Queue[tuple[str, list[tuple[int | None, str]]]] = queue.Queue(capacity)
         self._next_seq: dict[str, int] = {}
+        self._disowned: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._write, name="message-writer", daemon=True)
         self._thread.start()
@@ -60,6 +66,7 @@ class RecordingHub(LiveHub):
     def close_stream(self, stream_id: str) -> None:
         super().close_stream(stream_id)
         self._next_seq.pop(stream_id, None)
+        self._disowned.discard(stream_id)
 
     def _write(self) -> None:
         last_prune = time.monotonic()
@@ -88,7 +95,16 @@ class RecordingHub(LiveHub):
                     for index, text in items:
                         messages.append(StoredMessage(stream_id, seqs[stream_id], index, text))
                         seqs[stream_id] += 1
-                self.log.append(messages, time.time())
+                dropped = self.log.append(messages, time.time(), self.owner)
+                for stream_id in dropped:
+                    # Moved to another worker meanwhile: the numbering is the new owner's now.
+                    seqs.pop(stream_id, None)
+                    self._next_seq.pop(stream_id, None)
+                    if stream_id not in self._disowned:
+                        self._disowned.add(stream_id)
+                        logger.warning(
+                            "stream %s is assigned to another worker now: not storing its messages", stream_id
+                        )
                 self._next_seq.update(seqs)
                 return
             except StorageError as exc:
@@ -111,7 +127,7 @@ class LiveWorker:
         self.db = Database(settings.database_target, busy_timeout_s=settings.db_busy_timeout_s)
         self.log = MessageLog(self.db)
         self.model = ModelService(settings, ServiceMetrics())
-        self.hub = RecordingHub(self.log, keep=settings.live_replay)
+        self.hub = RecordingHub(self.log, keep=settings.live_replay, owner=index)
         self.manager = LiveStreamManager(
             settings,
             self.db,

@@ -1,10 +1,11 @@
 """The live messages of every stream in the shared store, so any API replica can serve any stream's WebSocket
 and a stream resumed on another machine goes on from its last snippet.
 
-Each stream's messages are written by the one live worker that runs it, numbered `seq` 0, 1, 2, ... in the order
-they were produced (a worker restarted elsewhere goes on from the stored maximum), and committed in that order;
-a reader that keeps, per stream, the last `seq` it has seen therefore never skips one. Old messages are pruned
-to the newest `keep` per stream.
+Each stream's messages are written by the one live worker the store assigns it to (a worker's writes are fenced
+by that assignment: `MessageLog.append(owner=...)`), numbered `seq` 0, 1, 2, ... in the order they were produced
+(a worker that takes the stream over goes on from the stored maximum), and committed in that order; a reader that
+keeps, per stream, the last `seq` it has seen therefore never skips one. Old messages are pruned to the newest
+`keep` per stream.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from alembic.operations import Operations
 
+from service.live.store import STREAMS
 from service.storage import Database, apply_migrations
 
 logger = logging.getLogger(__name__)
@@ -55,23 +57,45 @@ class MessageLog:
         self.db = db
         apply_migrations(db, MESSAGES_MIGRATIONS)
 
-    def append(self, messages: Sequence[StoredMessage], created_at: float) -> None:
+    def append(
+        self, messages: Sequence[StoredMessage], created_at: float, owner: int | None = None
+    ) -> set[str]:
+        """Store `messages`; with `owner` (a live worker's index), only those of streams still assigned to it.
+        Returns the streams whose messages were dropped for that reason.
+
+        The ownership check locks the streams' rows (FOR SHARE) until the messages are committed, so a worker
+        whose streams were re-assigned (it was presumed dead, or is a late restart) cannot write after the
+        move: the new owner numbers on from what was stored before it and never meets a duplicate `seq`."""
         if not messages:
-            return
+            return set()
+        dropped: set[str] = set()
         with self.db.transaction() as conn:
-            conn.execute(
-                sa.insert(LIVE_MESSAGES),
-                [
-                    {
-                        "stream_id": m.stream_id,
-                        "seq": m.seq,
-                        "snippet_index": m.snippet_index,
-                        "text": m.text,
-                        "created_at": created_at,
-                    }
-                    for m in messages
-                ],
-            )
+            if owner is not None:
+                wanted = {m.stream_id for m in messages}
+                owned = set(
+                    conn.execute(
+                        sa.select(STREAMS.c.id)
+                        .where(STREAMS.c.id.in_(wanted), STREAMS.c.worker == owner)
+                        .with_for_update(read=True)
+                    ).scalars()
+                )
+                dropped = wanted - owned
+                messages = [m for m in messages if m.stream_id in owned]
+            if messages:
+                conn.execute(
+                    sa.insert(LIVE_MESSAGES),
+                    [
+                        {
+                            "stream_id": m.stream_id,
+                            "seq": m.seq,
+                            "snippet_index": m.snippet_index,
+                            "text": m.text,
+                            "created_at": created_at,
+                        }
+                        for m in messages
+                    ],
+                )
+        return dropped
 
     def next_seq(self, stream_id: str) -> int:
         top = self.db.query(

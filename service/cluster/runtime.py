@@ -1,6 +1,6 @@
-"""Joining the Ray cluster, and the Ray-side pieces: the live workers (named, detached actors that Ray restarts
-wherever there is room) and file analysis as Ray tasks (queued by Ray across the cluster, re-run by Ray when the
-node running one dies)."""
+"""Joining the Ray cluster, and the Ray-side pieces: the live workers (named, detached actors, one per GPU, that
+Ray restarts wherever there is room), their state as Ray's GCS knows it, and file analysis as Ray tasks (queued by
+Ray across the cluster, re-run by Ray when the node running one dies)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,18 +43,25 @@ def connect(address: str) -> None:
     )
 
 
-def gpus_per_task(settings: ServiceSettings) -> float:
-    """GPUs a live worker or a job reserves: the setting, else one when the cluster has GPUs at all."""
-    if settings.cluster_gpus is not None:
-        return settings.cluster_gpus
-    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+# A live worker takes more than half a GPU, so Ray's own GPU accounting never puts two on one GPU (two nodes of
+# one GPU each get one worker each, deterministically), and a job's share fits beside it on the same GPU.
+LIVE_WORKER_GPUS = 0.6
+JOB_GPUS = 0.4
+
+
+def _gpus(setting: float | None, share: float) -> float:
+    """The GPUs to reserve: the setting, else `share` when the cluster has GPUs at all, else none."""
+    if setting is not None:
+        return setting
+    return share if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
 def live_workers(settings: ServiceSettings) -> list[Any]:
     """Handles of the live workers, created by whichever API replica asks first (Ray's named actors make this
-    idempotent across replicas). Detached: they outlive the replica; Ray restarts them forever."""
+    idempotent across replicas). Detached: they outlive the replica; Ray restarts them forever, wherever their
+    GPU share is free (with one GPU per machine, only once a machine joins or comes back)."""
     actor = ray.remote(LiveWorker)
-    gpus = gpus_per_task(settings)
+    gpus = _gpus(settings.cluster_live_gpus, LIVE_WORKER_GPUS)
     return [
         actor.options(
             name=f"live-worker-{index}",
@@ -65,11 +72,31 @@ def live_workers(settings: ServiceSettings) -> list[Any]:
             max_task_retries=-1,
             num_cpus=0,
             num_gpus=gpus,
-            # One per node while there are nodes enough; restarts go wherever there is room.
+            # Across machines first when one has several GPUs (and best effort on a cluster without GPUs).
             scheduling_strategy="SPREAD",
         ).remote(settings, index)
         for index in range(settings.cluster_live_workers)
     ]
+
+
+def actor_states(handles: Sequence[Any]) -> list[str]:
+    """Each actor's state in Ray's GCS actor table: `ALIVE`, `PENDING_CREATION` (first placement),
+    `RESTARTING` (its process or node died; Ray is restarting it), `DEAD`; `UNKNOWN` if it cannot be read.
+
+    This is Ray's own failure detection (node health checks, worker process monitoring), read from the GCS
+    directly: `ray.util.state` would ask the dashboard, which this cluster runs without; calling the actor
+    would only queue the call while it restarts (`max_task_retries=-1`)."""
+    from ray._private import state
+
+    found = []
+    for handle in handles:
+        try:
+            info = state.actors(actor_id=handle._actor_id.hex())
+        except Exception as exc:  # a GCS hiccup: nothing is concluded from it
+            logger.warning("actor state unavailable: %s", exc)
+            info = {}
+        found.append(str(info.get("State", "UNKNOWN")) if info else "UNKNOWN")
+    return found
 
 
 # One engine per Ray worker process, loaded by its first job and reused by the next ones.
@@ -121,7 +148,9 @@ class RemoteAnalyzer:
         self.settings = settings
         self.store = store
         self._task = ray.remote(analyze_on_cluster).options(
-            num_cpus=1, num_gpus=gpus_per_task(settings), max_retries=settings.cluster_job_retries
+            num_cpus=1,
+            num_gpus=_gpus(settings.cluster_job_gpus, JOB_GPUS),
+            max_retries=settings.cluster_job_retries,
         )
 
     def __call__(

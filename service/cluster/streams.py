@@ -1,17 +1,24 @@
 """Live streams as an API replica of a cluster sees them: registrations in the shared store, run by the live
 workers (Ray actors), their messages read back from the store and fanned out to this replica's WebSocket clients
-by the same `LiveHub` a single node uses. Any replica serves any stream."""
+by the same `LiveHub` a single node uses. Any replica serves any stream.
+
+Every replica also watches the live workers' state in Ray (`runtime.actor_states`): the streams of a worker Ray
+reports restarting or dead (its process or machine died) are re-assigned in the store to the least loaded live
+workers, which already have the model loaded and resume them within seconds; the lost worker, once Ray has
+restarted it, gets new streams like any other."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import ray
 
 from service.cluster.messages import MessageLog
+from service.cluster.runtime import actor_states
 from service.live.hub import LiveHub
 from service.live.manager import LiveStreamManager
 from service.live.schemas import StreamCreate, StreamView
@@ -26,6 +33,13 @@ logger = logging.getLogger(__name__)
 
 _RELAY_INTERVAL_S = 0.1
 _VIEW_TIMEOUT_S = 2.0
+_WATCH_INTERVAL_S = 0.5
+# Ray's actor states of a worker whose process or node died: its streams move at once.
+_LOST = frozenset({"RESTARTING", "DEAD"})
+# A worker Ray has not placed yet (PENDING_CREATION: starting, or no GPU share free anywhere) keeps its streams
+# this long, so a cluster that is starting up keeps its spread, then they move too.
+_UNPLACED = frozenset({"PENDING_CREATION", "DEPENDENCIES_UNREADY"})
+_UNPLACED_GRACE_S = 60.0
 
 
 class RelayHub(LiveHub):
@@ -78,17 +92,64 @@ class ClusterStreams(LiveStreamManager):
             log, settings.live_client_queue, settings.live_replay, self.metrics.clients_dropped.inc
         )
         self.workers = workers
-        self._relay: asyncio.Task | None = None
+        self.worker_states: list[str] = []  # as last read from Ray, by worker index
+        self._unplaced_since: dict[int, float] = {}
+        self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
         self.hub.bind(asyncio.get_running_loop())
-        self._relay = asyncio.create_task(self._follow())
+        self._tasks = [asyncio.create_task(self._follow()), asyncio.create_task(self._watch())]
 
     async def stop(self) -> None:
-        if self._relay is not None:
-            self._relay.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._relay
+                await task
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.fail_over)
+            except StorageError as exc:
+                logger.warning("lost live workers cannot be checked now: %s", exc)
+            except Exception:
+                logger.exception("checking the live workers failed; continuing")
+            await asyncio.sleep(_WATCH_INTERVAL_S)
+
+    def _serving(self) -> list[int]:
+        return [index for index, state in enumerate(self.worker_states) if state == "ALIVE"]
+
+    def fail_over(self) -> list[StreamRecord]:
+        """Re-read the workers' states from Ray; move the streams of lost workers to serving ones (any replica
+        may do this at any time: `StreamStore.reassign` lets one move them). Returns the streams moved here."""
+        self.worker_states = actor_states(self.workers)
+        now = time.monotonic()
+        for index, state in enumerate(self.worker_states):
+            if state in _UNPLACED:
+                self._unplaced_since.setdefault(index, now)
+            else:
+                self._unplaced_since.pop(index, None)
+        lost = [
+            index
+            for index, state in enumerate(self.worker_states)
+            if state in _LOST or now - self._unplaced_since.get(index, now) > _UNPLACED_GRACE_S
+        ]
+        serving = self._serving()
+        # The cheap read first: a worker that stays down (no GPU free for it) costs no lock every time.
+        if not lost or not serving or self.store.count_of_workers(lost) == 0:
+            return []
+        moved = self.store.reassign(lost, serving)
+        if moved:
+            logger.warning(
+                "live workers %s are %s in Ray: %d streams re-assigned (%s)",
+                lost,
+                [self.worker_states[index] for index in lost],
+                len(moved),
+                ", ".join(f"{record.id} -> worker {record.worker}" for record in moved),
+            )
+        for worker in sorted({record.worker for record in moved if record.worker is not None}):
+            self._push(worker)
+        return moved
 
     async def _follow(self) -> None:
         while True:
@@ -109,7 +170,10 @@ class ClusterStreams(LiveStreamManager):
 
     async def add(self, request: StreamCreate) -> StreamView:
         record = self._new_record(request, len(await asyncio.to_thread(self.store.all)))
-        record = await asyncio.to_thread(self.store.add_to_least_loaded, record, len(self.workers))
+        self.worker_states = await asyncio.to_thread(actor_states, self.workers)
+        # To a serving worker; while none is (the cluster is starting), to any: it runs it once up.
+        serving = self._serving() or list(range(len(self.workers)))
+        record = await asyncio.to_thread(self.store.add_to_least_loaded, record, serving)
         logger.info(
             "stream %s (%s) registered on live worker %s: %s",
             record.id,
@@ -134,7 +198,11 @@ class ClusterStreams(LiveStreamManager):
         return self.store.get(stream_id) is not None
 
     def _worker_views(self, workers: set[int]) -> dict[str, dict[str, Any]]:
-        refs = {w: self.workers[w].views.remote() for w in workers if 0 <= w < len(self.workers)}
+        # A worker Ray knows is not up would only queue the call until it is.
+        serving = set(self._serving()) if self.worker_states else set(range(len(self.workers)))
+        refs = {w: self.workers[w].views.remote() for w in workers if w in serving}
+        if not refs:
+            return {}
         ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=_VIEW_TIMEOUT_S)
         merged: dict[str, dict[str, Any]] = {}
         for ref in ready:

@@ -24,7 +24,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,10 +80,17 @@ class EventMedia(Publisher):
     name = "event-media"
 
     def __init__(
-        self, store: MediaStore, policy: MediaPolicy, on_drop: Callable[[], None] | None = None
+        self,
+        store: MediaStore,
+        policy: MediaPolicy,
+        on_drop: Callable[[], None] | None = None,
+        recover_streams: Callable[[], Sequence[str]] | None = None,
     ) -> None:
+        """`recover_streams`: the streams whose unfinished clips are this process's to fail at start (default:
+        every stream's; a cluster's live worker, only those assigned to it)."""
         self.store = store
         self.policy = policy
+        self._recover_streams = recover_streams
         self._rings: dict[str, FrameRing] = {}
         self._removed_until: dict[str, float] = {}  # removed streams whose ring is kept a moment longer
         self._rings_lock = threading.Lock()
@@ -138,7 +145,7 @@ class EventMedia(Publisher):
 
     # -- publisher -----------------------------------------------------------------------------------------
     def start(self) -> None:
-        failed = self.store.recover()
+        failed = self.store.recover(None if self._recover_streams is None else self._recover_streams())
         if failed:
             logger.warning(
                 "%d event clips were being recorded when the service stopped; marked failed", failed

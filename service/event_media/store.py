@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,15 +157,21 @@ class MediaStore:
         )
         return [(int(r[0]), int(r[1])) for r in rows]
 
-    def recover(self) -> int:
-        """After a crash: clips left recording are failed (their partial files removed), and files no row
-        mentions are deleted. Returns how many clips were failed."""
+    def fail_recording(self, stream_ids: Sequence[str] | None = None) -> int:
+        """Clips still marked recording (of `stream_ids`, or all) are failed: whoever recorded them is gone (a
+        crash, or a lost cluster worker, whose partial files stayed on its machine). Returns how many."""
+        where = [_C.clip_status == "recording"]
+        if stream_ids is not None:
+            where.append(_C.stream_id.in_(list(stream_ids)))
         with self.db.transaction() as conn:
-            failed = conn.execute(
-                sa.update(EVENT_MEDIA)
-                .where(_C.clip_status == "recording")
-                .values(clip_status="failed", clip_bytes=0)
+            return conn.execute(
+                sa.update(EVENT_MEDIA).where(*where).values(clip_status="failed", clip_bytes=0)
             ).rowcount
+
+    def recover(self, stream_ids: Sequence[str] | None = None) -> int:
+        """After a crash: clips left recording (of `stream_ids`, or all) are failed (their partial files removed),
+        and files no row mentions are deleted. Returns how many clips were failed."""
+        failed = self.fail_recording(stream_ids)
         known = {int(r[0]) for r in self.db.query(sa.select(_C.event_id))}
         for path in self.root.iterdir():
             stem = path.name.split(".", 1)[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -102,7 +103,12 @@ class LiveStreamManager:
         self.dispatcher.add(WebSocketPublisher(self.hub))
         self.media: EventMedia | None = None
         if settings.media_enabled:
-            self.media = EventMedia(MediaStore(db, settings.media_dir), media_policy(settings))
+            self.media = EventMedia(
+                MediaStore(db, settings.media_dir),
+                media_policy(settings),
+                # A cluster worker fails only its own streams' unfinished clips, not those other workers record.
+                recover_streams=None if owned is None else lambda: [record.id for record in owned()],
+            )
             self.dispatcher.add(self.media)
         if settings.live_webhook_url is not None:
             self.dispatcher.add(
@@ -128,6 +134,8 @@ class LiveStreamManager:
         self._adding = 0  # registrations being stored (counted against the stream limit)
         self._spec: SnippetSpec | None = None
         self._resume_task: asyncio.Task | None = None
+        # `sync` runs from pushes, a periodic re-read and the start-up: one at a time, or a stream could start twice.
+        self._sync_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -156,6 +164,10 @@ class LiveStreamManager:
             logger.error("live streams are not started: the model failed to load")
             return
         self._spec = self.model.engine().spec
+        if self._owned is not None:
+            # The share is re-read as they start: while the model loaded, streams may have moved elsewhere.
+            await asyncio.to_thread(self.sync)
+            return
         for record in list(self._records.values()):
             self._launch(record)
 
@@ -273,20 +285,43 @@ class LiveStreamManager:
         start the new ones, stop the ones gone. Returns the ids started and stopped."""
         if self._owned is None:
             return [], []
+        with self._sync_lock:
+            return self._sync_owned()
+
+    def _sync_owned(self) -> tuple[list[str], list[str]]:
+        assert self._owned is not None
         wanted = {record.id: record for record in self._owned()}
         started = [sid for sid in wanted if sid not in self._records]
         stopped = [sid for sid in self._records if sid not in wanted]
         for stream_id in stopped:
             self._records.pop(stream_id, None)
             self._stop_stream(stream_id)
+        if started:
+            self._adopt(started)
         for stream_id in started:
-            record = self._records[stream_id] = wanted[stream_id]
+            self._records[stream_id] = wanted[stream_id]
             self.hub.open_channel(stream_id)
-            if self._spec is not None:
-                self._launch(record)
+        if self._spec is not None:
+            for record in self._records.values():
+                self._launch(record)  # those not running yet
         if started or stopped:
             logger.info("live streams: started %s, stopped %s", started, stopped)
         return started, stopped
+
+    def _adopt(self, stream_ids: list[str]) -> None:
+        """Streams this manager starts running while the service runs (new, or moved here from a lost cluster
+        worker): what their previous runner left unfinished is closed as a restart would close it."""
+        interrupted = self.event_store.mark_interrupted(stream_ids)
+        if interrupted:
+            logger.warning(
+                "%d live events left open by the streams' previous worker: marked interrupted", interrupted
+            )
+        if self.media is not None:
+            failed = self.media.store.fail_recording(stream_ids)
+            if failed:
+                logger.warning(
+                    "%d event clips left recording by the streams' previous worker: marked failed", failed
+                )
 
     def exists(self, stream_id: str) -> bool:
         return stream_id in self._records

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -77,20 +78,10 @@ class StreamStore:
                 )
             )
 
-    def add_to_least_loaded(self, record: StreamRecord, workers: int) -> StreamRecord:
-        """Cluster mode: store the stream assigned to whichever of `workers` live workers runs fewest streams."""
+    def add_to_least_loaded(self, record: StreamRecord, workers: Sequence[int]) -> StreamRecord:
+        """Cluster mode: store the stream assigned to whichever of the live `workers` runs fewest streams."""
         with self.db.transaction() as conn:
-            if self.db.dialect == "postgresql":
-                # Registrations through several API replicas at once still spread evenly.
-                conn.execute(sa.text("LOCK TABLE streams IN SHARE ROW EXCLUSIVE MODE"))
-            counts = dict(
-                conn.execute(
-                    sa.select(STREAMS.c.worker, sa.func.count())
-                    .where(STREAMS.c.worker.is_not(None))
-                    .group_by(STREAMS.c.worker)
-                ).all()
-            )
-            worker = min(range(workers), key=lambda w: (counts.get(w, 0), w))
+            worker = _least_loaded(_assignment_counts(conn, self.db), workers)
             assigned = dataclasses.replace(record, worker=worker)
             conn.execute(
                 sa.insert(STREAMS).values(
@@ -104,6 +95,46 @@ class StreamStore:
                 )
             )
         return assigned
+
+    def count_of_workers(self, workers: Collection[int]) -> int:
+        """How many streams are assigned to any of `workers` (a cheap read, no lock)."""
+        return int(
+            self.db.query(
+                sa.select(sa.func.count()).select_from(STREAMS).where(STREAMS.c.worker.in_(list(workers)))
+            )[0][0]
+        )
+
+    def reassign(self, lost: Collection[int], survivors: Sequence[int]) -> list[StreamRecord]:
+        """Cluster mode: move every stream of the `lost` live workers to the least loaded of `survivors`, one
+        by one in registration order. Returns the moved streams with their new worker.
+
+        Safe to call from several API replicas at once: the table lock taken by every assignment (here and in
+        `add_to_least_loaded`) lets one decide at a time, and each move is conditional on the stream still
+        belonging to the lost worker, so a replica that comes second finds nothing left to move."""
+        if not lost or not survivors:
+            return []
+        moved: list[str] = []
+        with self.db.transaction() as conn:
+            counts = _assignment_counts(conn, self.db)
+            rows = conn.execute(
+                sa.select(STREAMS.c.id, STREAMS.c.worker)
+                .where(STREAMS.c.worker.in_(list(lost)))
+                .order_by(STREAMS.c.created_at, STREAMS.c.id)
+            ).all()
+            for stream_id, old in rows:
+                new = _least_loaded(counts, survivors)
+                updated = conn.execute(
+                    sa.update(STREAMS)
+                    .where(STREAMS.c.id == stream_id, STREAMS.c.worker == old)
+                    .values(worker=new)
+                ).rowcount
+                if updated:
+                    counts[new] = counts.get(new, 0) + 1
+                    moved.append(stream_id)
+        if not moved:
+            return []
+        records = {r.id: r for r in self._records(sa.select(STREAMS).where(STREAMS.c.id.in_(moved)))}
+        return [records[sid] for sid in moved if sid in records]
 
     def get(self, stream_id: str) -> StreamRecord | None:
         rows = self._records(sa.select(STREAMS).where(STREAMS.c.id == stream_id))
@@ -135,3 +166,21 @@ class StreamStore:
     def delete(self, stream_id: str) -> bool:
         with self.db.transaction() as conn:
             return conn.execute(sa.delete(STREAMS).where(STREAMS.c.id == stream_id)).rowcount > 0
+
+
+def _assignment_counts(conn: sa.Connection, db: Database) -> dict[int, int]:
+    """Streams per live worker, inside an assignment's transaction."""
+    if db.dialect == "postgresql":
+        # One assignment decision at a time across API replicas (SQLite's write transactions already are).
+        conn.execute(sa.text("LOCK TABLE streams IN SHARE ROW EXCLUSIVE MODE"))
+    return dict(
+        conn.execute(
+            sa.select(STREAMS.c.worker, sa.func.count())
+            .where(STREAMS.c.worker.is_not(None))
+            .group_by(STREAMS.c.worker)
+        ).all()
+    )
+
+
+def _least_loaded(counts: dict[int, int], workers: Sequence[int]) -> int:
+    return min(workers, key=lambda w: (counts.get(w, 0), w))

@@ -1,5 +1,6 @@
 """The cluster stack for the `cluster` tests: a real PostgreSQL server, a two-node Ray cluster on loopback (head
-plus one worker node), the real test RTSP camera, and two API replicas (`refinevad serve --cluster`)."""
+plus one worker node, one CPU and one GPU each), the real test RTSP camera, and two API replicas (`refinevad serve
+--cluster`)."""
 
 from __future__ import annotations
 
@@ -60,8 +61,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, replica_env: dict[str, str])
     camera = RtspServerProcess(fps=10)
     replicas: list[ServerProcess] = []
     try:
-        head = ray.start_head(num_cpus=1)
-        worker = ray.add_node("worker1", num_cpus=1)
+        # Each node advertises one GPU, as a one-GPU machine would (there is no CUDA here: torch runs on the CPU
+        # whatever CUDA_VISIBLE_DEVICES Ray sets); a live worker's share of it puts one worker on each node.
+        head = ray.start_head(num_cpus=1, num_gpus=1)
+        worker = ray.add_node("worker1", num_cpus=1, num_gpus=1)
         camera.start()
         env = {
             **REPLICA_ENV,

@@ -209,6 +209,16 @@ def test_deleted_events_lose_their_media_and_crash_leftovers_are_cleaned(setup, 
     assert not store.partial_clip_path(other).exists() and not (store.root / "stray.tmp").exists()
 
 
+def test_a_cluster_worker_fails_only_the_unfinished_clips_of_its_streams(setup) -> None:
+    _db, events, store = setup
+    for stream_id in ("mine", "adopted", "elsewhere"):
+        store.create(events.open(stream_id, 1.0, time.time(), 0.9), stream_id)
+    assert store.recover(["mine"]) == 1  # a restarted worker: its own streams only
+    assert store.fail_recording(["adopted"]) == 1  # streams taken over from a lost worker
+    by_stream = {r.stream_id: r.clip_status for r in map(store.get, range(1, 4)) if r is not None}
+    assert by_stream == {"mine": "failed", "adopted": "failed", "elsewhere": "recording"}
+
+
 def test_the_readers_frame_sink_never_raises(setup) -> None:
     _db, _events, store = setup
     media = EventMedia(store, MediaPolicy())
