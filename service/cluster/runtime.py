@@ -25,6 +25,7 @@ from service.storage import Database, JobStore, StorageError
 logger = logging.getLogger(__name__)
 
 NAMESPACE = "refinevad"
+METRICS_GROUP = "metrics"
 _POLL_S = 0.5
 
 
@@ -70,6 +71,8 @@ def live_workers(settings: ServiceSettings) -> list[Any]:
             lifetime="detached",
             max_restarts=-1,
             max_task_retries=-1,
+            # `metrics_text` runs here, beside the default group: a scrape never queues behind a long `sync`.
+            concurrency_groups={METRICS_GROUP: 1},
             num_cpus=0,
             num_gpus=gpus,
             # Across machines first when one has several GPUs (and best effort on a cluster without GPUs).
