@@ -139,11 +139,12 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     responses={200: {"content": {"image/jpeg": {}}}, **errors(404, 503)},
 )
 async def stream_snapshot(stream_id: str, ctx: ServiceContext = Depends(get_context)) -> Response:
-    media = _media(ctx)
+    _media(ctx)
     assert ctx.live is not None
-    if not ctx.live.exists(stream_id):
+    if not await asyncio.to_thread(ctx.live.exists, stream_id):
         raise ApiError(404, "stream_not_found", f"no stream with id {stream_id!r}")
-    data = await asyncio.to_thread(media.latest_jpeg, stream_id)
+    # From this process's frames, or in a cluster from the live worker that reads the stream.
+    data = await asyncio.to_thread(ctx.live.latest_jpeg, stream_id)
     if data is None:
         raise ApiError(404, "no_frame_yet", f"stream {stream_id} has not delivered a frame yet")
     return Response(data, media_type="image/jpeg", headers=_NO_STORE)

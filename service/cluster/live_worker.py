@@ -181,8 +181,12 @@ class LiveWorker:
 
     def metrics_text(self) -> str:
         """This worker's Prometheus metrics (text format 0.0.4): its live pipeline and its model. Called by the
-        API replicas' GET /metrics in a concurrency group of its own, so it never waits behind `sync`."""
+        API replicas' GET /metrics in the actor's `reads` concurrency group, so it never waits behind `sync`."""
         return self.metrics.render().decode()
+
+    def latest_jpeg(self, stream_id: str) -> bytes | None:
+        """JPEG of the stream's newest frame here, or None (no frame yet, or event media off)."""
+        return self.manager.latest_jpeg(stream_id)
 
     def info(self) -> dict[str, Any]:
         import os

@@ -22,7 +22,7 @@ import ray
 from prometheus_client import Counter, Gauge
 
 from service.cluster.messages import MessageLog
-from service.cluster.runtime import METRICS_GROUP, actor_states
+from service.cluster.runtime import READS_GROUP, actor_states
 from service.live.hub import LiveHub
 from service.live.manager import LiveStreamManager
 from service.live.metrics import PIPELINE_FAMILIES
@@ -242,7 +242,7 @@ class ClusterStreams(LiveStreamManager):
         for index in serving:
             with contextlib.suppress(Exception):
                 worker = self.workers[index]
-                refs[index] = worker.metrics_text.options(concurrency_group=METRICS_GROUP).remote()
+                refs[index] = worker.metrics_text.options(concurrency_group=READS_GROUP).remote()
         ready: set[Any] = set()
         if refs:
             try:
@@ -268,6 +268,21 @@ class ClusterStreams(LiveStreamManager):
             if not answered:
                 self.metrics_missed.labels(worker=str(index)).inc()
         return texts
+
+    def latest_jpeg(self, stream_id: str) -> bytes | None:
+        """The stream's newest frame, from the live worker that reads it; None when it has none yet, or it is not
+        up or does not answer within `_VIEW_TIMEOUT_S`."""
+        record = self.store.get(stream_id)
+        if record is None or record.worker is None or not 0 <= record.worker < len(self.workers):
+            return None
+        if self.worker_states and record.worker not in self._serving():
+            return None  # the call would only queue until the worker is back
+        ref = self.workers[record.worker].latest_jpeg.options(concurrency_group=READS_GROUP).remote(stream_id)
+        try:
+            return ray.get(ref, timeout=_VIEW_TIMEOUT_S)
+        except (ray.exceptions.RayError, TimeoutError) as exc:
+            logger.info("stream %s: no latest frame from live worker %d (%s)", stream_id, record.worker, exc)
+            return None
 
     def _view_of(self, record: StreamRecord, running: dict[str, Any] | None) -> StreamView:
         base = self.view_of(record)

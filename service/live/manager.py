@@ -328,6 +328,10 @@ class LiveStreamManager:
                     "%d event clips left recording by the streams' previous worker: marked failed", failed
                 )
 
+    def latest_jpeg(self, stream_id: str) -> bytes | None:
+        """JPEG of the stream's newest frame, or None when none was read yet (or event media are off)."""
+        return None if self.media is None else self.media.latest_jpeg(stream_id)
+
     def exists(self, stream_id: str) -> bool:
         return stream_id in self._records
 
