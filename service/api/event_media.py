@@ -11,6 +11,7 @@ database (`MediaStore.shared`), so any replica answers for any event, whichever 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 
 from fastapi import APIRouter, Depends, Header, Response
@@ -94,12 +95,17 @@ async def event_clip(
     size = record.clip_bytes
     wanted = byte_range(range_, size)
     start, stop = wanted or (0, size)
+    parts = media.store.read_clip(event_id, start, stop)
+    # The first part read before answering: a clip removed since (retention) is a 404, not an empty 200.
+    first = await asyncio.to_thread(next, parts, None)
+    if first is None:
+        raise ApiError(404, "clip_not_found", f"event {event_id}: clip removed")
     headers = {**_IMMUTABLE, "Accept-Ranges": "bytes", "Content-Length": str(stop - start)}
     if wanted is not None:
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
-    # A sync iterator: Starlette reads it in its thread pool, one stored part at a time.
+    # A sync iterator: Starlette reads the rest in its thread pool, one stored part at a time.
     return StreamingResponse(
-        media.store.read_clip(event_id, start, stop),
+        itertools.chain([first], parts),
         status_code=206 if wanted is not None else 200,
         media_type="video/mp4",
         headers=headers,

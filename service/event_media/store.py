@@ -209,7 +209,7 @@ class MediaStore:
             .where(*_parts_of(event_id, "snapshot"))
             .order_by(EVENT_MEDIA_PARTS.c.part)
         )
-        return b"".join(row[0] for row in rows) if rows else None
+        return b"".join(bytes(row[0]) for row in rows) if rows else None
 
     def read_clip(self, event_id: int, start: int, stop: int) -> Iterator[bytes]:
         """Bytes `start` to `stop` (exclusive) of the stored clip (`shared` mode), one part read at a time. Stops
@@ -225,8 +225,7 @@ class MediaStore:
                 logger.warning("event %d: its clip was removed while it was being read", event_id)
                 return
             base = part * MEDIA_PART_BYTES
-            data: bytes = rows[0][0]
-            yield data[max(0, start - base) : stop - base]
+            yield bytes(rows[0][0][max(0, start - base) : stop - base])
 
     def get(self, event_id: int) -> MediaRecord | None:
         rows = self.db.query(sa.select(*_RECORD).where(_C.event_id == event_id))
