@@ -194,6 +194,14 @@ def test_a_dead_node_loses_no_stream_snippet_event_or_job(
         assert {sid: _assigned(url)[sid] for sid in victims} == dict.fromkeys(victims, survivor)
         assert sorted(_actors(stack, (survivor,))[survivor]["streams"]) == sorted(ids)
         assert _actor_state(stack, victim) == "RESTARTING"
+        # A replica's /metrics leaves the lost worker out, and says so; the survivor's pipeline is there.
+        metrics = _metrics(cb)
+        lost, alive = frozenset({("worker", str(victim))}), frozenset({("worker", str(survivor))})
+        assert metrics[("refinevad_cluster_worker_metrics_up", lost)] == 0
+        assert metrics[("refinevad_cluster_worker_metrics_missed_total", lost)] >= 1
+        assert metrics[("refinevad_cluster_worker_metrics_up", alive)] == 1
+        assert not any(labels >= lost for _name, labels in metrics if _name.startswith("refinevad_live_"))
+        assert metrics[("refinevad_snippets_processed_total", alive | {("source", "live")})] > 0
 
         # A client that reconnects with `since` gets every final snippet stored from there on, in order.
         for sid in victims:
