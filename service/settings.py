@@ -260,6 +260,15 @@ class ServiceSettings(BaseSettings):
     cluster_sync_s: float = Field(
         default=2.0, gt=0, le=60, description="live workers re-read their share of the streams this often"
     )
+    cluster_metrics_timeout_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=10,
+        description=(
+            "GET /metrics waits this long for the live workers' metrics; one that has not answered is left out of "
+            "that scrape and counted (refinevad_cluster_worker_metrics_missed)"
+        ),
+    )
 
     @model_validator(mode="after")
     def _cluster_needs_a_shared_store(self) -> ServiceSettings:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 
@@ -51,4 +53,5 @@ async def ready(ctx: ServiceContext = Depends(get_context)) -> Response:
 )
 async def metrics(ctx: ServiceContext = Depends(get_context)) -> Response:
     ctx.metrics.queue_depth.labels(queue="jobs").set(ctx.jobs.queue_depth)
-    return Response(ctx.metrics.render(), media_type=CONTENT_TYPE)
+    # In a thread: in a cluster, rendering waits (briefly) for the live workers' metrics.
+    return Response(await asyncio.to_thread(ctx.metrics.render), media_type=CONTENT_TYPE)

@@ -126,16 +126,21 @@ class LiveWorker:
         self.settings = settings
         self.db = Database(settings.database_target, busy_timeout_s=settings.db_busy_timeout_s)
         self.log = MessageLog(self.db)
-        self.model = ModelService(settings, ServiceMetrics())
+        # One registry for the model and the pipeline: what `metrics` hands the API replicas.
+        self.metrics = ServiceMetrics()
+        self.model = ModelService(settings, self.metrics)
         self.hub = RecordingHub(self.log, keep=settings.live_replay, owner=index)
         self.manager = LiveStreamManager(
             settings,
             self.db,
             self.model,
-            ServiceMetrics(),
+            self.metrics,
             hub=self.hub,
             owned=lambda: self.manager.store.of_worker(index),
             first_snippet=self.log.next_snippet,
+            # Clips are encoded here before they go to the store: a directory per worker, so a restarted worker
+            # clears only its own leftovers, not those of another worker on the same machine.
+            media_root=settings.media_dir / f"worker-{index}",
         )
         self.started_at = time.time()
         self._loop = asyncio.new_event_loop()
@@ -173,6 +178,15 @@ class LiveWorker:
     def views(self) -> dict[str, dict[str, Any]]:
         """Each running stream's view (`StreamView` as JSON), by id."""
         return {v.id: v.model_dump(mode="json") for v in self.manager.views()}
+
+    def metrics_text(self) -> str:
+        """This worker's Prometheus metrics (text format 0.0.4): its live pipeline and its model. Called by the
+        API replicas' GET /metrics in the actor's `reads` concurrency group, so it never waits behind `sync`."""
+        return self.metrics.render().decode()
+
+    def latest_jpeg(self, stream_id: str) -> bytes | None:
+        """JPEG of the stream's newest frame here, or None (no frame yet, or event media off)."""
+        return self.manager.latest_jpeg(stream_id)
 
     def info(self) -> dict[str, Any]:
         import os

@@ -25,6 +25,9 @@ from service.storage import Database, JobStore, StorageError
 logger = logging.getLogger(__name__)
 
 NAMESPACE = "refinevad"
+# Calls that only read (metrics, a stream's latest frame) run in this group of a live worker, beside the default
+# one: they never queue behind a long `sync`.
+READS_GROUP = "reads"
 _POLL_S = 0.5
 
 
@@ -60,7 +63,8 @@ def live_workers(settings: ServiceSettings) -> list[Any]:
     """Handles of the live workers, created by whichever API replica asks first (Ray's named actors make this
     idempotent across replicas). Detached: they outlive the replica; Ray restarts them forever, wherever their
     GPU share is free (with one GPU per machine, only once a machine joins or comes back)."""
-    actor = ray.remote(LiveWorker)
+    # Set on the class: Ray takes concurrency groups there only, not in `.options()`.
+    actor = ray.remote(concurrency_groups={READS_GROUP: 2})(LiveWorker)
     gpus = _gpus(settings.cluster_live_gpus, LIVE_WORKER_GPUS)
     return [
         actor.options(

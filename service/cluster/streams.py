@@ -5,7 +5,10 @@ by the same `LiveHub` a single node uses. Any replica serves any stream.
 Every replica also watches the live workers' state in Ray (`runtime.actor_states`): the streams of a worker Ray
 reports restarting or dead (its process or machine died) are re-assigned in the store to the least loaded live
 workers, which already have the model loaded and resume them within seconds; the lost worker, once Ray has
-restarted it, gets new streams like any other."""
+restarted it, gets new streams like any other.
+
+The replica's GET /metrics shows the live workers' pipeline and model metrics, labelled `worker`, gathered from
+them at each scrape (`worker_metrics`); the replica's own idle copies of the pipeline's metrics are left out."""
 
 from __future__ import annotations
 
@@ -16,15 +19,17 @@ import time
 from typing import Any
 
 import ray
+from prometheus_client import Counter, Gauge
 
 from service.cluster.messages import MessageLog
-from service.cluster.runtime import actor_states
+from service.cluster.runtime import READS_GROUP, actor_states
 from service.live.hub import LiveHub
 from service.live.manager import LiveStreamManager
+from service.live.metrics import PIPELINE_FAMILIES
 from service.live.schemas import StreamCreate, StreamView
 from service.live.store import StreamRecord
 from service.live.urls import mask_url
-from service.metrics import ServiceMetrics
+from service.metrics import MODEL_FAMILIES, ServiceMetrics
 from service.model_service import ModelService
 from service.settings import ServiceSettings
 from service.storage import Database, StorageError
@@ -95,6 +100,24 @@ class ClusterStreams(LiveStreamManager):
         self.worker_states: list[str] = []  # as last read from Ray, by worker index
         self._unplaced_since: dict[int, float] = {}
         self._tasks: list[asyncio.Task] = []
+        self.metrics_missed = Counter(
+            "refinevad_cluster_worker_metrics_missed",
+            "scrapes of GET /metrics a live worker's metrics were missing from (not up, or no answer in time)",
+            ["worker"],
+            registry=metrics.registry,
+        )
+        self.metrics_up = Gauge(
+            "refinevad_cluster_worker_metrics_up",
+            "1 when the live worker's metrics were in the last scrape of this replica, else 0",
+            ["worker"],
+            registry=metrics.registry,
+        )
+        metrics.merge_remote(
+            self.worker_metrics,
+            label="worker",
+            families=PIPELINE_FAMILIES | MODEL_FAMILIES,
+            replaced=PIPELINE_FAMILIES,
+        )
 
     async def start(self) -> None:
         self.hub.bind(asyncio.get_running_loop())
@@ -209,6 +232,57 @@ class ClusterStreams(LiveStreamManager):
             with contextlib.suppress(ray.exceptions.RayError):
                 merged.update(ray.get(ref))
         return merged
+
+    def worker_metrics(self) -> dict[str, str]:
+        """Each live worker's metrics (exposition text) by worker index, asked of all at once; a worker Ray does
+        not report up, or that has not answered within `cluster_metrics_timeout_s`, is left out and counted in
+        `refinevad_cluster_worker_metrics_missed`. Never raises (it runs inside a scrape)."""
+        serving = set(self._serving()) if self.worker_states else set(range(len(self.workers)))
+        refs = {}
+        for index in serving:
+            with contextlib.suppress(Exception):
+                worker = self.workers[index]
+                refs[index] = worker.metrics_text.options(concurrency_group=READS_GROUP).remote()
+        ready: set[Any] = set()
+        if refs:
+            try:
+                done, _ = ray.wait(
+                    list(refs.values()),
+                    num_returns=len(refs),
+                    timeout=self.settings.cluster_metrics_timeout_s,
+                )
+                ready = set(done)
+            except Exception as exc:
+                logger.warning("live workers' metrics unavailable: %s", exc)
+        texts: dict[str, str] = {}
+        for index in range(len(self.workers)):
+            ref = refs.get(index)
+            if ref is not None and ref in ready:
+                with contextlib.suppress(Exception):
+                    texts[str(index)] = ray.get(ref)
+            elif ref is not None:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref)  # still queued or running: not worth keeping
+            answered = str(index) in texts
+            self.metrics_up.labels(worker=str(index)).set(1 if answered else 0)
+            if not answered:
+                self.metrics_missed.labels(worker=str(index)).inc()
+        return texts
+
+    def latest_jpeg(self, stream_id: str) -> bytes | None:
+        """The stream's newest frame, from the live worker that reads it; None when it has none yet, or it is not
+        up or does not answer within `_VIEW_TIMEOUT_S`."""
+        record = self.store.get(stream_id)
+        if record is None or record.worker is None or not 0 <= record.worker < len(self.workers):
+            return None
+        if self.worker_states and record.worker not in self._serving():
+            return None  # the call would only queue until the worker is back
+        ref = self.workers[record.worker].latest_jpeg.options(concurrency_group=READS_GROUP).remote(stream_id)
+        try:
+            return ray.get(ref, timeout=_VIEW_TIMEOUT_S)
+        except (ray.exceptions.RayError, TimeoutError) as exc:
+            logger.info("stream %s: no latest frame from live worker %d (%s)", stream_id, record.worker, exc)
+            return None
 
     def _view_of(self, record: StreamRecord, running: dict[str, Any] | None) -> StreamView:
         base = self.view_of(record)

@@ -9,9 +9,10 @@ from each stream's `FrameRing`, fed by the stream's reader. The thread:
   event (as far back as the ring still reaches);
 - on `update` (a new peak): rewrites the snapshot;
 - every tick: appends the frames that arrived to each recording clip; a clip is finished (renamed from `.part`,
-  marked `ready`) once it reaches `post_roll_s` after the event's end, `max_clip_s` in length, or its stream is
-  removed or stops sending frames. Frames are written as they arrive and the detector confirms an end only after
-  `min_gap_s` of low scores, so a clip runs to the later of `post_roll_s` after the end and that confirmation;
+  or in a cluster stored in the shared database, and marked `ready`) once it reaches `post_roll_s` after the
+  event's end, `max_clip_s` in length, or its stream is removed or stops sending frames. Frames are written as
+  they arrive and the detector confirms an end only after `min_gap_s` of low scores, so a clip runs to the later
+  of `post_roll_s` after the end and that confirmation;
 - every `retention_interval_s`: removes media older than `retain_days`, then the oldest media until the total is
   under `max_total_mb`, and the media of events that were deleted.
 """
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
 import threading
 import time
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.event_media.encoding import ClipEncoder, clip_codec, encode_jpeg, write_atomically
+from service.event_media.encoding import ClipEncoder, clip_codec, encode_jpeg
 from service.event_media.ring import FrameRing
 from service.event_media.store import MediaStore
 from service.live.messages import EventNotice
@@ -230,9 +230,7 @@ class EventMedia(Publisher):
         frame = ring.nearest(round(peak_s * fps) + 8)
         if frame is None:
             return
-        data = encode_jpeg(frame)
-        write_atomically(self.store.snapshot_path(event_id), data)
-        self.store.set_snapshot(event_id, len(data))
+        self.store.save_snapshot(event_id, encode_jpeg(frame))
 
     def _on_removed(self, stream_id: str) -> None:
         for recording in [r for r in self._recordings.values() if r.stream_id == stream_id]:
@@ -299,16 +297,12 @@ class EventMedia(Publisher):
             return
         try:
             encoder.close()
-            final = self.store.clip_path(recording.event_id)
-            os.replace(encoder.path, final)
+            if not self.store.save_clip(recording.event_id, encoder.path, encoder.codec):
+                return  # the event was deleted while its clip recorded
         except Exception:
             logger.exception("event %d: finishing its clip failed", recording.event_id)
             self._fail(recording)
             return
-        if self.store.get(recording.event_id) is None:
-            final.unlink(missing_ok=True)  # the event was deleted while its clip recorded
-            return
-        self.store.finish_clip(recording.event_id, "ready", final.stat().st_size, encoder.codec)
         self.clips_ready += 1
         logger.info("event %d: clip ready (%d frames, %s)", recording.event_id, encoder.frames, encoder.codec)
 

@@ -1,22 +1,33 @@
-"""Where event media lives: files under `<data dir>/media/` and one row per event in the `event_media` table.
+"""Where event media lives: one row per event in the `event_media` table, and the media themselves either as files
+under `<data dir>/media/` (a single node) or, in a cluster (`shared=True`), in the shared database.
 
-`<event id>.jpg` is the snapshot (replaced atomically when the event reaches a new peak), `<event id>.mp4` the clip
-once finished (written as `<event id>.mp4.part` while it records, renamed when complete, so a clip that is served
-is always whole). The row says what exists: `snapshot_bytes` (0 = none), `clip_status`
-(`recording` / `ready` / `failed` / `expired`) and `clip_bytes`.
+Files: `<event id>.jpg` is the snapshot (replaced atomically when the event reaches a new peak), `<event id>.mp4`
+the clip once finished (written as `<event id>.mp4.part` while it records, renamed when complete, so a clip that
+is served is always whole).
+
+Shared (cluster mode): the snapshot and the finished clip are stored in `event_media_parts` in parts of
+`MEDIA_PART_BYTES`, as the cluster's uploads are (`job_uploads`): the database is the one thing every API replica
+reaches, and it outlives the live worker (and the machine) that recorded them. A clip is still encoded into a
+local `.part` file (the worker's scratch directory) and stored in one transaction with its `ready` state once
+finished, so a clip that is served is always whole; the snapshot is replaced in one transaction too.
+
+The row says what exists: `snapshot_bytes` (0 = none), `clip_status` (`recording` / `ready` / `failed` /
+`expired`) and `clip_bytes`; retention (`expire`, `delete`) removes files and stored parts alike.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
 from alembic.operations import Operations
 
+from service.event_media.encoding import write_atomically
 from service.storage import EVENTS, Database, apply_migrations
 
 logger = logging.getLogger(__name__)
@@ -34,7 +45,29 @@ def _media_columns() -> list[sa.Column]:
     ]
 
 
-EVENT_MEDIA = sa.Table("event_media", sa.MetaData(), *_media_columns())
+def _part_columns() -> list[sa.Column]:
+    """Fresh columns of `event_media_parts`: a cluster's snapshots (`kind` `snapshot`) and finished clips (`clip`)
+    in parts of `MEDIA_PART_BYTES`, deleted with their event's media row."""
+    return [
+        sa.Column(
+            "event_id",
+            sa.BigInteger,
+            sa.ForeignKey("event_media.event_id", ondelete="CASCADE"),
+            primary_key=True,
+            autoincrement=False,
+        ),
+        sa.Column("kind", sa.Text, primary_key=True),
+        sa.Column("part", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("data", sa.LargeBinary, nullable=False),
+    ]
+
+
+_MEDIA_METADATA = sa.MetaData()
+EVENT_MEDIA = sa.Table("event_media", _MEDIA_METADATA, *_media_columns())
+EVENT_MEDIA_PARTS = sa.Table("event_media_parts", _MEDIA_METADATA, *_part_columns())
+
+# 1 MiB, as the uploads' parts: one short statement each, and what a write or a read holds in memory.
+MEDIA_PART_BYTES = 1 << 20
 
 
 def _event_media_v1(op: Operations) -> None:
@@ -42,7 +75,17 @@ def _event_media_v1(op: Operations) -> None:
     op.create_index("event_media_by_created", "event_media", ["created_at"])
 
 
-EVENT_MEDIA_MIGRATIONS = (("event_media_v1", (_event_media_v1,)),)
+def _event_media_v2(op: Operations) -> None:
+    op.create_table("event_media_parts", *_part_columns())
+    if op.get_bind().dialect.name == "postgresql":
+        # JPEG and H.264 are compressed already: parts are stored as they are (out of line), not tried with pglz.
+        op.execute("ALTER TABLE event_media_parts ALTER COLUMN data SET STORAGE EXTERNAL")
+
+
+EVENT_MEDIA_MIGRATIONS = (
+    ("event_media_v1", (_event_media_v1,)),
+    ("event_media_v2", (_event_media_v2,)),
+)
 
 ClipStatus = str  # recording | ready | failed | expired
 
@@ -58,9 +101,13 @@ class MediaRecord:
 
 
 class MediaStore:
-    def __init__(self, db: Database, root: Path) -> None:
+    """Event media rows and their bytes. `root`: the media files (single node), or in `shared` mode (a cluster)
+    only the scratch directory where clips are encoded before they are stored in the database."""
+
+    def __init__(self, db: Database, root: Path, *, shared: bool = False) -> None:
         self.db = db
         self.root = root
+        self.shared = shared
         root.mkdir(parents=True, exist_ok=True)
         apply_migrations(db, EVENT_MEDIA_MIGRATIONS)
 
@@ -95,6 +142,91 @@ class MediaStore:
                 .values(clip_status=status, clip_bytes=size, clip_codec=codec)
             )
 
+    def save_snapshot(self, event_id: int, data: bytes) -> None:
+        """Store (or replace) the event's JPEG snapshot: readers see the old one or the new one, never a mix.
+        Nothing is stored for an event whose media row is gone (deleted). StorageError if the database fails."""
+        if not self.shared:
+            write_atomically(self.snapshot_path(event_id), data)
+            self.set_snapshot(event_id, len(data))
+            return
+        with self.db.transaction() as conn:
+            found = conn.execute(
+                sa.update(EVENT_MEDIA).where(_C.event_id == event_id).values(snapshot_bytes=len(data))
+            ).rowcount
+            conn.execute(sa.delete(EVENT_MEDIA_PARTS).where(*_parts_of(event_id, "snapshot")))
+            if found and data:
+                conn.execute(
+                    sa.insert(EVENT_MEDIA_PARTS),
+                    [
+                        {
+                            "event_id": event_id,
+                            "kind": "snapshot",
+                            "part": n,
+                            "data": data[at : at + MEDIA_PART_BYTES],
+                        }
+                        for n, at in enumerate(range(0, len(data), MEDIA_PART_BYTES))
+                    ],
+                )
+
+    def save_clip(self, event_id: int, partial: Path, codec: str) -> bool:
+        """The finished clip, encoded into `partial`, becomes the event's served clip (`ready`): renamed into
+        place, or in `shared` mode stored part by part in one transaction with its state (never the whole clip in
+        memory) and the local file removed. False, and nothing kept, when the event was deleted meanwhile.
+        OSError or StorageError on failure (the partial file is left to the caller)."""
+        size = partial.stat().st_size
+        if not self.shared:
+            final = self.clip_path(event_id)
+            os.replace(partial, final)
+            if self.get(event_id) is None:
+                final.unlink(missing_ok=True)  # the event was deleted while its clip recorded
+                return False
+            self.finish_clip(event_id, "ready", size, codec)
+            return True
+        with self.db.transaction() as conn:
+            found = conn.execute(
+                sa.update(EVENT_MEDIA)
+                .where(_C.event_id == event_id)
+                .values(clip_status="ready", clip_bytes=size, clip_codec=codec)
+            ).rowcount
+            if found:
+                conn.execute(sa.delete(EVENT_MEDIA_PARTS).where(*_parts_of(event_id, "clip")))
+                with partial.open("rb") as clip:
+                    part = 0
+                    while chunk := clip.read(MEDIA_PART_BYTES):
+                        conn.execute(
+                            sa.insert(EVENT_MEDIA_PARTS).values(
+                                event_id=event_id, kind="clip", part=part, data=chunk
+                            )
+                        )
+                        part += 1
+        partial.unlink(missing_ok=True)
+        return bool(found)
+
+    def read_snapshot(self, event_id: int) -> bytes | None:
+        """The stored snapshot (`shared` mode), or None when there is none."""
+        rows = self.db.query(
+            sa.select(EVENT_MEDIA_PARTS.c.data)
+            .where(*_parts_of(event_id, "snapshot"))
+            .order_by(EVENT_MEDIA_PARTS.c.part)
+        )
+        return b"".join(bytes(row[0]) for row in rows) if rows else None
+
+    def read_clip(self, event_id: int, start: int, stop: int) -> Iterator[bytes]:
+        """Bytes `start` to `stop` (exclusive) of the stored clip (`shared` mode), one part read at a time. Stops
+        early when the clip is removed meanwhile (retention, deletion), logged: the reader gets a short body."""
+        first, last = start // MEDIA_PART_BYTES, (stop - 1) // MEDIA_PART_BYTES
+        for part in range(first, last + 1):
+            rows = self.db.query(
+                sa.select(EVENT_MEDIA_PARTS.c.data).where(
+                    *_parts_of(event_id, "clip"), EVENT_MEDIA_PARTS.c.part == part
+                )
+            )
+            if not rows:
+                logger.warning("event %d: its clip was removed while it was being read", event_id)
+                return
+            base = part * MEDIA_PART_BYTES
+            yield bytes(rows[0][0][max(0, start - base) : stop - base])
+
     def get(self, event_id: int) -> MediaRecord | None:
         rows = self.db.query(sa.select(*_RECORD).where(_C.event_id == event_id))
         return MediaRecord(*rows[0]) if rows else None
@@ -119,9 +251,10 @@ class MediaStore:
             path.unlink(missing_ok=True)
 
     def expire(self, event_id: int) -> None:
-        """Retention: the files go, the row stays to say so (the event itself is kept)."""
+        """Retention: the files (or stored parts) go, the row stays to say so (the event itself is kept)."""
         self._remove_files(event_id)
         with self.db.transaction() as conn:
+            conn.execute(sa.delete(EVENT_MEDIA_PARTS).where(EVENT_MEDIA_PARTS.c.event_id == event_id))
             conn.execute(
                 sa.update(EVENT_MEDIA)
                 .where(_C.event_id == event_id)
@@ -129,9 +262,10 @@ class MediaStore:
             )
 
     def delete(self, event_id: int) -> None:
-        """The event is gone: its files and row with it."""
+        """The event is gone: its files (or stored parts) and row with it."""
         self._remove_files(event_id)
         with self.db.transaction() as conn:
+            conn.execute(sa.delete(EVENT_MEDIA_PARTS).where(EVENT_MEDIA_PARTS.c.event_id == event_id))
             conn.execute(sa.delete(EVENT_MEDIA).where(_C.event_id == event_id))
 
     def orphans(self) -> list[int]:
@@ -183,4 +317,10 @@ class MediaStore:
 
 _C = EVENT_MEDIA.c
 _RECORD = (_C.event_id, _C.stream_id, _C.created_at, _C.snapshot_bytes, _C.clip_status, _C.clip_bytes)
+
+
+def _parts_of(event_id: int, kind: str) -> tuple[sa.ColumnElement[bool], ...]:
+    return (EVENT_MEDIA_PARTS.c.event_id == event_id, EVENT_MEDIA_PARTS.c.kind == kind)
+
+
 _FINISHED_WITH_FILES = (_C.clip_status != "recording", sa.or_(_C.snapshot_bytes > 0, _C.clip_bytes > 0))

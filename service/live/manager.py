@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -76,10 +77,13 @@ class LiveStreamManager:
         hub: LiveHub | None = None,
         owned: Callable[[], list[StreamRecord]] | None = None,
         first_snippet: Callable[[str], int] | None = None,
+        media_root: Path | None = None,
     ) -> None:
         """`owned` lists the streams this manager runs (default: every registered stream; a cluster's live
-        worker runs its share), `first_snippet` the index a resumed stream's snippets start at (default 0), and
-        `hub` takes the scored messages (default: a `LiveHub` for this process's WebSocket clients)."""
+        worker runs its share), `first_snippet` the index a resumed stream's snippets start at (default 0),
+        `hub` takes the scored messages (default: a `LiveHub` for this process's WebSocket clients), and
+        `media_root` is where event media files go (default `DATA_DIR/media`; a cluster's live worker encodes its
+        clips in a directory of its own there, and stores the media in the shared database)."""
         self.settings = settings
         if settings.live_ffmpeg_options and FFMPEG_OPTIONS_ENV not in os.environ:
             # OpenCV reads its FFmpeg options from here; cameras are its only captures in the service, so this
@@ -104,7 +108,8 @@ class LiveStreamManager:
         self.media: EventMedia | None = None
         if settings.media_enabled:
             self.media = EventMedia(
-                MediaStore(db, settings.media_dir),
+                # In a cluster every replica serves every event's media: they are kept in the shared database.
+                MediaStore(db, media_root or settings.media_dir, shared=bool(settings.cluster_address)),
                 media_policy(settings),
                 # A cluster worker fails only its own streams' unfinished clips, not those other workers record.
                 recover_streams=None if owned is None else lambda: [record.id for record in owned()],
@@ -322,6 +327,10 @@ class LiveStreamManager:
                 logger.warning(
                     "%d event clips left recording by the streams' previous worker: marked failed", failed
                 )
+
+    def latest_jpeg(self, stream_id: str) -> bytes | None:
+        """JPEG of the stream's newest frame, or None when none was read yet (or event media are off)."""
+        return None if self.media is None else self.media.latest_jpeg(stream_id)
 
     def exists(self, stream_id: str) -> bool:
         return stream_id in self._records

@@ -8,6 +8,19 @@ from prometheus_client import Counter, Gauge, Histogram
 from service.live.readers import STREAM_STATES
 from service.metrics import ServiceMetrics
 
+# What the pipeline measures (readers, scheduler, publishers), as opposed to an API process's WebSocket clients:
+# in a cluster these come from the live workers, and an API replica's own copies are idle (`ClusterStreams`).
+PIPELINE_FAMILIES = frozenset(
+    {
+        "refinevad_live_latency_seconds",
+        "refinevad_live_dropped_frames",
+        "refinevad_live_streams",
+        "refinevad_live_batch_snippets",
+        "refinevad_live_scheduler_errors",
+        "refinevad_live_publisher_errors",
+    }
+)
+
 _LATENCY = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 
 

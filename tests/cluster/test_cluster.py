@@ -7,17 +7,29 @@ import json
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
 from tests.cluster.conftest import ClusterStack
 from tests.ray_cluster import listening_addresses, peer_addresses
 from tests.reliability.conftest import wait_for
-from tests.service.conftest import ServerProcess, encode_looped_clip, upload_video, wait_final
+from tests.service.conftest import (
+    ServerProcess,
+    encode_looped_clip,
+    upload_video,
+    wait_event_with_snapshot,
+    wait_final,
+)
 from tests.service.live.service_process import next_snippets
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
+
+# Thresholds of 0 make every score an anomaly: an event opens at the first final score (with its media).
+ALWAYS = {"enter_threshold": 0.0, "exit_threshold": 0.0, "min_duration_s": 0.0}
 
 
 def open_live(server: ServerProcess, stream_id: str, since: int | None = None):
@@ -31,24 +43,64 @@ def open_live(server: ServerProcess, stream_id: str, since: int | None = None):
 def test_registrations_are_shared_and_any_replica_serves_any_stream(stack: ClusterStack) -> None:
     a, b = stack.replicas
     with a.client() as ca, b.client() as cb:
-        created = ca.post("/streams", json={"url": stack.camera.url, "name": "gate"})
+        created = ca.post("/streams", json={"url": stack.camera.url, "name": "gate", "events": ALWAYS})
         assert created.status_code == 201, created.text
         stream = created.json()
-        assert [s["id"] for s in cb.get("/streams").json()["items"]] == [stream["id"]]
-        assert cb.get(f"/streams/{stream['id']}").json()["name"] == "gate"
-        with open_live(b, stream["id"]) as ws:
+        sid = stream["id"]
+        assert [s["id"] for s in cb.get("/streams").json()["items"]] == [sid]
+        assert cb.get(f"/streams/{sid}").json()["name"] == "gate"
+        with open_live(b, sid) as ws:
             finals = next_snippets(ws, 2, timeout=90, status="final")
         assert [m["index"] for m in finals] == [finals[0]["index"], finals[0]["index"] + 1]
-        wait_for(lambda: cb.get(f"/streams/{stream['id']}").json()["state"] == "live", 30, "live state via b")
-        assert ca.delete(f"/streams/{stream['id']}").status_code == 204
-        assert cb.get(f"/streams/{stream['id']}").status_code == 404
+        wait_for(lambda: cb.get(f"/streams/{sid}").json()["state"] == "live", 30, "live state via b")
+
+        # The event's snapshot, recorded on a live worker, is served by the other replica from the shared store;
+        # so is the stream's newest frame, asked of its worker.
+        event = wait_event_with_snapshot(cb, sid, 30)
+        snapshot = cb.get(event["snapshot_url"])
+        assert snapshot.status_code == 200 and snapshot.headers["content-type"] == "image/jpeg"
+        assert cv2.imdecode(np.frombuffer(snapshot.content, np.uint8), cv2.IMREAD_COLOR) is not None
+        latest = cb.get(f"/streams/{sid}/snapshot.jpg")
+        assert latest.status_code == 200 and latest.content[:2] == b"\xff\xd8"
+
+        # A replica's /metrics shows the live workers' pipeline, labelled by worker.
+        metrics = _metrics(ca)
+        worker = str(_assigned(stack.database.url())[sid])
+        assert metrics[("refinevad_live_streams", frozenset({("state", "live"), ("worker", worker)}))] == 1
+        live_snippets = frozenset({("source", "live"), ("worker", worker)})
+        assert metrics[("refinevad_snippets_processed_total", live_snippets)] >= 2
+        assert metrics[("refinevad_live_latency_seconds_count", frozenset({("worker", worker)}))] >= 1
+        assert all(
+            metrics[("refinevad_cluster_worker_metrics_up", frozenset({("worker", w)}))] == 1 for w in "01"
+        )
+
+        assert ca.delete(f"/streams/{sid}").status_code == 204
+        assert cb.get(f"/streams/{sid}").status_code == 404
         assert cb.get("/streams").json()["total"] == 0
+        # Removing the stream finished the clip: stored whole, served through either replica, seekable.
+        clip = wait_for(
+            lambda: (r := cb.get(f"/events/{event['id']}/clip.mp4")).status_code == 200 and r, 30, "the clip"
+        )
+        assert clip.headers["content-type"] == "video/mp4" and clip.content[4:8] == b"ftyp"
+        part = ca.get(f"/events/{event['id']}/clip.mp4", headers={"Range": "bytes=10-109"})
+        assert part.status_code == 206 and part.content == clip.content[10:110]
+        assert part.headers["content-range"] == f"bytes 10-109/{len(clip.content)}"
     # Every Ray process (both nodes, their workers and actors) listens and connects on loopback only.
     ray_pids = stack.head.pids() + stack.worker.pids()
     loopback = {"127.0.0.1", "[::ffff:127.0.0.1]", "[::1]"}
     listening, peers = listening_addresses(ray_pids), peer_addresses(ray_pids)
     assert listening and listening <= loopback, listening
     assert peers and peers <= loopback, peers
+
+
+def _metrics(client) -> dict[tuple[str, frozenset], float]:
+    response = client.get("/metrics")
+    assert response.status_code == 200, response.text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
 
 
 def _finals_stored(database_url: str, stream_id: str) -> list[int]:
@@ -142,6 +194,14 @@ def test_a_dead_node_loses_no_stream_snippet_event_or_job(
         assert {sid: _assigned(url)[sid] for sid in victims} == dict.fromkeys(victims, survivor)
         assert sorted(_actors(stack, (survivor,))[survivor]["streams"]) == sorted(ids)
         assert _actor_state(stack, victim) == "RESTARTING"
+        # A replica's /metrics leaves the lost worker out, and says so; the survivor's pipeline is there.
+        metrics = _metrics(cb)
+        lost, alive = frozenset({("worker", str(victim))}), frozenset({("worker", str(survivor))})
+        assert metrics[("refinevad_cluster_worker_metrics_up", lost)] == 0
+        assert metrics[("refinevad_cluster_worker_metrics_missed_total", lost)] >= 1
+        assert metrics[("refinevad_cluster_worker_metrics_up", alive)] == 1
+        assert not any(labels >= lost for _name, labels in metrics if _name.startswith("refinevad_live_"))
+        assert metrics[("refinevad_snippets_processed_total", alive | {("source", "live")})] > 0
 
         # A client that reconnects with `since` gets every final snippet stored from there on, in order.
         for sid in victims:

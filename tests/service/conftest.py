@@ -128,6 +128,18 @@ def wait_final(client: httpx.Client, job_id: str, timeout: float = 60.0) -> dict
     raise AssertionError(f"job {job_id} not finished after {timeout}s: {job}")
 
 
+def wait_event_with_snapshot(client: httpx.Client, stream_id: str, timeout: float) -> dict:
+    """The stream's newest event once it has a snapshot (its view, as `GET /events` lists it)."""
+    deadline = time.monotonic() + timeout
+    items: list[dict] = []
+    while time.monotonic() < deadline:
+        items = client.get("/events", params={"stream": stream_id}).json()["items"]
+        if items and items[0]["snapshot_url"]:
+            return items[0]
+        time.sleep(0.2)
+    raise AssertionError(f"stream {stream_id}: no event with a snapshot after {timeout}s: {items}")
+
+
 def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")

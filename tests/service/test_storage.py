@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from service.cluster.messages import LIVE_MESSAGES, MessageLog
-from service.event_media.store import EVENT_MEDIA, MediaStore
+from service.event_media.store import EVENT_MEDIA, EVENT_MEDIA_PARTS, MEDIA_PART_BYTES, MediaStore
 from service.live.store import STREAMS, StreamStore
 from service.storage import (
     EVENTS,
@@ -77,7 +77,7 @@ def test_migrated_schema_is_the_tables_the_stores_query(db: Database, tmp_path: 
     """The migrations and the Core tables describe one schema, on either backend."""
     JobStore(db), EventStore(db), StreamStore(db), MessageLog(db), MediaStore(db, tmp_path / "media")
     inspector = sa.inspect(db.engine)
-    for table in (JOBS, EVENTS, JOB_UPLOADS, STREAMS, LIVE_MESSAGES, EVENT_MEDIA):
+    for table in (JOBS, EVENTS, JOB_UPLOADS, STREAMS, LIVE_MESSAGES, EVENT_MEDIA, EVENT_MEDIA_PARTS):
         reflected = {c["name"]: c["nullable"] for c in inspector.get_columns(table.name)}
         declared = {c.name: c.nullable for c in table.columns}
         assert reflected == declared, table.name
@@ -413,3 +413,53 @@ def test_postgres_down_is_unavailable_then_recovers() -> None:
         db.close()
     finally:
         server.stop()
+
+
+def test_shared_event_media_are_stored_in_parts_read_by_range_and_removed(
+    db: Database, tmp_path: Path
+) -> None:
+    """Cluster mode: a snapshot and a finished clip are stored in 1 MiB parts (the clip's local file removed),
+    replaced whole, read back by byte range across parts, and removed by retention or with their event; a single
+    node stores files and no parts."""
+    store = MediaStore(db, tmp_path / "scratch", shared=True)
+    for event_id in (1, 2):
+        store.create(event_id, "cam")
+    first, second = os.urandom(MEDIA_PART_BYTES + 10), os.urandom(300)
+    store.save_snapshot(1, first)
+    assert store.read_snapshot(1) == first and store.get(1).snapshot_bytes == len(first)
+    store.save_snapshot(1, second)  # a new peak: the old snapshot is replaced, not mixed in
+    assert store.read_snapshot(1) == second and store.get(1).snapshot_bytes == 300
+    clip = os.urandom(2 * MEDIA_PART_BYTES + 123)
+    partial = store.partial_clip_path(1)
+    partial.write_bytes(clip)
+    assert store.save_clip(1, partial, "h264")
+    assert not partial.exists() and not list(store.root.iterdir())
+    record = store.get(1)
+    assert (record.clip_status, record.clip_bytes) == ("ready", len(clip))
+    for start, stop in (
+        (0, len(clip)),
+        (100, 200),
+        (MEDIA_PART_BYTES - 5, MEDIA_PART_BYTES + 5),
+        (len(clip) - 7, len(clip)),
+    ):
+        assert b"".join(store.read_clip(1, start, stop)) == clip[start:stop], (start, stop)
+    parts = sa.select(sa.func.count()).select_from(EVENT_MEDIA_PARTS)
+    assert db.query(parts)[0][0] == 1 + 3
+    assert store.total_bytes() == 300 + len(clip)
+    # An event deleted while its clip recorded: nothing is stored, the local file goes anyway.
+    store.delete(2)
+    partial = store.partial_clip_path(2)
+    partial.write_bytes(b"late clip")
+    assert not store.save_clip(2, partial, "h264") and not partial.exists()
+    store.save_snapshot(2, b"late snapshot")
+    assert store.get(2) is None and store.read_snapshot(2) is None
+    assert db.query(parts)[0][0] == 4
+    # Retention: the bytes go, the row says so.
+    store.expire(1)
+    assert store.get(1).clip_status == "expired" and store.read_snapshot(1) is None
+    assert list(store.read_clip(1, 0, len(clip))) == [] and db.query(parts)[0][0] == 0
+    # A single node writes files, as before, and stores no parts.
+    local = MediaStore(db, tmp_path / "media")
+    local.create(3, "cam")
+    local.save_snapshot(3, second)
+    assert local.snapshot_path(3).read_bytes() == second and db.query(parts)[0][0] == 0

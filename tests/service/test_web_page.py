@@ -16,6 +16,7 @@ import pytest
 
 from tests.footage import PED2_ROOT
 from tests.reliability.conftest import wait_for
+from tests.service.conftest import wait_event_with_snapshot
 from tests.service.live.service_process import API_KEY, ServiceProcess
 
 pytestmark = pytest.mark.integration
@@ -49,15 +50,7 @@ def finished_event(service: ServiceProcess) -> dict:
         sid = client.post("/streams", json={"url": EVENTS_CLIP, "name": "dock cam", "events": always}).json()[
             "id"
         ]
-        event = wait_for(
-            lambda: (
-                (items := client.get("/events", params={"stream": sid}).json()["items"])
-                and items[0]["snapshot_url"]
-                and items[0]
-            ),
-            40,
-            "an event with a snapshot",
-        )
+        event = wait_event_with_snapshot(client, sid, 40)
         time.sleep(3.0)
         assert client.delete(f"/streams/{sid}").status_code == 204
         # Closed (its final peak and categories stored) and its clip finished.

@@ -241,3 +241,55 @@ def test_an_event_that_ends_with_its_source_finishes_its_clip_at_once(setup) -> 
         wait_for(lambda: _clip_ready(store, eid), 5, "the clip finished without waiting for frames")
     finally:
         media.stop()
+
+
+def test_in_a_cluster_the_media_live_in_the_shared_database(database_target, tmp_path) -> None:
+    """Cluster mode (`shared`), on either backend: the snapshot and the finished clip are stored in the database,
+    readable by any process with no file of the recording one; the clip's scratch file goes once it is stored,
+    and retention and deleted events remove the stored media as they remove files."""
+    db = Database(database_target)
+    events = LiveEventStore(db)
+    store = MediaStore(db, tmp_path / "worker-0", shared=True)
+    media = _media(store)
+    try:
+        eid = _announce(media, events, frames=64, start_s=2.0)
+        wait_for(lambda: (r := store.get(eid)) is not None and r.snapshot_bytes > 0, 20, "the snapshot")
+        media.publish(EventChanged("cam", "cam", _notice("end", eid, 2.0, 2.0, end_s=6.0)))
+        ring = media.ring("cam")
+        for first in range(64, 128, 16):
+            ring.push(first, _batch(first), FPS)
+        wait_for(lambda: _clip_ready(store, eid), 20, "the clip")
+        other = events.open("cam", 10.0, time.time(), 0.9)
+        media.publish(EventChanged("cam", "cam", _notice("start", other, 10.0, 10.0)))
+        media.publish(StreamRemoved("cam"))  # finishes its clip with the frames read
+        wait_for(lambda: _clip_ready(store, other), 20, "the second clip")
+    finally:
+        media.stop()
+    assert not list(store.root.iterdir())  # nothing left on this machine
+    # Another replica: its own scratch directory, the same database.
+    reader = MediaStore(Database(database_target), tmp_path / "replica", shared=True)
+    record = reader.get(eid)
+    snapshot = reader.read_snapshot(eid)
+    assert snapshot is not None and len(snapshot) == record.snapshot_bytes
+    assert (
+        abs(int(cv2.imdecode(np.frombuffer(snapshot, np.uint8), cv2.IMREAD_GRAYSCALE).mean()) - 2 * 28) <= 2
+    )
+    clip = b"".join(reader.read_clip(eid, 0, record.clip_bytes))
+    assert len(clip) == record.clip_bytes
+    (tmp_path / "clip.mp4").write_bytes(clip)
+    with av.open(str(tmp_path / "clip.mp4")) as container:
+        levels = [f.to_ndarray(format="rgb24").mean() for f in container.decode(video=0)]
+    # 1 s of pre-roll before the start (frame 10) to 1 s after the end (frame 70).
+    np.testing.assert_allclose(levels, (np.arange(10, 71) * 2) % 256, atol=3)
+    assert reader.total_bytes() == sum(
+        reader.get(i).snapshot_bytes + reader.get(i).clip_bytes for i in (eid, other)
+    )
+    # Retention: a deleted event's media go; by age, the rest expire (rows kept, bytes gone).
+    assert events.delete(other)
+    media.policy = MediaPolicy(retain_s=0.001)
+    assert media.enforce_retention() == 2
+    assert reader.get(other) is None and reader.get(eid).clip_status == "expired"
+    assert reader.read_snapshot(eid) is None and list(reader.read_clip(eid, 0, record.clip_bytes)) == []
+    assert reader.total_bytes() == 0
+    reader.db.close()
+    db.close()
