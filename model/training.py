@@ -7,6 +7,8 @@ Validation criterion: video-level ROC-AUC of each held-out video's top-k mean sn
 against its video label, computed on the full-length features; ties (within `min_delta`, e.g. both 1.0 on an easy
 set) are broken by the validation loss (the training loss on the held-out videos, resampled to T bins). When frame
 labels of the held-out videos are supplied (`validation_frame_labels`), frame-level ROC-AUC is used instead.
+`val_criterion="splice_auc"` uses the snippet AUC of the held-out normal and anomalous videos spliced in time
+(`model.evaluation.splice`), which also sees a head spread an anomaly over its temporal context.
 
 Output folder: `best.pt` (the selected epoch, what `evaluate` and the service load), `last.pt` (latest epoch plus
 optimizer, scheduler, RNG state and history, what `--resume` continues from) and `history.json`.
@@ -121,7 +123,7 @@ class ValidationSet:
     records: list[VideoRecord]
     num_segments: int
     frame_labels: Mapping[str, np.ndarray] | None = None  # per-snippet 0/1 of held-out videos, if known
-    criterion: str = "video_auc"
+    criterion: Literal["video_auc", "splice_auc"] = "video_auc"
 
     def __post_init__(self) -> None:
         self._full = [self.features.load(r) for r in self.records]
@@ -146,26 +148,24 @@ class ValidationSet:
             if self.frame_labels is not None:
                 snippet_scores.append(scores.cpu().numpy())
                 snippet_labels.append(np.asarray(self.frame_labels[record.name])[: scores.shape[0]])
-        model.train(was_training)
-        labels = self._labels.numpy()
-        metrics = {"val_loss": float(loss), "val_video_auc": float(roc_auc_score(labels, video_scores))}
+        spliced = None
         if self.criterion == "splice_auc":
-            was_training = model.training
-            model.eval()
             spliced = score_spliced(
                 lambda x: score_features(model, torch.from_numpy(x).to(device)).scores.cpu().numpy(),
                 [x for r, x in zip(self.records, self._full, strict=True) if not r.label],
                 [x for r, x in zip(self.records, self._full, strict=True) if r.label],
             )
-            model.train(was_training)
+        model.train(was_training)
+        labels = self._labels.numpy()
+        metrics = {"val_loss": float(loss), "val_video_auc": float(roc_auc_score(labels, video_scores))}
+        if spliced is not None:
             metrics["val_splice_auc"] = spliced["splice_snippet_auc"]
             metrics["val_splice_normal_mean"] = spliced["splice_normal_mean"]
         if self.frame_labels is not None:
             flat_labels = np.concatenate(snippet_labels)
             if 0 < flat_labels.sum() < flat_labels.size:
                 metrics["val_frame_auc"] = float(roc_auc_score(flat_labels, np.concatenate(snippet_scores)))
-        criterion = "val_splice_auc" if self.criterion == "splice_auc" else "val_video_auc"
-        metrics["val_auc"] = metrics.get("val_frame_auc", metrics[criterion])
+        metrics["val_auc"] = metrics.get("val_frame_auc", metrics[f"val_{self.criterion}"])
         return metrics
 
 

@@ -249,13 +249,23 @@ class BalancedBatches:
             chosen = [self.normal[i] for i in normal_order[b * self.half : (b + 1) * self.half]]
             chosen += [self.anomalous[i] for i in anomalous_order[b * self.half : (b + 1) * self.half]]
             crops = [self._crop(rng, r) for r in chosen]
-            arrays = np.stack([self._resampled(r, c) for r, c in zip(chosen, crops, strict=True)])
+            # Draws in this order (crops, then splices of the anomalous half) keep runs reproducible.
+            spliced = {
+                i: self._spliced(rng, chosen[i])
+                for i in range(self.half, len(chosen))
+                if self.splice_prob > 0 and rng.random() < self.splice_prob
+            }
+            arrays = np.stack(
+                [
+                    spliced[i][0] if i in spliced else self._resampled(r, crops[i])
+                    for i, r in enumerate(chosen)
+                ]
+            )
             known_normal = None
             if self.splice_prob > 0:
                 known_normal = np.zeros(arrays.shape[:2], dtype=bool)
-                for i in range(self.half, len(chosen)):  # the anomalous half
-                    if rng.random() < self.splice_prob:
-                        arrays[i], known_normal[i] = self._spliced(rng, chosen[i])
+                for i, (_, mask) in spliced.items():
+                    known_normal[i] = mask
             yield Batch(
                 torch.from_numpy(arrays),
                 torch.tensor([float(r.label) for r in chosen]),
