@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import sqlalchemy as sa
 from alembic.migration import MigrationContext
@@ -542,6 +542,18 @@ class EventStore:
 _CLAIMABLE = ("queued", "running")
 
 
+def insert_parts(
+    conn: sa.Connection, table: sa.Table, source: BinaryIO, part_bytes: int, **key: object
+) -> int:
+    """Insert `source`'s bytes into `table` as rows `key` + (`part` 0, 1, ..., `data` of at most `part_bytes`),
+    one part in memory at a time, on `conn` (the caller's transaction). Returns the number of parts."""
+    part = 0
+    while chunk := source.read(part_bytes):
+        conn.execute(sa.insert(table).values(**key, part=part, data=chunk))
+        part += 1
+    return part
+
+
 def database_now(dialect: str) -> sa.ColumnElement[float]:
     """Now, in seconds since the epoch, by the database server's clock: leases taken and renewed by replicas on
     several machines are compared on one clock, whatever each machine's own says."""
@@ -580,10 +592,7 @@ class JobStore:
             conn.execute(sa.insert(JOBS).values(**data))
             if self.shared_uploads and record.upload_path:
                 with Path(record.upload_path).open("rb") as upload:
-                    part = 0
-                    while chunk := upload.read(UPLOAD_PART_BYTES):
-                        conn.execute(sa.insert(JOB_UPLOADS).values(job_id=record.id, part=part, data=chunk))
-                        part += 1
+                    insert_parts(conn, JOB_UPLOADS, upload, UPLOAD_PART_BYTES, job_id=record.id)
         return record
 
     def fetch_upload(self, job_id: str, dest: Path) -> bool:

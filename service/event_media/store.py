@@ -17,6 +17,7 @@ The row says what exists: `snapshot_bytes` (0 = none), `clip_status` (`recording
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import time
@@ -28,7 +29,7 @@ import sqlalchemy as sa
 from alembic.operations import Operations
 
 from service.event_media.encoding import write_atomically
-from service.storage import EVENTS, Database, apply_migrations
+from service.storage import EVENTS, Database, apply_migrations, insert_parts
 
 logger = logging.getLogger(__name__)
 
@@ -154,18 +155,14 @@ class MediaStore:
                 sa.update(EVENT_MEDIA).where(_C.event_id == event_id).values(snapshot_bytes=len(data))
             ).rowcount
             conn.execute(sa.delete(EVENT_MEDIA_PARTS).where(*_parts_of(event_id, "snapshot")))
-            if found and data:
-                conn.execute(
-                    sa.insert(EVENT_MEDIA_PARTS),
-                    [
-                        {
-                            "event_id": event_id,
-                            "kind": "snapshot",
-                            "part": n,
-                            "data": data[at : at + MEDIA_PART_BYTES],
-                        }
-                        for n, at in enumerate(range(0, len(data), MEDIA_PART_BYTES))
-                    ],
+            if found:
+                insert_parts(
+                    conn,
+                    EVENT_MEDIA_PARTS,
+                    io.BytesIO(data),
+                    MEDIA_PART_BYTES,
+                    event_id=event_id,
+                    kind="snapshot",
                 )
 
     def save_clip(self, event_id: int, partial: Path, codec: str) -> bool:
@@ -191,14 +188,9 @@ class MediaStore:
             if found:
                 conn.execute(sa.delete(EVENT_MEDIA_PARTS).where(*_parts_of(event_id, "clip")))
                 with partial.open("rb") as clip:
-                    part = 0
-                    while chunk := clip.read(MEDIA_PART_BYTES):
-                        conn.execute(
-                            sa.insert(EVENT_MEDIA_PARTS).values(
-                                event_id=event_id, kind="clip", part=part, data=chunk
-                            )
-                        )
-                        part += 1
+                    insert_parts(
+                        conn, EVENT_MEDIA_PARTS, clip, MEDIA_PART_BYTES, event_id=event_id, kind="clip"
+                    )
         partial.unlink(missing_ok=True)
         return bool(found)
 
