@@ -142,6 +142,10 @@ class ClusterStreams(LiveStreamManager):
     def _serving(self) -> list[int]:
         return [index for index, state in enumerate(self.worker_states) if state == "ALIVE"]
 
+    def _reachable(self) -> set[int]:
+        """The workers worth calling: those Ray reports up, or all of them before the first state read."""
+        return set(self._serving()) if self.worker_states else set(range(len(self.workers)))
+
     def fail_over(self) -> list[StreamRecord]:
         """Re-read the workers' states from Ray; move the streams of lost workers to serving ones (any replica
         may do this at any time: `StreamStore.reassign` lets one move them). Returns the streams moved here."""
@@ -222,7 +226,7 @@ class ClusterStreams(LiveStreamManager):
 
     def _worker_views(self, workers: set[int]) -> dict[str, dict[str, Any]]:
         # A worker Ray knows is not up would only queue the call until it is.
-        serving = set(self._serving()) if self.worker_states else set(range(len(self.workers)))
+        serving = self._reachable()
         refs = {w: self.workers[w].views.remote() for w in workers if w in serving}
         if not refs:
             return {}
@@ -237,7 +241,7 @@ class ClusterStreams(LiveStreamManager):
         """Each live worker's metrics (exposition text) by worker index, asked of all at once; a worker Ray does
         not report up, or that has not answered within `cluster_metrics_timeout_s`, is left out and counted in
         `refinevad_cluster_worker_metrics_missed`. Never raises (it runs inside a scrape)."""
-        serving = set(self._serving()) if self.worker_states else set(range(len(self.workers)))
+        serving = self._reachable()
         refs = {}
         for index in serving:
             with contextlib.suppress(Exception):
