@@ -1,4 +1,6 @@
-"""Extraction throughput: decode alone vs decode + encode (motion, CLIP), as frames/s and ratios to decode.
+"""Extraction throughput: decode alone vs decode + encode (motion, two-stream, CLIP), as frames/s and ratios to
+decode, and the two-stream backbone (the default model's) with its appearance network in eager PyTorch and in
+ONNX Runtime side by side.
 
 Run from the repository root::
 
@@ -275,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clip-frames", type=int, default=8, help="frames per CLIP measurement")
     parser.add_argument("--clip-batch", type=int, default=64, help="frames per CLIP forward pass")
     parser.add_argument("--no-clip", action="store_true")
+    parser.add_argument("--no-two-stream", action="store_true", help="skip the two-stream configurations")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     # WARNING: open_clip logs every step of model creation at INFO.
@@ -293,6 +296,14 @@ def main(argv: list[str] | None = None) -> int:
             "decode + motion": lambda: _run(video, full, motion, None),
             "decode + motion (1 cv2 thread)": _single_cv2_thread(lambda: _run(video, full, motion, None)),
         }
+        eager_two_stream = fast_two_stream = None
+        if not args.no_two_stream:
+            from exporters.appearance_onnx import accelerate
+
+            eager_two_stream = load_backbone(BackboneConfig(name="two_stream"), args.device)
+            fast_two_stream = accelerate(eager_two_stream)
+            configs["decode + two_stream (eager)"] = lambda: _run(video, full, eager_two_stream, None)
+            configs["decode + two_stream (onnxruntime)"] = lambda: _run(video, full, fast_two_stream, None)
         if not args.no_clip:
             clip_config = BackboneConfig(
                 name="clip", clip_arch=args.clip_arch, clip_pretrained=None, batch_size=args.clip_batch
@@ -304,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         # Warm-up (file cache, allocator, lazy initialisation) outside the measured rounds.
         _run(video, full, motion, 64)
+        for backbone in (eager_two_stream, fast_two_stream):
+            if backbone is not None:
+                _run(video, full, backbone, 64)
         if not args.no_clip:
             _run(video, full, clip, 16)
         samples: dict[str, list[tuple[int, float]]] = {name: [] for name in configs}
@@ -324,11 +338,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'configuration':<46} {'frames/s':>10} {'vs decode':>10}")
     for name, rate in rates.items():
         print(f"{name:<46} {rate:>10.1f} {rate / decode:>10.3g}")
+    runtime_ratio = None
+    if not args.no_two_stream:
+        runtime_ratio = rates["decode + two_stream (onnxruntime)"] / rates["decode + two_stream (eager)"]
+        print(f"two_stream with ONNX Runtime vs eager appearance network: {runtime_ratio:.2f}x the frames/s")
     if args.json:
         payload = {
             "device": device,
             "frames_per_second": rates,
             "ratio_to_decode": {k: v / decode for k, v in rates.items()},
+            "two_stream_onnxruntime_over_eager": runtime_ratio,
         }
         args.json.write_text(json.dumps(payload, indent=1))
     return 0

@@ -262,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         "video": {"frames": frames, "width": info.width, "height": info.height, "fps": info.fps},
         "model": {"backbone": engine.identity.backbone.key(), "trained": engine.identity.trained},
         "device": str(engine.device),
+        # What computed the features (e.g. the appearance network in ONNX Runtime), after the start-up checks.
+        "backbone_path": engine.acceleration.backbone.path if engine.acceleration else None,
         "cpu_threads": os.cpu_count(),
         "rounds": args.rounds,
         "service_s_median": round(service_med, 4),

@@ -1,1 +1,1 @@
-"""Exports of the RefineVAD head (TorchScript, ONNX) and of the CLIP image encoder, and the inference backends."""
+"""Exports of the RefineVAD head (TorchScript, ONNX) and of the CLIP image encoder, the inference backends, and ONNX Runtime for the appearance network."""

@@ -28,6 +28,7 @@ import onnxruntime as ort
 import torch
 from torch import Tensor
 
+import exporters.appearance_onnx  # noqa: F401  (registers the ONNX Runtime backbone runtime)
 from exporters.head import InferenceHead
 from exporters.metadata import (
     DEFAULT_MAX_SNIPPETS,

@@ -6,8 +6,9 @@ Three stages of inference can run an accelerated path that computes differently 
   instead of the tensor ops;
 - `head`: an exported head (TorchScript, ONNX Runtime with its CUDA or TensorRT provider, or a plugin's
   backend) instead of the eager PyTorch model;
-- `backbone`: a reduced-precision (fp16/bf16) or otherwise accelerated backbone instead of its fp32
-  `Backbone.reference_variant()`.
+- `backbone`: a reduced-precision (fp16/bf16) backbone, or one whose network a registered runtime computes
+  (`model.backbones.runtimes`, e.g. ONNX Runtime on CPUs), instead of the eager fp32 reference
+  (`Backbone.reference_variant()`).
 
 `select_paths` runs each configured candidate and its reference on the serving device with a small fixed input
 and compares the outputs. A candidate that raises, returns another shape or non-finite values, or differs by
@@ -34,6 +35,7 @@ from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
 from model.backbones.base import Backbone
+from model.backbones.runtimes import backbone_runtime
 from model.shift import adaptive_temporal_shift
 from model.shift_kernels import REFERENCE, select_shift_kernel, shift_kernel
 
@@ -63,7 +65,14 @@ class AccelerationPolicy(BaseModel):
         default=2e-3, ge=0, description="largest absolute difference of head scores/probabilities"
     )
     backbone_rtol: float = Field(
-        default=3e-2, ge=0, description="largest relative L2 error of a snippet feature (fp16/bf16 vs fp32)"
+        default=3e-2,
+        ge=0,
+        description="largest relative L2 error of a snippet feature (fp16/bf16 or a runtime vs eager fp32)",
+    )
+    backbone_runtimes: list[str] = Field(
+        default_factory=lambda: ["onnxruntime"],
+        description="accelerated backbone runtimes to try in order (model.backbones.runtimes); the first that "
+        "passes serves",
     )
     plugins: list[str] = Field(
         default_factory=list,
@@ -358,53 +367,98 @@ def check_head(
     return path, head if path.accelerated else None
 
 
-def check_backbone(backbone: Backbone, sampled_frames: int, rtol: float) -> tuple[StagePath, Backbone]:
-    """Check a backbone with an accelerated path against its `reference_variant()`; (path, backbone to serve).
+def check_backbone(
+    backbone: Backbone, sampled_frames: int, rtol: float, runtimes: Sequence[str] = ()
+) -> tuple[StagePath, Backbone]:
+    """Check a backbone's accelerated paths against its fp32 reference; (path, backbone to serve).
 
-    The backbone that does not serve is closed.
+    Candidates, in order: the backbone itself when it runs an accelerated path (fp16/bf16, a runtime), then each
+    registered runtime in `runtimes` (`model.backbones.runtimes`) applied to the reference. The first whose
+    snippet features come within `rtol` (relative L2 per snippet) of the reference's serves; without one the
+    reference serves. Every backbone that does not serve is closed.
     """
     started = time.perf_counter()
     try:
         reference = backbone.reference_variant()
     except Exception as exc:
         check = CandidateCheck(
-            name=backbone.precision,
+            name=backbone.path,
             outcome="error",
             detail=f"building the fp32 reference failed: {type(exc).__name__}: {exc}",
             seconds=time.perf_counter() - started,
         )
         path = stage_path("backbone", "fp32", [check])
         # No reference to fall back to: the backbone keeps serving, and the report says it is unchecked.
-        path.path, path.accelerated = backbone.precision, True
+        path.path, path.accelerated = backbone.path, True
         path.reason += " (none could be built: the unchecked backbone serves)"
         return path, backbone
-    if reference is None:
+    own = reference is not None
+    reference = reference if reference is not None else backbone
+    if not own and not runtimes:
         return (
             StagePath(
-                path=backbone.precision,
-                reference=backbone.precision,
+                path=backbone.path,
+                reference=backbone.path,
                 accelerated=False,
                 reason_code="no_candidate",
-                reason=f"the backbone runs its reference path ({backbone.precision})",
+                reason=f"the backbone runs its reference path ({backbone.path})",
             ),
             backbone,
         )
     frames = check_frames(CHECK_BATCH, sampled_frames)
     with torch.inference_mode():
         expected = reference.encode_snippets(frames)
-    check = check_candidate(
-        backbone.precision,
-        lambda: backbone.encode_snippets(frames),
-        expected,
-        tolerance=rtol,
-        metric="rel_l2",
-        device=backbone.device,
-        what=f"snippet features of {list(frames.shape)} frames:",
-    )
-    path = stage_path("backbone", reference.precision, [check])
-    serving, idle = (backbone, reference) if path.accelerated else (reference, backbone)
-    idle.close()
-    return path, serving
+    what = f"snippet features of {list(frames.shape)} frames:"
+    checks: list[CandidateCheck] = []
+    serving = reference
+
+    def check(candidate: Backbone) -> bool:
+        nonlocal serving
+        result = check_candidate(
+            candidate.path,
+            lambda: candidate.encode_snippets(frames),
+            expected,
+            tolerance=rtol,
+            metric="rel_l2",
+            device=candidate.device,
+            what=what,
+        )
+        checks.append(result)
+        if result.outcome == "passed":
+            serving = candidate
+            return True
+        candidate.close()
+        return False
+
+    if not (own and check(backbone)):
+        for name in runtimes:
+            try:
+                runtime = backbone_runtime(name)
+            except KeyError as exc:
+                checks.append(_unavailable(name, str(exc.args[0])))
+                continue
+            why_not = runtime.unavailable(reference)
+            if why_not is not None:
+                checks.append(_unavailable(name, why_not))
+                continue
+            built = time.perf_counter()
+            try:
+                candidate = runtime.accelerate(reference)
+            except Exception as exc:
+                checks.append(
+                    CandidateCheck(
+                        name=name,
+                        outcome="error",
+                        detail=f"building it failed: {type(exc).__name__}: {exc}",
+                        seconds=time.perf_counter() - built,
+                    )
+                )
+                continue
+            if check(candidate):
+                break
+    if serving is not reference:
+        reference.close()
+    return stage_path("backbone", reference.path, checks), serving
 
 
 def load_plugins(modules: Sequence[str]) -> list[str]:

@@ -331,7 +331,7 @@ class AnalysisEngine:
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> AnalysisEngine:
-        """Build the engine; accelerated paths (shift kernel, exported head, reduced-precision backbone) serve
+        """Build the engine; accelerated paths (shift kernel, exported head, reduced-precision or runtime backbone) serve
         only after matching their reference paths on the device (see `model.acceleration`)."""
         from model.backbones.registry import load_backbone
 
@@ -395,7 +395,10 @@ class AnalysisEngine:
         config, policy = self.config, self.config.acceleration
         dim = self.backbone.dim
         backbone_path, self.backbone = check_backbone(
-            self.backbone, self.spec.sampled_frames_per_snippet, policy.backbone_rtol
+            self.backbone,
+            self.spec.sampled_frames_per_snippet,
+            policy.backbone_rtol,
+            policy.backbone_runtimes,
         )
         reference_head = self.head
         if not isinstance(reference_head, torch.nn.Module):

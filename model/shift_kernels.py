@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from model.named_registry import lookup
 from model.shift import adaptive_temporal_shift
 from model.shift_triton import fused_adaptive_temporal_shift, fused_unavailable_reason
 
@@ -47,11 +48,7 @@ def register_shift_kernel(kernel: ShiftKernel) -> None:
 
 def shift_kernel(name: str) -> ShiftKernel:
     """The registered kernel `name`; KeyError naming the known ones otherwise."""
-    try:
-        return SHIFT_KERNELS[name]
-    except KeyError:
-        known = ", ".join(sorted(SHIFT_KERNELS)) or "none"
-        raise KeyError(f"unknown shift kernel {name!r}; registered: {known}") from None
+    return lookup(SHIFT_KERNELS, name, "shift kernel")
 
 
 def run_shift(name: str, x: Tensor, shift: Tensor) -> Tensor:

@@ -38,6 +38,7 @@ def engine_config(settings: ServiceSettings) -> EngineConfig:
             shift_kernels=settings.accel_shift_kernels,
             head_atol=settings.accel_head_atol,
             backbone_rtol=settings.accel_backbone_rtol,
+            backbone_runtimes=settings.accel_backbone_runtimes,
             plugins=settings.accel_plugins,
         ),
         export_cache_dir=settings.cache_dir / "exports" if settings.cache_dir else None,

@@ -126,7 +126,14 @@ class ServiceSettings(BaseSettings):
         default=3e-2,
         ge=0,
         le=1,
-        description="largest relative error of a reduced-precision (fp16/bf16) backbone's features vs fp32",
+        description="largest relative error of a reduced-precision (fp16/bf16) or runtime backbone's features "
+        "vs eager fp32",
+    )
+    accel_backbone_runtimes: CommaList = Field(
+        default_factory=lambda: ["onnxruntime"],
+        description="backbone runtimes to try in order (onnxruntime: the EfficientNet-Lite0 appearance network "
+        "in ONNX Runtime on CPUs); one serves only if its features match the eager fp32 backbone at start-up; "
+        "empty = always eager PyTorch",
     )
     accel_plugins: CommaList = Field(
         default_factory=list,
@@ -201,6 +208,13 @@ class ServiceSettings(BaseSettings):
         default=2.0, gt=0, le=60, description="one reachability check's limit (at most the open timeout)"
     )
     live_open_timeout_s: float = Field(default=10.0, gt=0, description="connecting to a camera")
+    live_open_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="cameras the PyAV decoder opens at the same time (OpenCV opens one at a time): cameras "
+        "registered together come up in parallel, a reconnecting fleet a few at a time",
+    )
     live_ffmpeg_options: str = Field(
         default="analyzeduration;500000",
         description="FFmpeg options of camera streams, for either live decoder (OpenCV's "
@@ -319,6 +333,7 @@ class ServiceSettings(BaseSettings):
         "allowed_schemes",
         "allowed_hosts",
         "accel_shift_kernels",
+        "accel_backbone_runtimes",
         "accel_plugins",
         mode="before",
     )

@@ -8,6 +8,7 @@ Imported by name through the real hook (`EngineConfig.acceleration.plugins`, the
 - shift `test-gather`: a correct shift written differently (one gather), so a passing kernel is selected;
 - head `test-offset`: the real eager head with every score 0.05 too high (a miscompiled graph);
 - head `test-raising`: loads, then fails on every call.
+- backbone runtime `test-noisy`: the real backbone with 10% noise on its features (a wrong fused graph).
 
 Each counts its calls in `CALLS`, so a test can tell which path really served.
 """
@@ -21,11 +22,14 @@ import torch
 from torch import Tensor
 
 from exporters.backends import HeadBackend, load_head_backend, register_head_backend
+from model.backbones.base import Backbone
+from model.backbones.runtimes import BackboneRuntime, register_backbone_runtime
 from model.shift import neighbours
 from model.shift_kernels import ShiftKernel, register_shift_kernel
 
 CALLS: Counter[str] = Counter()
 SCORE_OFFSET = 0.05
+NOISE = 0.1
 
 
 def _anywhere(device: torch.device) -> str | None:
@@ -89,3 +93,32 @@ register_shift_kernel(ShiftKernel("test-raising", raising_shift, _anywhere))
 register_shift_kernel(ShiftKernel("test-gather", gather_shift, _anywhere))
 register_head_backend("test-offset", _offset)
 register_head_backend("test-raising", _raising)
+
+
+class NoisyBackbone(Backbone):
+    """Another backbone's features with `NOISE` relative Gaussian noise on every call."""
+
+    def __init__(self, inner: Backbone) -> None:
+        self.inner, self.identity, self.device = inner, inner.identity, inner.device
+        self.closed = False
+
+    @property
+    def path(self) -> str:
+        return "test-noisy"
+
+    def encode_snippets(self, frames, captions=None) -> Tensor:  # type: ignore[no-untyped-def]
+        CALLS["backbone:test-noisy"] += 1
+        features = self.inner.encode_snippets(frames, captions)
+        return (
+            features
+            + NOISE
+            * features.norm(dim=1, keepdim=True)
+            * torch.randn_like(features)
+            / features.shape[1] ** 0.5
+        )
+
+    def close(self) -> None:
+        self.closed = True
+
+
+register_backbone_runtime(BackboneRuntime("test-noisy", lambda backbone: None, NoisyBackbone))

@@ -24,6 +24,12 @@ class Backbone(ABC):
     precision: str = "fp32"
 
     @property
+    def path(self) -> str:
+        """What computes the features, for reports: the precision, or an accelerated runtime's label
+        (e.g. `onnxruntime (CPUExecutionProvider)`)."""
+        return self.precision
+
+    @property
     def dim(self) -> int:
         return self.identity.dim
 

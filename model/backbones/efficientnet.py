@@ -17,7 +17,9 @@ Feature: the 1280-channel map after the head convolution (`layer="head"`), or th
 MBConv stage before it (`layer="blocks"`, a quarter of the size, which keeps the head trained on it small; both
 stride 32), pooled over space (`avg`, `max`, GeM with
 p = 3 after Radenović et al., TPAMI 2018, or a 2x2 grid of averages), then averaged over the snippet's
-`frames` sampled frames (evenly spaced; the rest of the snippet is not encoded, for speed). fp16 on CUDA.
+`frames` sampled frames (evenly spaced; the rest of the snippet is not encoded, for speed). fp16 on CUDA. On
+a CPU an accelerated runtime may compute the feature network (`with_runner`; ONNX Runtime, registered by
+`exporters.appearance_onnx`), served only after matching this eager network at start-up.
 
 The identity records every option that changes the numbers
 (`architecture = "tf_efficientnet_lite0/size=240/frames=4/pool=gem"`, `weights = "sha256:<file hash>"`), so
@@ -26,9 +28,10 @@ a head is never served on features pooled another way.
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -182,6 +185,28 @@ def pool_feature_map(fmap: torch.Tensor, pooling: str) -> torch.Tensor:
     raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
 
 
+def layer_map(network: torch.nn.Module, layer: str, pixels: torch.Tensor) -> torch.Tensor:
+    """Run timm's `tf_efficientnet_lite0` up to `layer` on preprocessed pixels `[N, 3, h, w]`."""
+    x = network.blocks(network.bn1(network.conv_stem(pixels)))
+    return network.bn2(network.conv_head(x)) if layer == "head" else x
+
+
+class FeatureNetwork(torch.nn.Module):
+    """The part of the classifier a feature layer needs: `[N, 3, h, w]` pixels from
+    `EfficientNetLite0Backbone.preprocess` -> the layer's map (the module exported for accelerated runtimes)."""
+
+    def __init__(self, network: torch.nn.Module, layer: str) -> None:
+        super().__init__()
+        self.network, self.layer = network, layer
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return layer_map(self.network, self.layer, pixels)
+
+
+# Runs the feature network another way (an accelerated runtime): pixels -> the layer's map, both on the device.
+FeatureRunner = Callable[[torch.Tensor], torch.Tensor]
+
+
 def sampled_frame_indices(available: int, wanted: int) -> np.ndarray:
     """`wanted` evenly spaced indices into `available` frames (all of them when fewer are available)."""
     if available <= wanted:
@@ -222,6 +247,8 @@ class EfficientNetLite0Backbone(Backbone):
         self.network = model.to(self.device, self.dtype)
         self.size, self.frames, self.pooling, self.batch_size = size, frames, pooling, batch_size
         self.layer = layer
+        self._runner: FeatureRunner | None = None
+        self._runner_label = ""
         dim = LAYER_CHANNELS[layer] * (4 if pooling == "grid2" else 1)
         self.identity = BackboneIdentity(
             name="efficientnet_lite0",
@@ -230,8 +257,32 @@ class EfficientNetLite0Backbone(Backbone):
             dim=dim,
         )
 
+    @property
+    def path(self) -> str:
+        return self._runner_label or self.precision
+
+    def feature_network(self) -> FeatureNetwork:
+        """The torch module computing the configured layer's map from preprocessed pixels (shares weights)."""
+        return FeatureNetwork(self.network, self.layer).eval()
+
+    def with_runner(self, runner: FeatureRunner, label: str) -> EfficientNetLite0Backbone:
+        """A copy of this fp32 backbone whose feature network is computed by `runner` (labelled `label` in
+        reports); preprocessing, frame sampling and pooling stay the same. The copy shares the weights."""
+        if self.dtype != torch.float32:
+            raise ValueError(
+                f"an accelerated runtime replaces the fp32 network, not the {self.precision} one"
+            )
+        accelerated = copy.copy(self)
+        accelerated._runner, accelerated._runner_label = runner, label
+        return accelerated
+
     def reference_variant(self) -> EfficientNetLite0Backbone | None:
-        """The same network built in fp32 from the same weights file when this one runs in fp16/bf16."""
+        """The eager fp32 network when this one runs an accelerated runtime (sharing the weights) or in
+        fp16/bf16 (built anew from the same weights file); None when this is the reference."""
+        if self._runner is not None:
+            reference = copy.copy(self)
+            reference._runner, reference._runner_label = None, ""
+            return reference
         if self.dtype == torch.float32:
             return None
         return EfficientNetLite0Backbone(
@@ -239,6 +290,7 @@ class EfficientNetLite0Backbone(Backbone):
             size=self.size,
             frames=self.frames,
             pooling=self.pooling,  # type: ignore[arg-type]
+            layer=self.layer,  # type: ignore[arg-type]
             precision="fp32",
             batch_size=self.batch_size,
             weights=self._weights,
@@ -263,9 +315,9 @@ class EfficientNetLite0Backbone(Backbone):
 
     def map_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """`[N, 3, h, w]` from `preprocess` -> the configured layer's map (see `feature_map`)."""
-        net = self.network
-        x = net.blocks(net.bn1(net.conv_stem(pixels)))
-        return net.bn2(net.conv_head(x)) if self.layer == "head" else x
+        if self._runner is not None:
+            return self._runner(pixels)
+        return layer_map(self.network, self.layer, pixels)
 
     @torch.inference_mode()
     def encode_frames(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -46,8 +46,15 @@ class TwoStreamBackbone(Backbone):
         """The appearance stream's fp32 reference with a motion stream of its own (the motion descriptor has no
         accelerated path), or None when the appearance stream is its own reference."""
         appearance = self.appearance.reference_variant()
-        if appearance is None:
-            return None
+        return None if appearance is None else self.with_appearance(appearance)
+
+    @property
+    def path(self) -> str:
+        return self.appearance.path
+
+    def with_appearance(self, appearance: EfficientNetLite0Backbone) -> TwoStreamBackbone:
+        """The same two streams with `appearance` (e.g. an accelerated runtime's) and a motion stream of its own,
+        so closing either backbone leaves the other working."""
         return TwoStreamBackbone(appearance, MotionBackbone(self.device, threads=self.motion.threads))
 
     @property

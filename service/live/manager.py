@@ -258,7 +258,12 @@ class LiveStreamManager:
             probe_interval_s=s.live_probe_interval_s,
             probe_timeout_s=s.live_probe_timeout_s,
             stall_after_s=s.live_stall_after_s,
-            opener=partial(open_camera, decoder=s.live_decoder, ffmpeg_options=self._camera_options),
+            opener=partial(
+                open_camera,
+                decoder=s.live_decoder,
+                ffmpeg_options=self._camera_options,
+                open_concurrency=s.live_open_concurrency,
+            ),
             loop_files=record.loop,
             first_snippet=self._first_snippet(record.id),
             on_frames=self.media.frame_sink(record.id) if self.media is not None else None,

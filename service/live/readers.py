@@ -415,11 +415,22 @@ class ReaderStopped(Exception):
     """The reader was stopped while it waited for its turn to open its source."""
 
 
-# OpenCV opens captures one at a time anyway (a process-wide lock inside its FFmpeg backend); PyAV opens take the
-# same turns, so a reconnecting fleet probes one camera at a time. Taking turns here first lets a reader that is
-# stopped while it waits give up, instead of opening a camera nobody wants any more.
-_OPEN_TURN = threading.Lock()
+# OpenCV opens captures one at a time anyway (a process-wide lock inside its FFmpeg backend); PyAV has no such
+# lock, so its opens run `open_concurrency` at a time: a fleet registered at once comes up in parallel, while a
+# reconnecting fleet still cannot open every camera at the same moment. Taking turns here first lets a reader
+# that is stopped while it waits give up, instead of opening a camera nobody wants any more.
+_OPENCV_TURN = threading.Lock()
+_PYAV_TURNS: dict[int, threading.BoundedSemaphore] = {}
+_TURNS_LOCK = threading.Lock()
 _TURN_POLL_S = 0.2
+DEFAULT_OPEN_CONCURRENCY = 4
+
+
+def _open_turns(decoder: StreamDecoder, concurrency: int) -> threading.Lock | threading.BoundedSemaphore:
+    if decoder == "opencv":
+        return _OPENCV_TURN
+    with _TURNS_LOCK:
+        return _PYAV_TURNS.setdefault(concurrency, threading.BoundedSemaphore(concurrency))
 
 
 def open_camera(
@@ -430,21 +441,26 @@ def open_camera(
     should_stop: Callable[[], bool] = lambda: False,
     decoder: StreamDecoder = "pyav",
     ffmpeg_options: Mapping[str, str] | None = None,
+    open_concurrency: int = DEFAULT_OPEN_CONCURRENCY,
 ) -> VideoSource:
     """`open_source`, after a check that a network source answers (see `service.live.preflight`: a dead camera
-    must not get as far as the decoder's open), taking turns with the other readers for what is opened.
+    must not get as far as the decoder's open), taking turns with the other readers for what is opened: one
+    open at a time with OpenCV, `open_concurrency` at a time with PyAV.
 
     Network URLs are decoded by `decoder` (`pyav`: damaged and lost frames reported, FFmpeg options
     `ffmpeg_options`; `opencv`: its capture, options from `OPENCV_FFMPEG_CAPTURE_OPTIONS`); files and folders
     keep their own decoders. Timeouts are seconds. Raises `SourceUnreachable`, `ReaderStopped`, or
     `VideoDecodeError` (`StreamUnavailableError` for streams) from the open."""
+    if open_concurrency < 1:
+        raise ValueError(f"open_concurrency must be >= 1, got {open_concurrency}")
     if "://" in url:
         check_reachable(url, open_timeout_s)
     elif Path(url).is_dir():
         # A folder of frames is read image by image, never opened as a capture: it need not wait for a turn (a
         # looping replay would otherwise pause behind every camera being opened).
         return open_source(url, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s)
-    while not _OPEN_TURN.acquire(timeout=_TURN_POLL_S):
+    turns = _open_turns(decoder, open_concurrency)
+    while not turns.acquire(timeout=_TURN_POLL_S):
         if should_stop():
             raise ReaderStopped("stopped while waiting to open the source")
     try:
@@ -458,7 +474,7 @@ def open_camera(
             stream_options=ffmpeg_options,
         )
     finally:
-        _OPEN_TURN.release()
+        turns.release()
 
 
 def _secrets_of(url: str) -> list[str]:

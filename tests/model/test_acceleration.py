@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from model.acceleration import (
 from model.backbones.base import Backbone, check_snippet_frames
 from model.backbones.clip import ClipBackbone
 from model.backbones.identity import BackboneIdentity
+from model.backbones.runtimes import BACKBONE_RUNTIMES, BackboneRuntime, register_backbone_runtime
 from model.inference import AnalysisEngine, EngineConfig
 from model.motar import MoTAR
 from model.shift_kernels import REFERENCE, selected_shift_kernel
@@ -45,8 +46,10 @@ def scores(e: AnalysisEngine) -> np.ndarray:
     return e.run_head(features).scores.numpy()
 
 
-def test_default_cpu_engine_serves_every_reference_path(tmp_path: Path) -> None:
-    e = AnalysisEngine.from_config(EngineConfig(device="cpu", motion_threads=1))
+def test_cpu_engine_without_backbone_runtimes_serves_every_reference_path(tmp_path: Path) -> None:
+    e = AnalysisEngine.from_config(
+        EngineConfig(device="cpu", motion_threads=1, acceleration=AccelerationPolicy(backbone_runtimes=[]))
+    )
     report = e.acceleration
     assert report is not None
     assert (report.shift.path, report.head.path, report.backbone.path) == (REFERENCE, "torch", "fp32")
@@ -135,10 +138,11 @@ class TinyBackbone(Backbone):
     `precision`; `flaw` adds the kind of error a broken reduced-precision path makes (overflow to inf, or a
     wrong channel order)."""
 
-    def __init__(self, precision: str = "fp32", flaw: str | None = None) -> None:
+    def __init__(self, precision: str = "fp32", flaw: str | None = None, label: str = "") -> None:
         self.device = torch.device("cpu")
         self.precision = precision
         self.flaw = flaw
+        self.label = label
         self.identity = BackboneIdentity(name="tiny", architecture="proj", weights="seed0", dim=8)
         self.weight = torch.randn(3, 8, generator=torch.Generator().manual_seed(0))
         self.closed = False
@@ -154,8 +158,12 @@ class TinyBackbone(Backbone):
         out = (x @ self.weight.to(dtype)).mean(dim=(1, 2, 3)).float()
         return out * float("inf") if self.flaw == "overflow" else out
 
+    @property
+    def path(self) -> str:
+        return self.label or self.precision
+
     def reference_variant(self) -> Backbone | None:
-        return None if self.precision == "fp32" else TinyBackbone("fp32")
+        return None if self.precision == "fp32" and not self.label else TinyBackbone("fp32")
 
     def close(self) -> None:
         self.closed = True
@@ -171,6 +179,79 @@ def test_reduced_precision_backbone_is_checked_against_fp32(flaw: str | None, ou
     else:
         assert serving is not candidate and serving.precision == "fp32" and candidate.closed
         assert path.path == "fp32" and not path.accelerated and path.reason_code == outcome
+
+
+@pytest.fixture
+def tiny_runtimes() -> Iterator[dict[str, list[TinyBackbone]]]:
+    """Runtimes for TinyBackbone: unavailable, raising while built, wrong (BGR), and a correct one; what each
+    built is recorded so a test can see which were closed."""
+    built: dict[str, list[TinyBackbone]] = {"tiny-bgr": [], "tiny-good": []}
+
+    def make(name: str, flaw: str | None) -> Callable[[Backbone], Backbone]:
+        def accelerate(reference: Backbone) -> Backbone:
+            assert isinstance(reference, TinyBackbone) and reference.precision == "fp32"
+            backbone = TinyBackbone("fp32", flaw, label=name)
+            built[name].append(backbone)
+            return backbone
+
+        return accelerate
+
+    def raising(reference: Backbone) -> Backbone:
+        raise RuntimeError("the runtime's graph does not build")
+
+    runtimes = [
+        BackboneRuntime(
+            "tiny-unavailable", lambda b: "it needs a device this machine lacks", make("x", None)
+        ),
+        BackboneRuntime("tiny-raising", lambda b: None, raising),
+        BackboneRuntime("tiny-bgr", lambda b: None, make("tiny-bgr", "bgr")),
+        BackboneRuntime("tiny-good", lambda b: None, make("tiny-good", None)),
+    ]
+    for runtime in runtimes:
+        register_backbone_runtime(runtime)
+    yield built
+    for runtime in runtimes:
+        BACKBONE_RUNTIMES.pop(runtime.name, None)
+
+
+def test_backbone_runtimes_are_tried_in_order_and_the_first_that_passes_serves(
+    tiny_runtimes: dict[str, list[TinyBackbone]],
+) -> None:
+    reference = TinyBackbone("fp32")
+    names = ["no-such-runtime", "tiny-unavailable", "tiny-raising", "tiny-bgr", "tiny-good", "tiny-bgr"]
+    path, serving = check_backbone(reference, sampled_frames=4, rtol=3e-2, runtimes=names)
+    assert [(c.name, c.outcome) for c in path.checks] == [
+        ("no-such-runtime", "unavailable"),
+        ("tiny-unavailable", "unavailable"),
+        ("tiny-raising", "error"),
+        ("tiny-bgr", "mismatch"),
+        ("tiny-good", "passed"),
+    ]
+    assert "exporters.appearance_onnx" in path.checks[0].detail
+    assert "device this machine lacks" in path.checks[1].detail
+    assert "does not build" in path.checks[2].detail
+    assert (path.path, path.reference, path.accelerated) == ("tiny-good", "fp32", True)
+    assert serving is tiny_runtimes["tiny-good"][0]
+    # The mismatching candidate and the reference no longer serve and were released; the later runtime was
+    # never built.
+    assert tiny_runtimes["tiny-bgr"][0].closed and reference.closed and len(tiny_runtimes["tiny-bgr"]) == 1
+
+
+def test_without_a_passing_runtime_the_reference_serves(tiny_runtimes: dict[str, list[TinyBackbone]]) -> None:
+    reference = TinyBackbone("fp32")
+    path, serving = check_backbone(reference, sampled_frames=4, rtol=3e-2, runtimes=["tiny-bgr"])
+    assert serving is reference and not reference.closed
+    assert (path.path, path.accelerated, path.reason_code) == ("fp32", False, "mismatch")
+    assert tiny_runtimes["tiny-bgr"][0].closed
+
+
+def test_a_failing_reduced_precision_backbone_still_gets_the_runtimes(
+    tiny_runtimes: dict[str, list[TinyBackbone]],
+) -> None:
+    candidate = TinyBackbone("bf16", "bgr")
+    path, serving = check_backbone(candidate, sampled_frames=4, rtol=3e-2, runtimes=["tiny-good"])
+    assert [(c.name, c.outcome) for c in path.checks] == [("bf16", "mismatch"), ("tiny-good", "passed")]
+    assert serving is tiny_runtimes["tiny-good"][0] and candidate.closed
 
 
 def test_bf16_clip_matches_its_fp32_copy_on_the_cpu() -> None:

@@ -1,4 +1,5 @@
-"""The real server with broken accelerated paths injected through its plugin setting: it bypasses them, keeps
+"""The real server with broken accelerated paths injected through its plugin setting (shift kernels, a head, a
+backbone runtime): it bypasses them, keeps
 serving on the reference paths, and says so under `/ready` and in `/metrics`."""
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ def test_broken_paths_are_bypassed_and_a_passing_kernel_serves(make_server, foot
         # A raising kernel, a wrong one, then the real Triton kernel (in Triton's CPU interpreter): it passes.
         "REFINEVAD_ACCEL_SHIFT_KERNELS": "test-raising,test-swapped,triton",
         "TRITON_INTERPRET": "1",
+        # Features with 10% noise, then ONNX Runtime for the appearance network: it passes.
+        "REFINEVAD_ACCEL_BACKBONE_RUNTIMES": "test-noisy,onnxruntime",
     }
     server = make_server(env=env).start(timeout=120)
     with server.client() as client:
@@ -33,7 +36,15 @@ def test_broken_paths_are_bypassed_and_a_passing_kernel_serves(make_server, foot
             ("triton", "passed"),
         ]
         assert (shift["path"], shift["accelerated"]) == ("triton", True)
-        assert (backbone["path"], backbone["reason_code"]) == ("fp32", "no_candidate")
+        assert [(c["name"], c["outcome"]) for c in backbone["checks"]] == [
+            ("test-noisy", "mismatch"),
+            ("onnxruntime (CPUExecutionProvider)", "passed"),
+        ]
+        assert (backbone["path"], backbone["reference"], backbone["accelerated"]) == (
+            "onnxruntime (CPUExecutionProvider)",
+            "fp32",
+            True,
+        )
 
         metrics = client.get("/metrics").text
         assert (
@@ -48,8 +59,13 @@ def test_broken_paths_are_bypassed_and_a_passing_kernel_serves(make_server, foot
             'refinevad_acceleration_check_error{candidate="test-swapped",outcome="mismatch",stage="shift"}'
             in metrics
         )
+        assert (
+            'refinevad_acceleration_path{accelerated="true",path="onnxruntime (CPUExecutionProvider)",'
+            'reason="passed",stage="backbone"} 1.0' in metrics
+        )
 
-        # It keeps serving: a real upload is analysed with the eager head and the Triton shift.
+        # It keeps serving: a real upload is analysed with the eager head, the Triton shift and the ONNX Runtime
+        # appearance network.
         response = upload_video(client, footage["short"])
         assert response.status_code == 200, response.text
         job = response.json()

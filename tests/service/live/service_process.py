@@ -50,9 +50,12 @@ class ServiceProcess:
                 "REFINEVAD_LIVE_RECONNECT_MAX_S": "1.5",
                 "REFINEVAD_LIVE_OPEN_TIMEOUT_S": "3",
                 "REFINEVAD_LIVE_READ_TIMEOUT_S": "3",
-                "OPENCV_FFMPEG_CAPTURE_OPTIONS": "rtsp_transport;tcp",
+                # The service's own default probe (0.5 s) with TCP (FFmpeg's default probe takes ~3 s per
+                # camera); a test can pass `live_ffmpeg_options` of its own.
+                "REFINEVAD_LIVE_FFMPEG_OPTIONS": "rtsp_transport;tcp|analyzeduration;500000",
             }
         )
+        env.pop("OPENCV_FFMPEG_CAPTURE_OPTIONS", None)  # it would override the setting
         env.update({f"REFINEVAD_{k.upper()}": str(v) for k, v in self.settings.items()})
         log = self.log_path.open("ab")
         self._proc = subprocess.Popen(

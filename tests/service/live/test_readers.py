@@ -150,3 +150,54 @@ def test_open_camera_decodes_network_cameras_with_the_chosen_decoder() -> None:
             with open_camera(camera.url, open_timeout_s=2.0, read_timeout_s=2.0, decoder=decoder) as source:
                 assert type(source) is kind and source.is_stream
                 assert source.read_frames(4).frames.shape == (4, 240, 360, 3)
+
+
+@pytest.mark.parametrize(("decoder", "concurrency", "expected"), [("pyav", 3, 3), ("opencv", 3, 1)])
+def test_cameras_open_a_few_at_a_time_with_pyav_and_one_at_a_time_with_opencv(
+    monkeypatch: pytest.MonkeyPatch, decoder: str, concurrency: int, expected: int
+) -> None:
+    """Six readers open the same real camera at once; the real opens are counted while they run."""
+    import service.live.readers as readers
+
+    real_open = readers.open_source
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def counted(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.3)  # keep each open in flight long enough for the others to pile up
+            return real_open(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(readers, "open_source", counted)
+    sources = []
+    with MjpegCamera() as camera:
+
+        def open_one() -> None:
+            source = open_camera(
+                camera.url,
+                open_timeout_s=5.0,
+                read_timeout_s=5.0,
+                decoder=decoder,  # type: ignore[arg-type]
+                open_concurrency=concurrency,
+            )
+            with lock:
+                sources.append(source)
+
+        threads = [threading.Thread(target=open_one) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        try:
+            assert len(sources) == 6 and all(s.is_stream for s in sources)
+            assert most[0] == expected
+        finally:
+            for source in sources:
+                source.close()
+    with pytest.raises(ValueError, match="open_concurrency"):
+        open_camera("rtsp://127.0.0.1:1/x", open_timeout_s=1, read_timeout_s=1, open_concurrency=0)
