@@ -98,6 +98,10 @@ def _clean_spool(ctx: ServiceContext) -> None:
         if path.is_file() and (path.suffix == PARTIAL_SUFFIX or path.resolve() not in in_use):
             logger.info("removing orphaned upload %s", path)
             path.unlink(missing_ok=True)
+    if ctx.settings.cluster_address:
+        from service.cluster.runtime import remove_orphaned_task_copies
+
+        remove_orphaned_task_copies(ctx.settings, ctx.job_store)
 
 
 @asynccontextmanager

@@ -103,6 +103,27 @@ def actor_states(handles: Sequence[Any]) -> list[str]:
     return found
 
 
+def task_copies_dir(settings: ServiceSettings) -> Path:
+    """Where a job's Ray task keeps its copy of the upload while it runs (`<job id>-<random><suffix>`): in the
+    node's data directory, so a task killed with its node leaves nothing in the system's temporary folder, and the
+    next service start on the node removes what is left (`remove_orphaned_task_copies`)."""
+    return settings.upload_dir / "tasks"
+
+
+def remove_orphaned_task_copies(settings: ServiceSettings, jobs: JobStore) -> int:
+    """Delete task copies of jobs that are finished or unknown (their task died with its process); returns how
+    many. A copy of an unfinished job is kept: its task may be running on this node."""
+    folder = task_copies_dir(settings)
+    removed = 0
+    for path in folder.glob("*-*") if folder.is_dir() else ():
+        job = jobs.get(path.name.split("-", 1)[0])
+        if job is None or job.terminal:
+            logger.info("removing the upload copy %s of a finished cluster job", path)
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 # One engine per Ray worker process, loaded by its first job and reused by the next ones.
 _MODEL: ModelService | None = None
 _JOBS: JobStore | None = None
@@ -134,7 +155,12 @@ def analyze_on_cluster(
             with contextlib.suppress(StorageError):  # advisory
                 jobs.set_progress(job_id, float(fraction))
 
-    with tempfile.NamedTemporaryFile(suffix=suffix) as handle:
+    folder = task_copies_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    # A copy left by an earlier attempt of this job that died with its process on this node.
+    for stale in folder.glob(f"{job_id}-*"):
+        stale.unlink(missing_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=f"{job_id}-", suffix=suffix) as handle:
         handle.write(data)
         handle.flush()
         result = model.engine().analyze(Path(handle.name), progress=progress, frame_scores=frame_scores)
