@@ -10,7 +10,9 @@ code; only the feature network (`EfficientNetLite0Backbone.feature_network`, pix
 map `[N, C, h/32, w/32]`) runs in ONNX Runtime's CPU provider. TF "same" padding depends on the input size, so
 the network is exported (TorchScript-based exporter, about 0.5 s) once per input size it meets, with a dynamic
 batch axis, and the session kept for the `MAX_SIZES` most recently used sizes; a fixed camera meets one size.
-Session threads follow torch's CPU thread count when the runtime is built (the service's `torch_threads`).
+Session threads follow torch's CPU thread count when the runtime is built (the service's `torch_threads`); each
+session keeps its own pool of that many threads less one (the caller's), created with the session, so a service
+that has met k frame sizes holds k (at most `MAX_SIZES`) such pools.
 
 The engine serves it only after its features matched the eager network's on the device at start-up
 (`model.acceleration.check_backbone`); on CUDA the torch path (fp16) serves and this runtime says it is

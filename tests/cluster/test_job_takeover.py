@@ -74,4 +74,5 @@ def test_a_job_survives_the_death_of_the_replica_running_it(
     if victim is a:
         # The survivor never had the upload: it read it from the shared store, and removed its copy.
         assert "upload fetched from the shared store" in survivor.log_tail(200_000)
-    assert list((survivor.data_dir / "uploads").iterdir()) == []
+    # No spooled upload and no task copy is left (task copies live in uploads/tasks).
+    assert [p for p in (survivor.data_dir / "uploads").rglob("*") if p.is_file()] == []

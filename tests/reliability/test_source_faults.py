@@ -43,11 +43,15 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
 
 @pytest.fixture(scope="module")
 def healthy(service: ServerProcess) -> str:
-    """A replayed clip that loops forever: the stream that must not notice the others' faults."""
+    """A replayed clip that loops forever: the stream that must not notice the others' faults. Returned once its
+    first snippet is scored, so the service is warm (the appearance network's ONNX Runtime session for this frame
+    size, with its pool thread, exists before a test counts threads)."""
     with service.client() as client:
         response = client.post("/streams", json={"url": str(HEALTHY_CLIP), "name": "healthy", "loop": True})
     assert response.status_code == 201, response.text
-    return response.json()["id"]
+    sid = response.json()["id"]
+    wait_for(lambda: stream_view(service, sid)["snippets_processed"] >= 1, 30, "the healthy stream's first score")
+    return sid
 
 
 def _health_latency(service: ServerProcess) -> float:
