@@ -50,7 +50,9 @@ def healthy(service: ServerProcess) -> str:
         response = client.post("/streams", json={"url": str(HEALTHY_CLIP), "name": "healthy", "loop": True})
     assert response.status_code == 201, response.text
     sid = response.json()["id"]
-    wait_for(lambda: stream_view(service, sid)["snippets_processed"] >= 1, 30, "the healthy stream's first score")
+    wait_for(
+        lambda: stream_view(service, sid)["snippets_processed"] >= 1, 30, "the healthy stream's first score"
+    )
     return sid
 
 
