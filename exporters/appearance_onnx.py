@@ -9,7 +9,8 @@ What runs where: preprocessing (resize, [-1, 1] scaling), frame sampling and poo
 code; only the feature network (`EfficientNetLite0Backbone.feature_network`, pixels `[N, 3, h, w]` -> the layer's
 map `[N, C, h/32, w/32]`) runs in ONNX Runtime's CPU provider. TF "same" padding depends on the input size, so
 the network is exported (TorchScript-based exporter, about 0.5 s) once per input size it meets, with a dynamic
-batch axis, and the session kept for the `MAX_SIZES` most recently used sizes; a fixed camera meets one size.
+batch axis, checked on that size's first frames against the eager network (a size that fails is computed by
+eager PyTorch), and kept for the `MAX_SIZES` most recently used sizes; a fixed camera meets one size.
 Session threads follow torch's CPU thread count when the runtime is built (the service's `torch_threads`); each
 session keeps its own pool of that many threads less one (the caller's), created with the session, so a service
 that has met k frame sizes holds k (at most `MAX_SIZES`) such pools.
@@ -24,8 +25,10 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 
 import numpy as np
 import onnxruntime as ort
@@ -45,6 +48,7 @@ PROVIDER = "CPUExecutionProvider"
 INPUT_NAME, OUTPUT_NAME = "pixels", "feature_map"
 MAX_SIZES = 8
 EXAMPLE_BATCH = 2
+_EXPORT_LOCK = threading.Lock()
 
 
 def export_feature_network(
@@ -53,11 +57,13 @@ def export_feature_network(
     """The feature network as an ONNX model (bytes) for `[N, 3, height, width]` float32 pixels, N dynamic.
 
     Uses the TorchScript-based exporter: the dynamo exporter takes about 7 s per size on a 2-core CPU (and
-    minutes with symbolic sizes) against 0.5 s. Raises whatever the exporter raises.
+    minutes with symbolic sizes) against 0.5 s. One export at a time in the process. Raises whatever the
+    exporter raises.
     """
     example = torch.zeros(EXAMPLE_BATCH, 3, height, width)
     buffer = io.BytesIO()
-    with quiet_exporter(), warnings.catch_warnings(), torch.no_grad():
+    # torch.onnx.export keeps global state: two exports at once (two new sizes met by two threads) break it.
+    with _EXPORT_LOCK, quiet_exporter(), warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notices
         torch.onnx.export(
             network,
@@ -72,36 +78,80 @@ def export_feature_network(
     return buffer.getvalue()
 
 
+# Largest relative L2 difference (per frame, over the whole map) between the session's map and eager PyTorch's on
+# the first frames of a new size; ONNX Runtime measured about 1e-6 here, so this only catches a wrong graph.
+SIZE_CHECK_RTOL = 1e-3
+SIZE_CHECK_FRAMES = 2
+EAGER = "eager"  # a size whose session failed its check: eager PyTorch computes it
+
+
 class OrtFeatureRunner:
     """Pixels `[N, 3, h, w]` float32 on the CPU -> the feature network's map `[N, C, h/32, w/32]` float32,
-    computed by ONNX Runtime's CPU provider. Thread-safe: sessions are created under a lock, and ONNX Runtime's
-    `run` may be called concurrently."""
+    computed by ONNX Runtime's CPU provider.
+
+    Every input size gets its own exported session, checked on its first frames against the eager network
+    (relative L2 within `SIZE_CHECK_RTOL`); a size whose export, session or check fails is computed by eager
+    PyTorch from then on, with a warning (the start-up check only covers the check input's size). Thread-safe:
+    a size is built under its own lock, so callers of sizes already built never wait for a new one, and ONNX
+    Runtime's `run` may be called concurrently. `export` makes the ONNX bytes for (network, h, w).
+    """
 
     label = f"{RUNTIME_NAME} ({PROVIDER})"
 
     def __init__(
-        self, network: FeatureNetwork, threads: int | None = None, max_sizes: int = MAX_SIZES
+        self,
+        network: FeatureNetwork,
+        threads: int | None = None,
+        max_sizes: int = MAX_SIZES,
+        export: Callable[[FeatureNetwork, int, int], bytes] = export_feature_network,
     ) -> None:
         if max_sizes < 1:
             raise ValueError(f"max_sizes must be >= 1, got {max_sizes}")
         self.network = network
         self.threads = threads if threads is not None else torch.get_num_threads()
         self.max_sizes = max_sizes
-        self._sessions: OrderedDict[tuple[int, int], ort.InferenceSession] = OrderedDict()
+        self._export = export
+        self._paths: OrderedDict[tuple[int, int], ort.InferenceSession | str] = OrderedDict()
+        self._building: dict[tuple[int, int], threading.Lock] = {}
         self._lock = threading.Lock()
 
     @property
-    def sizes(self) -> list[tuple[int, int]]:
-        """The input sizes (h, w) with a session, least recently used first."""
+    def sizes(self) -> dict[tuple[int, int], str]:
+        """Each input size (h, w) met, least recently used first, and what computes it (`onnxruntime` or
+        `eager` after a failed check)."""
         with self._lock:
-            return list(self._sessions)
+            return {
+                size: path if isinstance(path, str) else RUNTIME_NAME for size, path in self._paths.items()
+            }
 
-    def _session(self, size: tuple[int, int]) -> ort.InferenceSession:
+    def _cached(self, size: tuple[int, int]) -> ort.InferenceSession | str | None:
         with self._lock:
-            session = self._sessions.get(size)
-            if session is not None:
-                self._sessions.move_to_end(size)
-                return session
+            path = self._paths.get(size)
+            if path is not None:
+                self._paths.move_to_end(size)
+            return path
+
+    def _path(self, size: tuple[int, int], pixels: torch.Tensor) -> ort.InferenceSession | str:
+        path = self._cached(size)
+        if path is not None:
+            return path
+        with self._lock:
+            building = self._building.setdefault(size, threading.Lock())
+        with building:
+            path = self._cached(size)
+            if path is None:
+                path = self._build(size, pixels[:SIZE_CHECK_FRAMES])
+                with self._lock:
+                    self._paths[size] = path
+                    self._building.pop(size, None)
+                    while len(self._paths) > self.max_sizes:
+                        self._paths.popitem(last=False)
+            return path
+
+    def _build(self, size: tuple[int, int], sample: torch.Tensor) -> ort.InferenceSession | str:
+        """A checked session for `size`, or `EAGER` when exporting, loading or the check fails."""
+        started = time.perf_counter()
+        try:
             options = ort.SessionOptions()
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
@@ -109,23 +159,48 @@ class OrtFeatureRunner:
             # Idle pool threads sleep instead of spinning: the service shares the cores with decoding and the
             # motion descriptor, which a spinning pool would starve.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            session = ort.InferenceSession(
-                export_feature_network(self.network, *size), options, providers=[PROVIDER]
+            session = ort.InferenceSession(self._export(self.network, *size), options, providers=[PROVIDER])
+            got = torch.from_numpy(self._run(session, sample)).flatten(1)
+            with torch.inference_mode():
+                want = self.network(sample).flatten(1)
+            if got.shape != want.shape:
+                raise ValueError(f"map shape {list(got.shape)}, eager {list(want.shape)}")
+            error = float(((got - want).norm(dim=1) / want.norm(dim=1).clamp_min(1e-12)).max())
+            if not error <= SIZE_CHECK_RTOL:
+                raise ValueError(f"relative L2 difference {error:.3g} beyond {SIZE_CHECK_RTOL:g}")
+        except Exception as exc:
+            log.warning(
+                "onnxruntime appearance network for %dx%d input failed its check (%s: %s); eager PyTorch "
+                "computes that size",
+                size[1],
+                size[0],
+                type(exc).__name__,
+                exc,
             )
-            log.info("onnxruntime appearance network exported for %dx%d input", size[1], size[0])
-            self._sessions[size] = session
-            while len(self._sessions) > self.max_sizes:
-                self._sessions.popitem(last=False)
-            return session
+            return EAGER
+        log.info(
+            "onnxruntime appearance network for %dx%d input exported and checked (relative L2 %.2g) in %.1fs",
+            size[1],
+            size[0],
+            error,
+            time.perf_counter() - started,
+        )
+        return session
+
+    @staticmethod
+    def _run(session: ort.InferenceSession, pixels: torch.Tensor) -> np.ndarray:
+        return session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(pixels.numpy())})[0]
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         if pixels.device.type != "cpu" or pixels.dtype != torch.float32:
             raise ValueError(
                 f"the {self.label} runner takes float32 CPU pixels, got {pixels.dtype} on {pixels.device}"
             )
-        session = self._session((int(pixels.shape[-2]), int(pixels.shape[-1])))
-        array = np.ascontiguousarray(pixels.numpy())
-        return torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: array})[0])
+        path = self._path((int(pixels.shape[-2]), int(pixels.shape[-1])), pixels)
+        if isinstance(path, str):
+            with torch.inference_mode():
+                return self.network(pixels)
+        return torch.from_numpy(self._run(path, pixels))
 
 
 def _appearance(backbone: Backbone) -> EfficientNetLite0Backbone | None:

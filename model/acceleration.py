@@ -406,14 +406,16 @@ def check_backbone(
             backbone,
         )
     frames = check_frames(CHECK_BATCH, sampled_frames)
-    with torch.inference_mode():
-        expected = reference.encode_snippets(frames)
     what = f"snippet features of {list(frames.shape)} frames:"
     checks: list[CandidateCheck] = []
     serving = reference
+    expected: Tensor | None = None  # the reference's features, computed once a candidate is to be checked
 
     def check(candidate: Backbone) -> bool:
-        nonlocal serving
+        nonlocal serving, expected
+        if expected is None:
+            with torch.inference_mode():
+                expected = reference.encode_snippets(frames)
         result = check_candidate(
             candidate.path,
             lambda: candidate.encode_snippets(frames),
@@ -437,13 +439,10 @@ def check_backbone(
             except KeyError as exc:
                 checks.append(_unavailable(name, str(exc.args[0])))
                 continue
-            why_not = runtime.unavailable(reference)
-            if why_not is not None:
-                checks.append(_unavailable(name, why_not))
-                continue
             built = time.perf_counter()
             try:
-                candidate = runtime.accelerate(reference)
+                why_not = runtime.unavailable(reference)
+                candidate = None if why_not is not None else runtime.accelerate(reference)
             except Exception as exc:
                 checks.append(
                     CandidateCheck(
@@ -453,6 +452,9 @@ def check_backbone(
                         seconds=time.perf_counter() - built,
                     )
                 )
+                continue
+            if candidate is None:
+                checks.append(_unavailable(name, str(why_not)))
                 continue
             if check(candidate):
                 break

@@ -341,5 +341,6 @@ class EfficientNetLite0Backbone(Backbone):
 
     def close(self) -> None:
         self.network = None  # type: ignore[assignment]
+        self._runner = None  # an accelerated runtime's sessions and thread pools
         if self.device.type == "cuda":
             torch.cuda.empty_cache()

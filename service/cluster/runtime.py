@@ -105,9 +105,10 @@ def actor_states(handles: Sequence[Any]) -> list[str]:
 
 def task_copies_dir(settings: ServiceSettings) -> Path:
     """Where a job's Ray task keeps its copy of the upload while it runs (`<job id>-<random><suffix>`): in the
-    node's data directory, so a task killed with its node leaves nothing in the system's temporary folder, and the
-    next service start on the node removes what is left (`remove_orphaned_task_copies`)."""
-    return settings.upload_dir / "tasks"
+    node's data directory (absolute, whatever the Ray worker's working directory), so a task killed with its
+    process leaves nothing in the system's temporary folder. What is left is removed by the next Ray worker
+    process that runs a job on the node, and by a service start there (`remove_orphaned_task_copies`)."""
+    return (settings.upload_dir / "tasks").absolute()
 
 
 def remove_orphaned_task_copies(settings: ServiceSettings, jobs: JobStore) -> int:
@@ -135,6 +136,9 @@ def _process_model(settings: ServiceSettings) -> tuple[ModelService, JobStore]:
         _MODEL = ModelService(settings, ServiceMetrics())
         _MODEL.start()
         _JOBS = JobStore(Database(settings.database_target, busy_timeout_s=settings.db_busy_timeout_s))
+        # Copies that tasks killed with their processes left on this node (nodes that run no service too).
+        with contextlib.suppress(OSError, StorageError):
+            remove_orphaned_task_copies(settings, _JOBS)
     if not _MODEL.wait_until_loaded():
         raise RuntimeError(f"the model failed to load on this node: {_MODEL.error}")
     return _MODEL, _JOBS
@@ -156,10 +160,11 @@ def analyze_on_cluster(
                 jobs.set_progress(job_id, float(fraction))
 
     folder = task_copies_dir(settings)
-    folder.mkdir(parents=True, exist_ok=True)
-    # A copy left by an earlier attempt of this job that died with its process on this node.
-    for stale in folder.glob(f"{job_id}-*"):
-        stale.unlink(missing_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a node without the configured data directory
+        logger.warning("cannot use %s for the upload copy (%s); using the temporary folder", folder, exc)
+        folder = Path(tempfile.gettempdir())
     with tempfile.NamedTemporaryFile(dir=folder, prefix=f"{job_id}-", suffix=suffix) as handle:
         handle.write(data)
         handle.flush()

@@ -3,6 +3,8 @@ frames at every input size, one session per size, checked and selected by the en
 
 from __future__ import annotations
 
+import copy
+import threading
 from pathlib import Path
 
 import cv2
@@ -11,9 +13,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from exporters.appearance_onnx import RUNTIME_NAME, OrtFeatureRunner, accelerate, unavailable
+from exporters.appearance_onnx import (
+    RUNTIME_NAME,
+    OrtFeatureRunner,
+    accelerate,
+    export_feature_network,
+    unavailable,
+)
 from model.acceleration import AccelerationPolicy, check_backbone
-from model.backbones.efficientnet import EfficientNetLite0Backbone
+from model.backbones.efficientnet import EfficientNetLite0Backbone, FeatureNetwork
 from model.backbones.motion import MotionBackbone
 from model.backbones.two_stream import TwoStreamBackbone
 from model.inference import AnalysisEngine, EngineConfig
@@ -52,10 +60,59 @@ def test_runner_matches_the_eager_network_at_every_size_with_one_session_per_siz
         got = runner(pixels)
         assert got.shape == want.shape
         assert relative_error(got.flatten(1), want.flatten(1)) < 1e-4
-    # The least recently used size's session was dropped.
-    assert runner.sizes == [(241, 301), (243, 362)]
+    # The least recently used size's session was dropped; each size passed its own check.
+    assert runner.sizes == {(241, 301): "onnxruntime", (243, 362): "onnxruntime"}
     with pytest.raises(ValueError, match="float32 CPU pixels"):
         runner(pixels.half())
+
+
+def _wrong_export(network: FeatureNetwork, height: int, width: int) -> bytes:
+    """A real export of a miscompiled graph: the stem convolution's weights scaled by 1.5."""
+    wrong = copy.deepcopy(network)
+    with torch.no_grad():
+        wrong.network.conv_stem.weight.mul_(1.5)
+    return export_feature_network(wrong, height, width)
+
+
+def _failing_export(network: FeatureNetwork, height: int, width: int) -> bytes:
+    raise RuntimeError("the exporter does not support this graph")
+
+
+@pytest.mark.parametrize("export", [_wrong_export, _failing_export])
+def test_a_size_whose_session_fails_its_check_is_computed_by_eager_pytorch(
+    eager: EfficientNetLite0Backbone, snippets: np.ndarray, export, caplog: pytest.LogCaptureFixture
+) -> None:
+    runner = OrtFeatureRunner(eager.feature_network(), threads=1, export=export)
+    pixels = eager.preprocess(torch.from_numpy(snippets[0, :3]))
+    with torch.inference_mode():
+        want = eager.map_pixels(pixels)
+    for _ in range(2):  # the failure is remembered: no second export
+        assert torch.equal(runner(pixels), want)
+    assert runner.sizes == {(240, 360): "eager"}
+    assert sum("failed its check" in r.message for r in caplog.records) == 1
+
+
+def test_concurrent_callers_of_new_and_known_sizes_all_get_the_eager_maps(
+    eager: EfficientNetLite0Backbone, snippets: np.ndarray
+) -> None:
+    runner = OrtFeatureRunner(eager.feature_network(), threads=1)
+    base = eager.preprocess(torch.from_numpy(snippets[0, :2]))
+    inputs = [base, F.interpolate(base, size=(241, 301), mode="bilinear"), base, base[:1]]
+    with torch.inference_mode():
+        wants = [eager.map_pixels(x) for x in inputs]
+    results: dict[int, torch.Tensor] = {}
+    threads = [
+        threading.Thread(target=lambda i=i: results.__setitem__(i, runner(inputs[i])))
+        for i in range(len(inputs))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(results) == list(range(len(inputs)))
+    for i, want in enumerate(wants):
+        assert relative_error(results[i].flatten(1), want.flatten(1)) < 1e-4
+    assert runner.sizes == {(240, 360): "onnxruntime", (241, 301): "onnxruntime"}
 
 
 def test_two_stream_runtime_gives_the_same_features_and_owns_its_motion_stream(snippets: np.ndarray) -> None:
@@ -90,7 +147,7 @@ def test_check_selects_the_runtime_for_a_two_stream_backbone() -> None:
     assert (path.path, path.reference, path.reason_code, path.accelerated) == (LABEL, "fp32", "passed", True)
     assert path.checks[0].max_error is not None and path.checks[0].max_error < 1e-4
     assert serving is not backbone and serving.path == LABEL
-    assert backbone.appearance.network is None  # the eager reference was released
+    assert backbone.appearance.network is None  # the eager reference object let go of the weights
 
 
 @pytest.mark.integration

@@ -143,6 +143,7 @@ class TinyBackbone(Backbone):
         self.precision = precision
         self.flaw = flaw
         self.label = label
+        self.calls = 0
         self.identity = BackboneIdentity(name="tiny", architecture="proj", weights="seed0", dim=8)
         self.weight = torch.randn(3, 8, generator=torch.Generator().manual_seed(0))
         self.closed = False
@@ -151,6 +152,7 @@ class TinyBackbone(Backbone):
         self, frames: np.ndarray | torch.Tensor, captions: Sequence[str] | None = None
     ) -> torch.Tensor:
         check_snippet_frames(frames)
+        self.calls += 1
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[self.precision]
         x = torch.as_tensor(np.asarray(frames)).to(dtype) / 255
         if self.flaw == "bgr":
@@ -199,10 +201,14 @@ def tiny_runtimes() -> Iterator[dict[str, list[TinyBackbone]]]:
     def raising(reference: Backbone) -> Backbone:
         raise RuntimeError("the runtime's graph does not build")
 
+    def broken_check(reference: Backbone) -> str | None:
+        raise RuntimeError("the runtime's availability check crashed")
+
     runtimes = [
         BackboneRuntime(
             "tiny-unavailable", lambda b: "it needs a device this machine lacks", make("x", None)
         ),
+        BackboneRuntime("tiny-broken-check", broken_check, make("x", None)),
         BackboneRuntime("tiny-raising", lambda b: None, raising),
         BackboneRuntime("tiny-bgr", lambda b: None, make("tiny-bgr", "bgr")),
         BackboneRuntime("tiny-good", lambda b: None, make("tiny-good", None)),
@@ -218,23 +224,42 @@ def test_backbone_runtimes_are_tried_in_order_and_the_first_that_passes_serves(
     tiny_runtimes: dict[str, list[TinyBackbone]],
 ) -> None:
     reference = TinyBackbone("fp32")
-    names = ["no-such-runtime", "tiny-unavailable", "tiny-raising", "tiny-bgr", "tiny-good", "tiny-bgr"]
+    names = [
+        "no-such-runtime",
+        "tiny-unavailable",
+        "tiny-broken-check",
+        "tiny-raising",
+        "tiny-bgr",
+        "tiny-good",
+        "tiny-bgr",
+    ]
     path, serving = check_backbone(reference, sampled_frames=4, rtol=3e-2, runtimes=names)
     assert [(c.name, c.outcome) for c in path.checks] == [
         ("no-such-runtime", "unavailable"),
         ("tiny-unavailable", "unavailable"),
+        ("tiny-broken-check", "error"),
         ("tiny-raising", "error"),
         ("tiny-bgr", "mismatch"),
         ("tiny-good", "passed"),
     ]
     assert "exporters.appearance_onnx" in path.checks[0].detail
     assert "device this machine lacks" in path.checks[1].detail
-    assert "does not build" in path.checks[2].detail
+    assert "availability check crashed" in path.checks[2].detail
+    assert "does not build" in path.checks[3].detail
     assert (path.path, path.reference, path.accelerated) == ("tiny-good", "fp32", True)
     assert serving is tiny_runtimes["tiny-good"][0]
     # The mismatching candidate and the reference no longer serve and were released; the later runtime was
     # never built.
     assert tiny_runtimes["tiny-bgr"][0].closed and reference.closed and len(tiny_runtimes["tiny-bgr"]) == 1
+
+
+def test_when_no_runtime_applies_the_reference_is_not_even_run(
+    tiny_runtimes: dict[str, list[TinyBackbone]],
+) -> None:
+    reference = TinyBackbone("fp32")
+    path, serving = check_backbone(reference, sampled_frames=4, rtol=3e-2, runtimes=["tiny-unavailable"])
+    assert serving is reference and reference.calls == 0
+    assert (path.path, path.reason_code) == ("fp32", "unavailable")
 
 
 def test_without_a_passing_runtime_the_reference_serves(tiny_runtimes: dict[str, list[TinyBackbone]]) -> None:
