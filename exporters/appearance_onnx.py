@@ -233,8 +233,7 @@ def accelerate(backbone: Backbone) -> Backbone:
         raise ValueError(f"{RUNTIME_NAME} cannot run this backbone: {why_not}")
     appearance = _appearance(backbone)
     assert appearance is not None
-    runner = OrtFeatureRunner(appearance.feature_network())
-    accelerated = appearance.with_runner(runner, runner.label)
+    accelerated = appearance.with_runner(OrtFeatureRunner(appearance.feature_network()))
     if isinstance(backbone, TwoStreamBackbone):
         return backbone.with_appearance(accelerated)
     return accelerated

@@ -31,9 +31,9 @@ from __future__ import annotations
 import copy
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import timm
@@ -203,8 +203,13 @@ class FeatureNetwork(torch.nn.Module):
         return layer_map(self.network, self.layer, pixels)
 
 
-# Runs the feature network another way (an accelerated runtime): pixels -> the layer's map, both on the device.
-FeatureRunner = Callable[[torch.Tensor], torch.Tensor]
+class FeatureRunner(Protocol):
+    """Runs the feature network another way (an accelerated runtime): pixels -> the layer's map, both on the
+    device; `label` names it in reports (e.g. `onnxruntime (CPUExecutionProvider)`)."""
+
+    label: str
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor: ...
 
 
 def sampled_frame_indices(available: int, wanted: int) -> np.ndarray:
@@ -248,7 +253,6 @@ class EfficientNetLite0Backbone(Backbone):
         self.size, self.frames, self.pooling, self.batch_size = size, frames, pooling, batch_size
         self.layer = layer
         self._runner: FeatureRunner | None = None
-        self._runner_label = ""
         dim = LAYER_CHANNELS[layer] * (4 if pooling == "grid2" else 1)
         self.identity = BackboneIdentity(
             name="efficientnet_lite0",
@@ -259,30 +263,28 @@ class EfficientNetLite0Backbone(Backbone):
 
     @property
     def path(self) -> str:
-        return self._runner_label or self.precision
+        return self._runner.label if self._runner is not None else self.precision
 
     def feature_network(self) -> FeatureNetwork:
         """The torch module computing the configured layer's map from preprocessed pixels (shares weights)."""
         return FeatureNetwork(self.network, self.layer).eval()
 
-    def with_runner(self, runner: FeatureRunner, label: str) -> EfficientNetLite0Backbone:
-        """A copy of this fp32 backbone whose feature network is computed by `runner` (labelled `label` in
-        reports); preprocessing, frame sampling and pooling stay the same. The copy shares the weights."""
+    def with_runner(self, runner: FeatureRunner | None) -> EfficientNetLite0Backbone:
+        """A copy of this fp32 backbone whose feature network is computed by `runner` (None: the eager network);
+        preprocessing, frame sampling and pooling stay the same. The copy shares the weights."""
         if self.dtype != torch.float32:
             raise ValueError(
                 f"an accelerated runtime replaces the fp32 network, not the {self.precision} one"
             )
-        accelerated = copy.copy(self)
-        accelerated._runner, accelerated._runner_label = runner, label
-        return accelerated
+        variant = copy.copy(self)
+        variant._runner = runner
+        return variant
 
     def reference_variant(self) -> EfficientNetLite0Backbone | None:
         """The eager fp32 network when this one runs an accelerated runtime (sharing the weights) or in
         fp16/bf16 (built anew from the same weights file); None when this is the reference."""
         if self._runner is not None:
-            reference = copy.copy(self)
-            reference._runner, reference._runner_label = None, ""
-            return reference
+            return self.with_runner(None)
         if self.dtype == torch.float32:
             return None
         return EfficientNetLite0Backbone(

@@ -279,7 +279,7 @@ class ClusterStreams(LiveStreamManager):
         record = self.store.get(stream_id)
         if record is None or record.worker is None or not 0 <= record.worker < len(self.workers):
             return None
-        if self.worker_states and record.worker not in self._serving():
+        if record.worker not in self._reachable():
             return None  # the call would only queue until the worker is back
         ref = self.workers[record.worker].latest_jpeg.options(concurrency_group=READS_GROUP).remote(stream_id)
         try:
