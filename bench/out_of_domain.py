@@ -2,7 +2,9 @@
 
 A default model trained on one campus walkway must not call every other scene an anomaly. For each video this
 prints the share of snippets whose score reaches the event threshold (`EventPolicy.enter_threshold`, 0.5), the
-number of events `POST /analyze` would report, the peak score and the dominant category of the high snippets.
+number of events `POST /analyze` would report (none for a scene the model's scene-familiarity check flags as
+unlike its training footage, `model.scene_familiarity`), the scene distance, the peak score and the dominant
+category of the high snippets.
 
 The public clips used for the model card come from Debian's `opencv-doc` package (OpenCV's sample data, BSD
 licence), fetched from the Debian archive and unpacked without installing::
@@ -41,6 +43,8 @@ def score_video(engine, path: Path) -> dict:
         "snippets": len(scores),
         "fraction_above_threshold": round(len(high) / len(scores), 4) if scores else None,
         "events": len(result.events),
+        "scene_familiar": None if result.scene is None else result.scene.familiar,
+        "scene_distance": None if result.scene is None else round(result.scene.distance, 4),
         "peak_score": round(max(scores), 4) if scores else None,
         "mean_score": round(sum(scores) / len(scores), 4) if scores else None,
         "dominant_category_of_high_snippets": dict(dominant),
@@ -69,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         "threshold": engine.config.events.enter_threshold,
         "videos": rows,
         "fraction_above_threshold_all": round(high / snippets, 4) if snippets else None,
+        "scene_threshold": engine.identity.scene_threshold,
+        "videos_flagged_unfamiliar": sum(r["scene_familiar"] is False for r in rows),
+        "events_all": sum(r["events"] for r in rows),
     }
     text = json.dumps(report, indent=1)
     print(text)

@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"model: {model.checkpoint} (trained: {model.trained}) on backbone {model.backbone.key()}")
     if result.untrained_warning:
         print(f"WARNING: {result.untrained_warning}")
+    if result.scene_warning:
+        print(f"WARNING: {result.scene_warning}")
     print(
         f"video: {result.frames} frames at {result.video.fps:.2f} fps, {result.video.width}x{result.video.height}, "
         f"{result.num_snippets} snippets"

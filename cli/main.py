@@ -15,6 +15,7 @@ COMMANDS = (
     "analyze",
     "extract",
     "train",
+    "calibrate",
     "evaluate",
     "evaluate_scores",
     "ablate",

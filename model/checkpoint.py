@@ -104,3 +104,18 @@ def load_checkpoint(
         path=Path(path),
         sha256=file_sha256(path),
     )
+
+
+def update_checkpoint_metadata(
+    path: str | os.PathLike[str], updates: dict[str, Any], out: str | os.PathLike[str] | None = None
+) -> Path:
+    """Write `path` with `updates` merged into its metadata to `out` (default: in place, atomically); weights,
+    config and backbone identity are copied unchanged. Raises as `load_checkpoint_payload` does."""
+    payload = load_checkpoint_payload(path)
+    payload["metadata"] = dict(payload.get("metadata", {})) | updates
+    target = Path(out) if out is not None else Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, target)
+    return target

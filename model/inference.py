@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -45,6 +45,7 @@ from model.checkpoint import LoadedCheckpoint, load_checkpoint
 from model.config import RefineVADConfig
 from model.events import Event, EventPolicy, detect_events
 from model.refinevad import RefineVAD
+from model.scene_familiarity import SceneCheck, SceneFamiliarity
 from model.scoring import VideoScores, score_features
 from model.shift_kernels import REFERENCE
 from model.video.decode_report import DecodeReport
@@ -82,6 +83,15 @@ def resolve_checkpoint(path: str | Path | None) -> Path | None:
     return candidate
 
 
+def scene_warning(check: SceneCheck, withheld: bool) -> str:
+    return (
+        f"UNFAMILIAR SCENE: this footage is unlike the footage the model was trained on (scene distance "
+        f"{check.distance:.3g} > threshold {check.threshold:.3g}); its scores are no evidence of anomalies"
+        + ("; events withheld" if withheld else "")
+        + ". Train a model on this camera's footage."
+    )
+
+
 UNTRAINED_WARNING = (
     "UNTRAINED MODEL: the head has random weights (no trained checkpoint was found or configured); "
     "scores and categories are meaningless. Set REFINEVAD_MODEL_CHECKPOINT to a trained checkpoint."
@@ -117,6 +127,12 @@ class EngineConfig(BaseModel):
     category_window: int = Field(32, ge=1)
     category_stride: int = Field(4, ge=1)
     events: EventPolicy = Field(default_factory=EventPolicy)
+    scene_check: Literal["withhold_events", "report", "off"] = Field(
+        "withhold_events",
+        description="scene familiarity (model.scene_familiarity, when the checkpoint is calibrated): "
+        "withhold_events = footage unlike the training footage raises no events (its scores are reported, "
+        "flagged); report = flag only; off = no check",
+    )
     motion_threads: int = Field(
         default_factory=lambda: min(4, os.cpu_count() or 1),
         ge=1,
@@ -149,6 +165,9 @@ class ModelInfo(BaseModel):
     backbone: BackboneIdentity
     config: dict[str, Any]
     metrics: dict[str, Any] = Field(default_factory=dict)
+    scene_threshold: float | None = Field(
+        None, description="scene-familiarity threshold of the checkpoint; None = not calibrated or check off"
+    )
 
 
 class VideoInfo(BaseModel):
@@ -182,6 +201,10 @@ class AnalysisResult(BaseModel):
     events: list[Event]
     decode: DecodeReport = Field(description="what decoding really produced, against what the file announced")
     untrained_warning: str | None = None
+    scene: SceneCheck | None = Field(
+        None, description="is the footage like the training footage (None: the model is not calibrated)"
+    )
+    scene_warning: str | None = Field(None, description="set when the scene is unfamiliar")
     timings: dict[str, float]
     frames: int
     num_snippets: int
@@ -328,6 +351,11 @@ class AnalysisEngine:
         self.category_names = list(info.category_names)
         # Which path serves each stage and why (set by from_config's start-up checks).
         self.acceleration: AccelerationReport | None = None
+        self.scene: SceneFamiliarity | None = None
+
+    @property
+    def withholds_unfamiliar(self) -> bool:
+        return self.scene is not None and self.config.scene_check == "withhold_events"
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> AnalysisEngine:
@@ -382,6 +410,18 @@ class AnalysisEngine:
             or head_config.sampled_frames_per_snippet,
         )
         engine = cls(backbone, head, info, spec, config)
+        if loaded is not None and config.scene_check != "off":
+            engine.scene = SceneFamiliarity.from_metadata(loaded.metadata, device)
+            if engine.scene is not None and engine.scene.dim != backbone.dim:
+                raise ValueError(
+                    f"the checkpoint's scene calibration is {engine.scene.dim}-dim, the backbone {backbone.dim}"
+                )
+            if engine.scene is None:
+                log.warning(
+                    "the checkpoint has no scene calibration: footage of other cameras is not flagged"
+                )
+            else:
+                engine.identity.scene_threshold = engine.scene.threshold
         engine.select_accelerated_paths(loaded.path if loaded else None, plugin_errors)
         return engine
 
@@ -623,7 +663,15 @@ class AnalysisEngine:
         per_frame = None
         if frame_scores:
             per_frame = np.repeat(scores_np, self.spec.frames_per_snippet)[:frames].tolist()
-        events = detect_events(scores_np, start_s, end_s, local_np, names, self.config.events, degraded)
+        scene = self.scene.check(features) if self.scene is not None else None
+        withheld = scene is not None and not scene.familiar and self.withholds_unfamiliar
+        events = (
+            []
+            if withheld
+            else detect_events(scores_np, start_s, end_s, local_np, names, self.config.events, degraded)
+        )
+        if scene is not None and not scene.familiar:
+            log.warning("%s: %s", path, scene_warning(scene, withheld))
         if progress is not None:
             progress(1.0)
         return AnalysisResult(
@@ -636,6 +684,10 @@ class AnalysisEngine:
             events=events,
             decode=encoded.decode,
             untrained_warning=self.untrained_warning,
+            scene=scene,
+            scene_warning=scene_warning(scene, withheld)
+            if scene is not None and not scene.familiar
+            else None,
             timings=timings,
             frames=frames,
             num_snippets=len(snippets),

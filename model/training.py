@@ -43,6 +43,8 @@ from model.data.datasets import (
 from model.evaluation.splice import score_spliced
 from model.losses import LossConfig, topk_mean, total_loss
 from model.refinevad import FeatureStandardizer, RefineVAD
+from model.scene_familiarity import DEFAULT_MARGIN, fit_scene_familiarity
+from model.scene_familiarity import METADATA_KEY as SCENE_KEY
 from model.scoring import score_features
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,12 @@ class TrainConfig(BaseModel):
         description="best-epoch criterion on the held-out training videos: their video-level AUC, or the "
         "snippet AUC of the held-out normal and anomalous videos spliced in time (model.evaluation.splice); "
         "frame AUC instead of either when validation frame labels are given",
+    )
+    scene_margin: float | None = Field(
+        DEFAULT_MARGIN,
+        gt=0,
+        description="scene-familiarity threshold as a multiple of the largest leave-one-clip-out distance of "
+        "the training videos (model.scene_familiarity), stored in the checkpoints; None = no check stored",
     )
     cache_bytes: int = Field(1 << 30, ge=0, description="memory for resampled training features")
     device: str = "auto"
@@ -315,6 +323,14 @@ def train(
         "num_val_videos": len(val_records),
         **dict(metadata or {}),
     }
+    if config.scene_margin is not None:
+        by_name = {r.name: r for r in features.records}
+        calibration = fit_scene_familiarity(
+            [r.name for r in (*train_records, *val_records)],
+            lambda name: features.load(by_name[name]),
+            config.scene_margin,
+        )
+        base_metadata[SCENE_KEY] = calibration.model_dump(mode="json")
     stopped_early = False
     for epoch in range(start_epoch, config.epochs):
         if bad_epochs >= (config.patience or math.inf):

@@ -44,6 +44,7 @@ def engine_config(settings: ServiceSettings) -> EngineConfig:
         export_cache_dir=settings.cache_dir / "exports" if settings.cache_dir else None,
         # Hysteresis: an event closes a little below the score that opened it.
         events=EventPolicy(enter_threshold=threshold, exit_threshold=max(0.0, threshold - 0.1)),
+        scene_check=settings.scene_check,
         max_frames=settings.max_video_frames,
         max_pixels=settings.max_video_pixels,
         **optional,

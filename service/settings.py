@@ -140,6 +140,11 @@ class ServiceSettings(BaseSettings):
         description="Python modules imported at model load that register shift kernels or head backends",
     )
     event_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    scene_check: Literal["withhold_events", "report", "off"] = Field(
+        default="withhold_events",
+        description="footage unlike the model's training footage (model.scene_familiarity): withhold_events = "
+        "flag it and raise no events from it; report = flag only; off = no check",
+    )
 
     # File analysis.
     max_upload_mb: float = Field(default=512.0, gt=0)

@@ -11,3 +11,4 @@ SHARED_DATA = Path(
 )
 PED2_ROOT = SHARED_DATA / "ped2"
 UCF_CRIME_ROOT = SHARED_DATA / "ucf-crime"
+FIELD_ROOT = SHARED_DATA / "field"

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from model.scene_familiarity import SceneCheck
 from service.live.readers import Gap, StreamState
 
 EndReason = Literal[
@@ -70,6 +71,12 @@ class SnippetMessage(BaseModel):
     gap: GapInfo | None = Field(default=None, description="what was skipped just before this snippet")
     degraded: bool = Field(
         default=False, description="a frame of this snippet was damaged or lost; it cannot open an event"
+    )
+    scene: SceneCheck | None = Field(
+        default=None,
+        description="is the window's footage like the model's training footage (model.scene_familiarity); "
+        "None when the model is not calibrated. While it is not, its scores open, extend or close no event "
+        "(unless SCENE_CHECK=report)",
     )
     events: list[EventNotice] = Field(
         default_factory=list, description="events that started, peaked or ended here"

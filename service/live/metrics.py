@@ -14,6 +14,7 @@ PIPELINE_FAMILIES = frozenset(
     {
         "refinevad_live_latency_seconds",
         "refinevad_live_dropped_frames",
+        "refinevad_live_unfamiliar_snippets",
         "refinevad_live_streams",
         "refinevad_live_batch_snippets",
         "refinevad_live_scheduler_errors",
@@ -36,6 +37,11 @@ class LiveMetrics:
         )
         self.dropped_frames = Counter(
             "refinevad_live_dropped_frames", "frames not scored because processing lagged", registry=r
+        )
+        self.unfamiliar_snippets = Counter(
+            "refinevad_live_unfamiliar_snippets",
+            "snippets whose window was unlike the model's training footage (scene familiarity check)",
+            registry=r,
         )
         self.streams = Gauge("refinevad_live_streams", "registered streams, by state", ["state"], registry=r)
         self.clients = Gauge("refinevad_live_websocket_clients", "connected WebSocket clients", registry=r)

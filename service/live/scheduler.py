@@ -31,6 +31,7 @@ import torch
 
 from model.events import EventPolicy
 from model.inference import AnalysisEngine
+from model.scene_familiarity import SceneCheck
 from service.live.events import LiveEventStore, StreamEvents
 from service.live.messages import EndReason, EventNotice, GapInfo, SnippetMessage, StateMessage
 from service.live.metrics import LiveMetrics
@@ -287,9 +288,14 @@ class LiveScheduler:
             newest = np.empty(k, dtype=np.float64)
             previous = np.full(k, np.nan)
             weights = np.empty((k, len(engine.category_names)), dtype=np.float64)
+            scene = engine.scene
+            distances = np.full(k, np.nan)
             for n in np.unique(counts):
                 sel = np.flatnonzero(counts == n)
-                out = engine.head(self._windows.gather(slots[sel], int(n)))
+                window = self._windows.gather(slots[sel], int(n))
+                out = engine.head(window)
+                if scene is not None:
+                    distances[sel] = scene.distances(window).cpu().numpy()
                 scores = out.scores.float().cpu().numpy()
                 newest[sel] = scores[:, -1]
                 if n >= 2:
@@ -301,6 +307,20 @@ class LiveScheduler:
             self.metrics.service.frames.labels(source="live").inc(k * frames)
             names = engine.category_names
             for b, (stream, snippet) in enumerate(items):
+                check = (
+                    None
+                    if scene is None
+                    else SceneCheck(
+                        familiar=bool(distances[b] <= scene.threshold),
+                        distance=float(distances[b]),
+                        threshold=scene.threshold,
+                        snippets=int(counts[b]),
+                    )
+                )
+                # An unfamiliar scene's scores are no evidence either way, like a damaged snippet's.
+                withheld = check is not None and not check.familiar and engine.withholds_unfamiliar
+                if check is not None and not check.familiar:
+                    self.metrics.unfamiliar_snippets.inc()
                 distribution = dict(zip(names, weights[b].tolist(), strict=True))
                 dominant = names[int(np.argmax(weights[b]))]
                 out_items: list[tuple[int, str]] = []
@@ -315,12 +335,16 @@ class LiveScheduler:
                         prev.captured_at,
                         float(previous[b]),
                         weights[b],
-                        degraded=prev.degraded,
+                        degraded=prev.degraded or withheld,
                         outage_s=prev.gap.outage_s if prev.gap is not None else 0.0,
                     )
-                    final = self._message(prev, "final", float(previous[b]), distribution, dominant, notices)
+                    final = self._message(
+                        prev, "final", float(previous[b]), distribution, dominant, notices, check
+                    )
                     out_items.append((prev.index, final.model_dump_json()))
-                message = self._message(snippet, "provisional", float(newest[b]), distribution, dominant, [])
+                message = self._message(
+                    snippet, "provisional", float(newest[b]), distribution, dominant, [], check
+                )
                 out_items.append((snippet.index, message.model_dump_json()))
                 latency = time.monotonic() - snippet.captured_mono
                 self.metrics.latency.observe(latency)
@@ -350,6 +374,7 @@ class LiveScheduler:
         distribution: dict[str, float],
         dominant: str,
         notices: list[EventNotice],
+        scene: SceneCheck | None = None,
     ) -> SnippetMessage:
         now = time.time()
         return SnippetMessage(
@@ -366,6 +391,7 @@ class LiveScheduler:
             dominant_category=dominant,
             gap=GapInfo.of(snippet.gap),
             degraded=snippet.degraded,
+            scene=scene,
             events=notices,
         )
 

@@ -172,3 +172,26 @@ def test_splicing_and_the_spliced_validation_criterion(synthetic, tmp_path):
     assert result.best_metrics["val_auc"] == max(h["val_auc"] for h in history)
     plain = train(features, tmp_path / "plain", small_train(epochs=1), small_model(features), progress=False)
     assert "train_known_normal" not in plain.history[0] and "val_splice_auc" not in plain.history[0]
+
+
+def test_checkpoints_carry_a_scene_calibration_fitted_on_every_training_video(synthetic, tmp_path):
+    from model.scene_familiarity import METADATA_KEY, SceneCalibration
+
+    features, _, _ = synthetic
+    subset = features.subset(
+        [r.name for r in features.records[:10]] + [r.name for r in features.records[-10:]]
+    )
+    result = train(subset, tmp_path / "on", small_train(epochs=1), small_model(subset), progress=False)
+    for path in (result.best_checkpoint, result.last_checkpoint):
+        calibration = SceneCalibration.model_validate(load_checkpoint(path).metadata[METADATA_KEY])
+        # Validation videos are training videos too: every one of them is measured.
+        assert sorted(calibration.training_clip_distances) == sorted(r.name for r in subset.records)
+        assert calibration.margin == 10.0 and len(calibration.mean) == subset.feature_dim
+    off = train(
+        subset,
+        tmp_path / "off",
+        small_train(epochs=1, scene_margin=None),
+        small_model(subset),
+        progress=False,
+    )
+    assert METADATA_KEY not in load_checkpoint(off.best_checkpoint).metadata

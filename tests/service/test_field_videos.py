@@ -86,6 +86,16 @@ def test_variable_frame_rate_snippets_are_placed_by_timestamps(client: httpx.Cli
     assert result["decode"]["decode_errors"] == 0
 
 
+def test_another_cameras_footage_is_flagged_and_raises_no_alarm(client: httpx.Client) -> None:
+    result = analyze(client, FIELD / "phone_vfr.mp4")  # a phone's test pattern, nothing like the Ped2 walkway
+    assert max(s["score"] for s in result["snippets"]) > 0.5  # the head alone would raise an alarm
+    scene = result["scene"]
+    assert scene["familiar"] is False and scene["distance"] > scene["threshold"] > 0
+    assert scene["snippets"] == result["num_snippets"]
+    assert result["events"] == [] and "UNFAMILIAR SCENE" in result["scene_warning"]
+    assert client.get("/ready").json()["model"]["scene_threshold"] == scene["threshold"]
+
+
 def test_truncated_upload_says_so(client: httpx.Client) -> None:
     result = analyze(client, FIELD / "truncated_upload.mp4")
     decode = result["decode"]

@@ -184,7 +184,11 @@ function onMessage(msg) {
       `snippet ${msg.index} (${msg.start_s.toFixed(1)}-${msg.end_s.toFixed(1)} s) ` +
       `score ${msg.score.toFixed(3)} ${msg.status}, latency ${msg.latency_s.toFixed(2)} s, ` +
       `likely ${msg.dominant_category}` +
-      (msg.degraded ? " (degraded: damaged or lost frames)" : "");
+      (msg.degraded ? " (degraded: damaged or lost frames)" : "") +
+      (msg.scene && !msg.scene.familiar
+        ? ` (unfamiliar scene: unlike the model's training footage, distance ${msg.scene.distance.toPrecision(3)}` +
+          ` > ${msg.scene.threshold.toPrecision(3)}; scores are no evidence)`
+        : "");
     if (msg.events.length) refreshEvents();
     draw();
   } else if (msg.type === "state") {

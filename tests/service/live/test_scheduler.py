@@ -11,6 +11,7 @@ import torch
 
 from model.events import EventPolicy
 from model.inference import AnalysisEngine, EngineConfig
+from model.scene_familiarity import SceneCalibration, SceneFamiliarity
 from service.live.events import LiveEventStore, StreamEvents
 from service.live.metrics import LiveMetrics
 from service.live.readers import Snippet
@@ -57,7 +58,9 @@ class FlakyEventStore(LiveEventStore):
 
 @pytest.fixture(scope="module")
 def engine() -> AnalysisEngine:
-    return AnalysisEngine.from_config(EngineConfig(checkpoint=None, device="cpu"))
+    # Random frames are nothing like the default model's training footage: these tests are about bookkeeping,
+    # so the scene check is off except where a test sets its own.
+    return AnalysisEngine.from_config(EngineConfig(checkpoint=None, device="cpu", scene_check="off"))
 
 
 def _snippet(engine: AnalysisEngine, index: int, rng: np.random.Generator) -> Snippet:
@@ -124,3 +127,45 @@ def test_removed_streams_free_their_windows_even_if_closing_their_event_fails(
     scheduler._release_removed()  # the run loop's first step each cycle
     assert scheduler._windows.in_use == 0
     assert all(s.slot is None for s in streams)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "mode"), [(1e-9, "withhold_events"), (1e-9, "report"), (1e12, "withhold_events")]
+)
+def test_an_unfamiliar_window_is_flagged_and_withholds_its_events(
+    tmp_path, engine: AnalysisEngine, threshold: float, mode: str
+) -> None:
+    dim = engine.backbone.dim
+    calibration = SceneCalibration(
+        mean=[0.0] * dim, std=[1.0] * dim, threshold=threshold, margin=10.0, training_clip_distances={}
+    )
+    saved = engine.scene, engine.config
+    engine.scene = SceneFamiliarity(calibration, engine.device)
+    engine.config = engine.config.model_copy(update={"scene_check": mode})
+    try:
+        hub = Recorder()
+        store = LiveEventStore(Database(tmp_path / "db.sqlite"))
+        metrics = LiveMetrics(ServiceMetrics())
+        scheduler = LiveScheduler(None, _dispatcher(hub), store, metrics, WINDOW)  # type: ignore[arg-type]
+        scheduler._windows = FeatureWindows(WINDOW, dim, engine.device)
+        policy = EventPolicy(enter_threshold=0.0, exit_threshold=0.0)  # any evidence opens an event
+        stream = LiveStream("s", "s", reader=None, policy=policy, created_at=0.0)  # type: ignore[arg-type]
+        stream.slot = scheduler._windows.acquire()
+        stream.events = StreamEvents("s", "s", policy, engine.category_names, store)
+        rng = np.random.default_rng(2)
+        for i in range(3):
+            scheduler._process(engine, [(stream, _snippet(engine, i, rng))])
+    finally:
+        engine.scene, engine.config = saved
+    familiar = threshold > 1
+    scenes = [m["scene"] for m in hub.sent]
+    assert len(scenes) == 5 and all(s["familiar"] is familiar for s in scenes)
+    assert [s["snippets"] for s in scenes] == [1, 2, 2, 3, 3]  # the window's snippets (final, provisional)
+    with torch.inference_mode():
+        window = engine.backbone.encode_snippets(
+            np.stack([_snippet(engine, i, np.random.default_rng(2)).frames for i in range(1)])
+        )
+    assert scenes[0]["distance"] == pytest.approx(float(window.square().mean()), rel=1e-4)
+    withheld = not familiar and mode == "withhold_events"
+    assert stream.events.detector.active is not withheld
+    assert metrics.unfamiliar_snippets._value.get() == (0 if familiar else 3)

@@ -1,0 +1,164 @@
+"""Scene familiarity: does a camera's footage look like the footage a head was trained on?
+
+A weakly supervised head learns "unlike the training normals" as "anomalous". Footage from a camera it never saw
+is unlike every training clip, so such a head scores it high throughout (the shipped Ped2 model calls every
+snippet of an unseen hall or street an anomaly). That is no evidence of an anomaly, and this check says so.
+
+The statistic is a diagonal Mahalanobis distance in the space the head reads (cf. Lee et al., NeurIPS 2018, "A
+Simple Unified Framework for Detecting Out-of-Distribution Samples and Adversarial Attacks", which uses the full
+covariance of a classifier's features):
+
+- snippet distance d_t = mean over channels c of ((x_tc - mu_c) / sigma_c)^2, with mu, sigma the per-channel mean
+  and standard deviation of the training snippets (channels that never varied get sigma = 1, as in the head's
+  input standardisation). About 1 for a typical training snippet.
+- scene distance = the median of d_t over the snippets the head looks at: the whole video offline, the live
+  window live. The median lets an anomaly (unusual by nature) occupy part of the view without the scene being
+  called unfamiliar.
+
+The threshold is fitted on the training clips alone (`fit_scene_familiarity`): each clip's scene distance is
+measured with mu and sigma of the *other* clips (leave one clip out, so a training clip is as new as a test clip
+from the same camera), and the threshold is `margin` (10) times the largest of them. The margin is an order of
+magnitude because the check is for another camera, not for an unusual moment of the same one: on UCSD Ped2 the
+training clips' distances reach 8.7 (a clip with a cyclist close to the camera), unseen cameras measure 10^5 and
+more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+
+STATISTIC = "median over snippets of the mean squared per-channel z-score against the training snippets"
+METADATA_KEY = "scene_familiarity"
+DEFAULT_MARGIN = 10.0
+STD_EPS = 1e-6
+
+
+class SceneCheck(BaseModel):
+    """The verdict on the snippets a score was computed from."""
+
+    familiar: bool = Field(
+        description="the scene distance is within the threshold fitted on the training clips"
+    )
+    distance: float = Field(
+        description="median over the snippets of the mean squared z-score (about 1 in domain)"
+    )
+    threshold: float = Field(description="largest leave-one-clip-out training distance times the margin")
+    snippets: int = Field(description="how many snippets the median is over")
+
+
+class SceneCalibration(BaseModel):
+    """What a checkpoint stores to check scene familiarity (metadata key `scene_familiarity`)."""
+
+    statistic: str = STATISTIC
+    mean: list[float] = Field(description="per-channel mean of the training snippets [D]")
+    std: list[float] = Field(description="per-channel standard deviation of the training snippets [D] (>0)")
+    threshold: float = Field(gt=0)
+    margin: float = Field(gt=0)
+    training_clip_distances: dict[str, float] = Field(
+        description="each training clip's scene distance against the other clips' statistics"
+    )
+
+
+def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    x = x.astype(np.float64, copy=False)
+    return x.sum(0), (x * x).sum(0), len(x)
+
+
+def _mean_std(total: np.ndarray, total_sq: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    mean = total / count
+    var = np.clip(total_sq / count - mean * mean, 0.0, None) * count / max(count - 1, 1)
+    std = np.sqrt(var)
+    return mean, np.where(std > STD_EPS, std, 1.0)
+
+
+def _median_distance(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> float:
+    # The lower middle value for an even count, as torch's median in `SceneFamiliarity.distances`.
+    d = np.sort((((x.astype(np.float64) - mean) / std) ** 2).mean(axis=1))
+    return float(d[(len(d) - 1) // 2])
+
+
+def fit_scene_familiarity(
+    names: Sequence[str], load: Callable[[str], np.ndarray], margin: float = DEFAULT_MARGIN
+) -> SceneCalibration:
+    """Fit the check on training clips: `load(name)` gives a clip's snippet features `[T, D]`. Two passes with
+    one clip in memory at a time (per-clip sums first, then each clip against the others' statistics).
+
+    Raises `ValueError` with fewer than 2 clips (leave-one-clip-out needs another clip), an empty clip or
+    mismatched dims.
+    """
+    names = list(names)
+    if len(names) < 2:
+        raise ValueError(f"scene familiarity needs at least 2 training clips, got {len(names)}")
+    moments = {}
+    for name in names:
+        x = load(name)
+        if x.ndim != 2 or len(x) == 0:
+            raise ValueError(f"training clip {name!r} has no snippets (shape {list(x.shape)})")
+        moments[name] = _moments(x)
+    dims = {m[0].shape[0] for m in moments.values()}
+    if len(dims) != 1:
+        raise ValueError(f"training clips have different feature dims: {sorted(dims)}")
+    total = sum(m[0] for m in moments.values())
+    total_sq = sum(m[1] for m in moments.values())
+    count = sum(m[2] for m in moments.values())
+    distances = {}
+    for name in names:
+        s, sq, n = moments[name]
+        if count - n < 2:
+            raise ValueError(f"leaving out clip {name!r} leaves fewer than 2 training snippets")
+        mean, std = _mean_std(total - s, total_sq - sq, count - n)
+        distances[name] = _median_distance(load(name), mean, std)
+    mean, std = _mean_std(total, total_sq, count)
+    return SceneCalibration(
+        mean=mean.tolist(),
+        std=std.tolist(),
+        threshold=margin * max(distances.values()),
+        margin=margin,
+        training_clip_distances=distances,
+    )
+
+
+class SceneFamiliarity:
+    """Checks snippet features against a `SceneCalibration`, on the features' device, batched."""
+
+    def __init__(self, calibration: SceneCalibration, device: torch.device | str = "cpu") -> None:
+        self.calibration = calibration
+        self.threshold = calibration.threshold
+        self._mean = torch.tensor(calibration.mean, dtype=torch.float32, device=device)
+        self._std = torch.tensor(calibration.std, dtype=torch.float32, device=device)
+
+    @classmethod
+    def from_metadata(
+        cls, metadata: Mapping[str, Any], device: torch.device | str = "cpu"
+    ) -> SceneFamiliarity | None:
+        """None when the checkpoint carries no calibration (trained before this check existed)."""
+        stored = metadata.get(METADATA_KEY)
+        return None if stored is None else cls(SceneCalibration.model_validate(stored), device)
+
+    @property
+    def dim(self) -> int:
+        return self._mean.numel()
+
+    def distances(self, features: torch.Tensor) -> torch.Tensor:
+        """Scene distance of each window: `[..., T, D]` features -> `[...]` medians over T (float32).
+
+        For an even T the lower of the two middle values (torch's median), so no snippet is invented."""
+        z = (features.float() - self._mean) / self._std
+        return z.square().mean(dim=-1).median(dim=-1).values
+
+    def check(self, features: torch.Tensor) -> SceneCheck:
+        """The verdict on one video or window, `[T, D]`. Raises `ValueError` for no snippets or another dim."""
+        if features.dim() != 2 or features.shape[0] == 0 or features.shape[1] != self.dim:
+            raise ValueError(f"expected [T>0, {self.dim}] features, got {list(features.shape)}")
+        distance = float(self.distances(features))
+        return SceneCheck(
+            familiar=distance <= self.threshold,
+            distance=distance,
+            threshold=self.threshold,
+            snippets=int(features.shape[0]),
+        )
