@@ -15,6 +15,7 @@ EndReason = Literal[
     "source_stalled",  # the source stopped sending frames
     "source_lost",  # the connection failed or the source became unreachable
     "stream_ended",  # a replayed file reached its end
+    "scene_unfamiliar",  # the view became unlike the model's training footage (model.scene_familiarity)
     "stream_removed",
     "service_stopped",
     "service_interrupted",  # found open at start-up: the service crashed or was killed

@@ -328,7 +328,11 @@ class LiveScheduler:
                 notices: list[EventNotice] = []
                 prev = stream.previous
                 if prev is not None and not np.isnan(previous[b]) and stream.events is not None:
-                    notices = stream.events.update(
+                    if withheld and stream.events.active:
+                        # The model can no longer judge this view: an open event ends at its last high snippet.
+                        ended = stream.events.finish("scene_unfamiliar")
+                        notices = [ended] if ended is not None else []
+                    notices += stream.events.update(
                         prev.index,
                         prev.start_s,
                         prev.end_s,

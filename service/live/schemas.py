@@ -117,7 +117,7 @@ class EventView(BaseModel):
     end_reason: str | None = Field(
         default=None,
         description="live events: why it ended (scores_below_exit, gap, source_stalled, source_lost, "
-        "stream_ended, stream_removed, service_stopped, service_interrupted); null while open",
+        "stream_ended, stream_removed, scene_unfamiliar, service_stopped, service_interrupted); null while open",
     )
     snapshot_url: str | None = Field(default=None, description="JPEG of the peak (live events that have one)")
     clip_url: str | None = Field(default=None, description="MP4 clip, once `clip_status` is `ready`")

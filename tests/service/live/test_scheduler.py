@@ -169,3 +169,40 @@ def test_an_unfamiliar_window_is_flagged_and_withholds_its_events(
     withheld = not familiar and mode == "withhold_events"
     assert stream.events.detector.active is not withheld
     assert metrics.unfamiliar_snippets._value.get() == (0 if familiar else 3)
+
+
+def test_an_open_event_ends_when_the_view_becomes_unfamiliar(tmp_path, engine: AnalysisEngine) -> None:
+    dim = engine.backbone.dim
+
+    def scene(threshold: float) -> SceneFamiliarity:
+        calibration = SceneCalibration(
+            mean=[0.0] * dim, std=[1.0] * dim, threshold=threshold, margin=10.0, training_clip_distances={}
+        )
+        return SceneFamiliarity(calibration, engine.device)
+
+    saved = engine.scene, engine.config
+    engine.config = engine.config.model_copy(update={"scene_check": "withhold_events"})
+    hub = Recorder()
+    store = LiveEventStore(Database(tmp_path / "db.sqlite"))
+    scheduler = LiveScheduler(None, _dispatcher(hub), store, LiveMetrics(ServiceMetrics()), WINDOW)  # type: ignore[arg-type]
+    scheduler._windows = FeatureWindows(WINDOW, dim, engine.device)
+    policy = EventPolicy(enter_threshold=0.0, exit_threshold=0.0)
+    stream = LiveStream("s", "s", reader=None, policy=policy, created_at=0.0)  # type: ignore[arg-type]
+    stream.slot = scheduler._windows.acquire()
+    stream.events = StreamEvents("s", "s", policy, engine.category_names, store)
+    rng = np.random.default_rng(3)
+    try:
+        for i, threshold in enumerate([1e12, 1e12, 1e12, 1e-9, 1e-9]):
+            engine.scene = scene(threshold)
+            scheduler._process(engine, [(stream, _snippet(engine, i, rng))])
+    finally:
+        engine.scene, engine.config = saved
+    notices = [n for m in hub.sent for n in m["events"] if n["type"] != "update"]  # updates: new peaks
+    assert [n["type"] for n in notices] == ["start", "end"]
+    end = notices[-1]
+    assert end["end_reason"] == "scene_unfamiliar"
+    # The event ends at the last snippet judged in a familiar view (snippet 1: final in the third cycle).
+    assert end["end_s"] == pytest.approx(2 * engine.spec.frames_per_snippet / 25.0)
+    assert not stream.events.active
+    row = store.get(end["event_id"])
+    assert row is not None and row["end_reason"] == "scene_unfamiliar"
