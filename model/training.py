@@ -125,9 +125,8 @@ class TrainResult:
     best_metrics: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     stopped_early: bool = False
-    swa_checkpoint: Path | None = (
-        None  # swa.pt when TrainConfig.swa_epochs is set and the budget was completed
-    )
+    # swa.pt when TrainConfig.swa_epochs is set and the budget was completed
+    swa_checkpoint: Path | None = None
 
 
 def resolve_device(device: str) -> torch.device:
@@ -213,8 +212,10 @@ def _improved(metrics: dict[str, float], best: dict[str, float] | None, min_delt
 
 
 def _config_fingerprint(train: TrainConfig, model: RefineVADConfig) -> dict[str, Any]:
+    # swa_epochs only when set: runs started before the field existed can still be resumed.
+    excluded = {"device", "cache_bytes", "threads"} | ({"swa_epochs"} if train.swa_epochs is None else set())
     return {
-        "train": train.model_dump(mode="json", exclude={"device", "cache_bytes", "threads"}),
+        "train": train.model_dump(mode="json", exclude=excluded),
         "model": model.model_dump(mode="json"),
     }
 
@@ -319,9 +320,8 @@ def train(
     best: dict[str, float] | None = None
     best_epoch, bad_epochs = -1, 0
     last_path, best_path, swa_path = out / LAST, out / BEST, out / SWA
-    swa_start = (
-        None if config.swa_epochs is None else config.epochs - config.swa_epochs
-    )  # 0-based first epoch
+    # 0-based index of the first averaged epoch
+    swa_start = None if config.swa_epochs is None else config.epochs - config.swa_epochs
     swa_model = None if swa_start is None else AveragedModel(model)
     if resume and last_path.is_file():
         payload = load_checkpoint_payload(last_path, map_location=device)

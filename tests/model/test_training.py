@@ -15,7 +15,7 @@ from model.data.synthetic import SyntheticGenerator, SyntheticSpec
 from model.evaluation.runner import evaluate_store
 from model.losses import LossConfig
 from model.refinevad import RefineVAD
-from model.training import TrainConfig, train, warmup_cosine
+from model.training import TrainConfig, _config_fingerprint, train, warmup_cosine
 
 
 @pytest.fixture(scope="module")
@@ -234,6 +234,10 @@ def test_swa_config_is_validated():
         small_train(epochs=4, swa_epochs=0)
     with pytest.raises(ValueError, match="patience"):
         small_train(epochs=4, swa_epochs=2, patience=3)
+    # Runs without SWA keep the configuration fingerprint of runs started before the field existed (resumable).
+    model_config = RefineVADConfig(feature_dim=8, category_names=["Fire"])
+    assert "swa_epochs" not in _config_fingerprint(small_train(), model_config)["train"]
+    assert _config_fingerprint(small_train(swa_epochs=3), model_config)["train"]["swa_epochs"] == 3
 
 
 def test_ped2_run_config_swa_checkpoint_rule(tmp_path):
