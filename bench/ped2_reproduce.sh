@@ -60,6 +60,14 @@ PY
         --root "$PED2_ROOT" --out "$WORK/ablation_stage4_$pick" --seeds "$SEEDS"
 done
 
+# Stage 5: Stochastic Weight Averaging (TrainConfig.swa_epochs) over the same 5 CV seeds; stage 4's runs above are
+# its reference rows. No stage 5 test ladder: the CV pick (highest mean splice snippet AUC, ties within 0.005 to
+# the lower std) was a reference row, whose ladder is already there.
+for config in "$CV"/stage5_*.json; do
+    "$PY" bench/ped2_train.py cv --config "$config" --train-features "$WORK/features/$CHOSEN/train" \
+        --out "$WORK/cv5/$(basename "$config" .json)" --seeds "$SEEDS"
+done
+
 # The spec's ablation ladder on the test split with the final rule; its `full-no-gmm` row is the shipped model.
 "$PY" bench/ped2_train.py ablate --config model/weights/ped2_two_stream.json --variants ladder \
     --train-features "$WORK/features/$CHOSEN/train" --test-features "$WORK/features/$CHOSEN/test" \

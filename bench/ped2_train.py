@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn.metrics import roc_auc_score
 
 from model.ablation import select_variants, summarise
@@ -53,10 +53,11 @@ class Ped2RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     description: str = ""
-    checkpoint: Literal["best", "last"] = Field(
+    checkpoint: Literal["best", "last", "swa"] = Field(
         "best",
         description="best = the epoch train() selects on its held-out training clips; last = the final epoch "
-        "of a fixed budget (set train.patience to null), the budget itself chosen by cross-validation",
+        "of a fixed budget (set train.patience to null), the budget itself chosen by cross-validation; swa = "
+        "the Stochastic Weight Average of the budget's last train.swa_epochs epochs (swa.pt)",
     )
     model: dict[str, Any] = Field(default_factory=dict, description="RefineVADConfig fields")
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields")
@@ -74,8 +75,25 @@ class Ped2RunConfig(BaseModel):
         config = TrainConfig.model_validate(self.train | {"seed": seed, "device": "cpu", "threads": 1})
         return model, config
 
+    @model_validator(mode="after")
+    def _swa_needs_swa_epochs(self) -> Ped2RunConfig:
+        if self.checkpoint == "swa" and self.train.get("swa_epochs") is None:
+            raise ValueError(
+                'checkpoint "swa" needs train.swa_epochs (the number of final epochs to average)'
+            )
+        return self
+
     def chosen(self, result: TrainResult) -> Path:
-        return result.best_checkpoint if self.checkpoint == "best" else result.last_checkpoint
+        if self.checkpoint == "best":
+            return result.best_checkpoint
+        if self.checkpoint == "last":
+            return result.last_checkpoint
+        if result.swa_checkpoint is None:
+            raise ValueError(
+                'checkpoint "swa" but the run wrote no swa.pt: train.swa_epochs is unset or the run did not '
+                "complete its budget"
+            )
+        return result.swa_checkpoint
 
 
 def stratified_folds(records: list[VideoRecord], folds: int) -> list[list[str]]:

@@ -103,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     summary = {
         "best_checkpoint": str(result.best_checkpoint),
         "last_checkpoint": str(result.last_checkpoint),
+        "swa_checkpoint": None if result.swa_checkpoint is None else str(result.swa_checkpoint),
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
         "stopped_early": result.stopped_early,

@@ -10,8 +10,15 @@ labels of the held-out videos are supplied (`validation_frame_labels`), frame-le
 `val_criterion="splice_auc"` uses the snippet AUC of the held-out normal and anomalous videos spliced in time
 (`model.evaluation.splice`), which also sees a head spread an anomaly over its temporal context.
 
+Stochastic Weight Averaging (`swa_epochs`; Izmailov et al., UAI 2018, "Averaging Weights Leads to Wider Optima and
+Better Generalization"): the weights after each of the last `swa_epochs` epochs of a fixed budget are averaged
+(`torch.optim.swa_utils.AveragedModel`, equal weights), BatchNorm statistics are recomputed for the averaged
+weights over one pass of the training batches (`update_bn`), and the result is written to `swa.pt`. The learning
+rate schedule is unchanged (warm-up cosine).
+
 Output folder: `best.pt` (the selected epoch, what `evaluate` and the service load), `last.pt` (latest epoch plus
-optimizer, scheduler, RNG state and history, what `--resume` continues from) and `history.json`.
+optimizer, scheduler, RNG state, history and the running SWA average, what `--resume` continues from),
+`history.json`, and `swa.pt` when `swa_epochs` is set.
 """
 
 from __future__ import annotations
@@ -27,8 +34,9 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from sklearn.metrics import roc_auc_score
+from torch.optim.swa_utils import AveragedModel, update_bn
 from tqdm.auto import tqdm
 
 from model.checkpoint import load_checkpoint_payload, save_checkpoint
@@ -51,6 +59,7 @@ log = logging.getLogger(__name__)
 
 BEST = "best.pt"
 LAST = "last.pt"
+SWA = "swa.pt"
 HISTORY = "history.json"
 
 
@@ -94,6 +103,26 @@ class TrainConfig(BaseModel):
     device: str = "auto"
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None = torch's default")
     loss: LossConfig = Field(default_factory=LossConfig)
+    swa_epochs: int | None = Field(
+        None,
+        ge=1,
+        description="Stochastic Weight Averaging (Izmailov et al., UAI 2018, 'Averaging Weights Leads to Wider "
+        "Optima and Better Generalization'): average the weights after each of the last swa_epochs epochs "
+        "(torch.optim.swa_utils.AveragedModel), recompute BatchNorm statistics over one pass of the training "
+        "batches (update_bn) and write swa.pt; needs a fixed budget (patience None); None = off",
+    )
+
+    @model_validator(mode="after")
+    def _check_swa(self) -> TrainConfig:
+        if self.swa_epochs is not None:
+            if self.swa_epochs > self.epochs:
+                raise ValueError(f"swa_epochs ({self.swa_epochs}) must not exceed epochs ({self.epochs})")
+            if self.patience is not None:
+                raise ValueError(
+                    "swa_epochs averages the last epochs of a fixed budget: set patience to None (no early "
+                    "stopping) to use it"
+                )
+        return self
 
 
 @dataclass
@@ -104,6 +133,8 @@ class TrainResult:
     best_metrics: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     stopped_early: bool = False
+    # swa.pt when TrainConfig.swa_epochs is set and the budget was completed
+    swa_checkpoint: Path | None = None
 
 
 def resolve_device(device: str) -> torch.device:
@@ -189,8 +220,13 @@ def _improved(metrics: dict[str, float], best: dict[str, float] | None, min_delt
 
 
 def _config_fingerprint(train: TrainConfig, model: RefineVADConfig) -> dict[str, Any]:
+    # swa_epochs only when set: runs started before the field existed can still be resumed. scene_margin does not
+    # change the weights (it only sets what the checkpoints store about the training footage).
+    excluded = {"device", "cache_bytes", "threads", "scene_margin"} | (
+        {"swa_epochs"} if train.swa_epochs is None else set()
+    )
     return {
-        "train": train.model_dump(mode="json", exclude={"device", "cache_bytes", "threads"}),
+        "train": train.model_dump(mode="json", exclude=excluded),
         "model": model.model_dump(mode="json"),
     }
 
@@ -294,7 +330,10 @@ def train(
     start_epoch, history = 0, []
     best: dict[str, float] | None = None
     best_epoch, bad_epochs = -1, 0
-    last_path, best_path = out / LAST, out / BEST
+    last_path, best_path, swa_path = out / LAST, out / BEST, out / SWA
+    # 0-based index of the first averaged epoch
+    swa_start = None if config.swa_epochs is None else config.epochs - config.swa_epochs
+    swa_model = None if swa_start is None else AveragedModel(model)
     if resume and last_path.is_file():
         payload = load_checkpoint_payload(last_path, map_location=device)
         state = payload.get("extra_state") or {}
@@ -310,6 +349,8 @@ def train(
         history = json.loads(state["history"])
         best = json.loads(state["best"]) if state.get("best") else None
         best_epoch, bad_epochs = int(state["best_epoch"]), int(state["bad_epochs"])
+        if swa_model is not None and "swa" in state:
+            swa_model.load_state_dict(state["swa"])
         log.info("resuming from %s at epoch %d", last_path, start_epoch + 1)
     elif resume:
         log.warning("--resume: no %s yet, starting from scratch", last_path)
@@ -366,6 +407,8 @@ def train(
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
             bar.set_postfix(loss=f"{float(parts['total']):.4f}")
+        if swa_model is not None and epoch >= swa_start:
+            swa_model.update_parameters(model)
         record = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0]}
         record |= {f"train_{k}": v / steps_per_epoch for k, v in sums.items()}
         record |= validation.evaluate(model, config.loss, device)
@@ -399,6 +442,8 @@ def train(
             "best_epoch": best_epoch,
             "bad_epochs": bad_epochs,
         }
+        if swa_model is not None:
+            extra["swa"] = swa_model.state_dict()  # the running average and its count, for resume
         if device.type == "cuda":
             extra["cuda_rng"] = torch.cuda.get_rng_state()
         save_checkpoint(last_path, model, features.backbone, base_metadata | {"epoch": epoch + 1}, extra)
@@ -409,4 +454,26 @@ def train(
         )
     if best is None:
         raise RuntimeError("no epoch was trained")
-    return TrainResult(best_path, last_path, best_epoch + 1, best, history, stopped_early)
+    swa_checkpoint = None
+    if swa_model is not None and len(history) == config.epochs:  # not after an interruption
+        averaged = int(swa_model.n_averaged)
+        if averaged != config.swa_epochs:
+            raise RuntimeError(f"SWA averaged {averaged} epochs, expected {config.swa_epochs}")
+        # BatchNorm running statistics belong to the weights they were collected with: recompute them for the
+        # averaged weights over one pass of training batches (the epoch after the last one: same sampling).
+        update_bn(
+            (batch.features.to(device) for batch in batches.epoch(config.epochs)), swa_model, device=device
+        )
+        swa_model.module.eval()
+        swa_checkpoint = save_checkpoint(
+            swa_path,
+            swa_model.module,
+            features.backbone,
+            base_metadata
+            | {
+                "epoch": config.epochs,
+                "checkpoint_rule": f"swa over the last {config.swa_epochs} epochs",
+                "swa_epochs": [swa_start + 1, config.epochs],
+            },
+        )
+    return TrainResult(best_path, last_path, best_epoch + 1, best, history, stopped_early, swa_checkpoint)

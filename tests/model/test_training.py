@@ -14,7 +14,8 @@ from model.data.datasets import FeatureSet, split_train_validation
 from model.data.synthetic import SyntheticGenerator, SyntheticSpec
 from model.evaluation.runner import evaluate_store
 from model.losses import LossConfig
-from model.training import TrainConfig, train, warmup_cosine
+from model.refinevad import RefineVAD
+from model.training import TrainConfig, _config_fingerprint, train, warmup_cosine
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +196,84 @@ def test_checkpoints_carry_a_scene_calibration_fitted_on_every_training_video(sy
         progress=False,
     )
     assert METADATA_KEY not in load_checkpoint(off.best_checkpoint).metadata
+
+
+def _params(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable parameters of a state dict (what SWA averages; buffers are not averaged)."""
+    names = {name for name, _ in model.named_parameters()}
+    return {k: v for k, v in state.items() if k in names}
+
+
+def test_swa_averages_the_last_epochs_recomputes_batchnorm_and_resumes(synthetic, tmp_path):
+    features, _, _ = synthetic
+    config = small_train(epochs=4, swa_epochs=2)
+    model_config = small_model(features, input_norm="standardize")
+    reference = RefineVAD(model_config)
+    # Interrupted after epoch 3 (the first averaged epoch): no swa.pt yet, and last.pt holds epoch 3's weights.
+    partial = train(features, tmp_path / "run", config, model_config, progress=False, stop_after_epochs=3)
+    assert partial.swa_checkpoint is None and not (tmp_path / "run" / "swa.pt").exists()
+    epoch3 = _params(load_checkpoint_payload(partial.last_checkpoint)["state_dict"], reference)
+    # Resumed to the end of the budget: the running average travels in last.pt's extra_state.
+    resumed = train(features, tmp_path / "run", config, model_config, progress=False, resume=True)
+    assert resumed.swa_checkpoint == tmp_path / "run" / "swa.pt"
+    last = load_checkpoint_payload(resumed.last_checkpoint)["state_dict"]
+    epoch4 = _params(last, reference)
+    swa_payload = load_checkpoint_payload(resumed.swa_checkpoint)
+    swa = swa_payload["state_dict"]
+    for name in epoch3:
+        assert torch.allclose(swa[name], (epoch3[name] + epoch4[name]) / 2, atol=1e-6), name
+    assert not all(torch.equal(swa[k], last[k]) for k in epoch4)
+    # The same run straight through writes the same average.
+    straight = train(features, tmp_path / "straight", config, model_config, progress=False)
+    swa_straight = load_checkpoint_payload(straight.swa_checkpoint)["state_dict"]
+    assert all(torch.allclose(swa[k], swa_straight[k], atol=1e-6) for k in swa)
+    # BatchNorm statistics were recomputed for the averaged weights over one pass of training batches.
+    steps_per_epoch = int(last["core.projector.norm.num_batches_tracked"]) // 4  # last.pt counted 4 epochs
+    assert int(swa["core.projector.norm.num_batches_tracked"]) == steps_per_epoch
+    assert not torch.allclose(
+        swa["core.projector.norm.running_mean"], last["core.projector.norm.running_mean"]
+    )
+    # The input standardisation (a buffer, not averaged) is the training run's.
+    assert torch.equal(swa["input_norm.mean"], last["input_norm.mean"])
+    metadata = swa_payload["metadata"]
+    assert metadata["checkpoint_rule"] == "swa over the last 2 epochs"
+    assert metadata["swa_epochs"] == [3, 4] and metadata["seed"] == config.seed and metadata["trained"]
+    loaded = load_checkpoint(straight.swa_checkpoint)
+    assert not loaded.model.training and loaded.backbone == features.backbone
+    # No SWA, no swa.pt.
+    assert (
+        train(
+            features, tmp_path / "plain", small_train(epochs=1), small_model(features), progress=False
+        ).swa_checkpoint
+        is None
+    )
+
+
+def test_swa_config_is_validated():
+    assert small_train(epochs=4, swa_epochs=4).swa_epochs == 4
+    with pytest.raises(ValueError, match="must not exceed epochs"):
+        small_train(epochs=4, swa_epochs=5)
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        small_train(epochs=4, swa_epochs=0)
+    with pytest.raises(ValueError, match="patience"):
+        small_train(epochs=4, swa_epochs=2, patience=3)
+    # Runs without SWA keep the configuration fingerprint of runs started before the field existed (resumable).
+    model_config = RefineVADConfig(feature_dim=8, category_names=["Fire"])
+    assert "swa_epochs" not in _config_fingerprint(small_train(), model_config)["train"]
+    assert _config_fingerprint(small_train(swa_epochs=3), model_config)["train"]["swa_epochs"] == 3
+
+
+def test_ped2_run_config_swa_checkpoint_rule(tmp_path):
+    from bench.ped2_train import Ped2RunConfig
+    from model.training import TrainResult
+
+    with pytest.raises(ValueError, match="swa_epochs"):
+        Ped2RunConfig(checkpoint="swa", train={"epochs": 10, "patience": None})
+    run = Ped2RunConfig(checkpoint="swa", train={"epochs": 10, "patience": None, "swa_epochs": 5})
+    result = TrainResult(
+        tmp_path / "best.pt", tmp_path / "last.pt", 3, {}, swa_checkpoint=tmp_path / "swa.pt"
+    )
+    assert run.chosen(result) == tmp_path / "swa.pt"
+    assert Ped2RunConfig(checkpoint="last").chosen(result) == tmp_path / "last.pt"
+    with pytest.raises(ValueError, match=r"no swa\.pt"):
+        run.chosen(TrainResult(tmp_path / "best.pt", tmp_path / "last.pt", 3, {}))
