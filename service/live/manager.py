@@ -392,6 +392,7 @@ class LiveStreamManager:
             reconnects=st.reconnects,
             last_score=running.last_score,
             last_latency_s=None if running.last_latency_s is None else round(running.last_latency_s, 4),
+            scene=running.last_scene,
         )
 
     def views(self) -> list[StreamView]:

@@ -67,6 +67,7 @@ class LiveStream:
     snippets_processed: int = 0
     last_latency_s: float | None = None
     last_score: float | None = None
+    last_scene: SceneCheck | None = None
     rate_processed: RateMeter = field(default_factory=RateMeter)
     published_state: tuple[str, str | None] | None = None
 
@@ -354,6 +355,7 @@ class LiveScheduler:
                 self.metrics.latency.observe(latency)
                 stream.last_latency_s = latency
                 stream.last_score = float(newest[b])
+                stream.last_scene = check
                 stream.previous = snippet
                 stream.snippets_processed += 1
                 stream.rate_processed.add(frames)

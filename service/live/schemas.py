@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from model.scene_familiarity import SceneCheck
 from service.live.readers import StreamState
 
 
@@ -86,6 +87,11 @@ class StreamView(BaseModel):
     reconnects: int
     last_score: float | None = None
     last_latency_s: float | None = Field(default=None, description="capture of the last snippet to its score")
+    scene: SceneCheck | None = Field(
+        default=None,
+        description="the last window's scene-familiarity verdict (None: not scored yet, or the model is not "
+        "calibrated); while unfamiliar its scores raise no events",
+    )
     clients: int = Field(description="connected WebSocket clients")
     events: EventPolicyView
 

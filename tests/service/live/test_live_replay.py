@@ -115,6 +115,8 @@ def test_events_are_stored_announced_and_sent_to_the_webhook(
                 if message["type"] == "snippet":
                     notices = message["events"]
         assert notices[0]["type"] == "start" and message["status"] == "final"
+        # Ped2 footage is the default model's own scene: familiar, so its scores may raise events.
+        assert message["scene"]["familiar"] is True and message["scene"]["distance"] < 10
         listed = client.get("/events", params={"stream": sid}).json()
         assert listed["total"] == 1 and listed["items"][0]["status"] == "open"
         assert client.delete(f"/streams/{sid}").status_code == 204
@@ -209,6 +211,25 @@ def test_replayed_lossy_camera_marks_degraded_snippets_and_counts_decode_errors(
     assert len(messages) >= 4, messages
     assert any(degraded) and not all(degraded), degraded
     assert view["decode_errors"] >= sum(degraded) and view["decode_errors"] <= 62
+
+
+def test_another_cameras_footage_raises_no_events_even_at_threshold_zero(service: ServiceProcess) -> None:
+    """A phone's test pattern (`phone_vfr.mp4`) replayed as a camera: nothing like the default model's Ped2 walkway,
+    so every window is flagged unfamiliar and no event opens, though every score is above the threshold."""
+    policy = {"enter_threshold": 0.0, "exit_threshold": 0.0, "min_duration_s": 0.0}
+    with service.client() as client:
+        url = str(SHARED_DATA / "field" / "phone_vfr.mp4")
+        sid = client.post("/streams", json={"url": url, "name": "phone", "events": policy}).json()["id"]
+        with connect(f"{service.ws_base}/streams/{sid}/live?api_key={API_KEY}", open_timeout=10) as ws:
+            messages = _finals_until_stopped(ws, 5, timeout=120)
+        view = client.get(f"/streams/{sid}").json()
+        events = client.get("/events", params={"stream": sid}).json()
+        assert client.delete(f"/streams/{sid}").status_code == 204
+    assert messages, "no final snippet"
+    assert all(m["scene"]["familiar"] is False and m["events"] == [] for m in messages)
+    assert all(m["scene"]["distance"] > m["scene"]["threshold"] for m in messages)
+    assert events["total"] == 0
+    assert view["scene"]["familiar"] is False
 
 
 def _finals_until_stopped(ws, count: int, timeout: float) -> list[dict]:  # type: ignore[no-untyped-def]

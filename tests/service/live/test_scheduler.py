@@ -166,6 +166,7 @@ def test_an_unfamiliar_window_is_flagged_and_withholds_its_events(
             np.stack([_snippet(engine, i, np.random.default_rng(2)).frames for i in range(1)])
         )
     assert scenes[0]["distance"] == pytest.approx(float(window.square().mean()), rel=1e-4)
+    assert stream.last_scene is not None and stream.last_scene.model_dump() == scenes[-1]
     withheld = not familiar and mode == "withhold_events"
     assert stream.events.detector.active is not withheld
     assert metrics.unfamiliar_snippets._value.get() == (0 if familiar else 3)
