@@ -155,10 +155,13 @@ class SceneFamiliarity:
         """The verdict on one video or window, `[T, D]`. Raises `ValueError` for no snippets or another dim."""
         if features.dim() != 2 or features.shape[0] == 0 or features.shape[1] != self.dim:
             raise ValueError(f"expected [T>0, {self.dim}] features, got {list(features.shape)}")
-        distance = float(self.distances(features))
+        return self.verdict(float(self.distances(features)), int(features.shape[0]))
+
+    def verdict(self, distance: float, snippets: int) -> SceneCheck:
+        """The verdict on a scene distance from `distances`, measured over `snippets` snippets."""
         return SceneCheck(
             familiar=distance <= self.threshold,
             distance=distance,
             threshold=self.threshold,
-            snippets=int(features.shape[0]),
+            snippets=snippets,
         )

@@ -308,16 +308,7 @@ class LiveScheduler:
             self.metrics.service.frames.labels(source="live").inc(k * frames)
             names = engine.category_names
             for b, (stream, snippet) in enumerate(items):
-                check = (
-                    None
-                    if scene is None
-                    else SceneCheck(
-                        familiar=bool(distances[b] <= scene.threshold),
-                        distance=float(distances[b]),
-                        threshold=scene.threshold,
-                        snippets=int(counts[b]),
-                    )
-                )
+                check = None if scene is None else scene.verdict(float(distances[b]), int(counts[b]))
                 # An unfamiliar scene's scores are no evidence either way, like a damaged snippet's.
                 withheld = check is not None and not check.familiar and engine.withholds_unfamiliar
                 if check is not None and not check.familiar:
