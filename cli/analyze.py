@@ -76,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
     d = result.decode
     print(
         f"decode: {d.frames_decoded} frames decoded of {d.frames_announced or 'unknown'} announced, "
-        f"{d.decode_errors} damaged or lost, {len(d.geometry_changes)} size changes, "
+        f"{d.decode_errors} damaged or lost, "
+        + (f"{d.repeated_frames} coded as repeats, " if d.repeated_frames else "")
+        + f"{len(d.geometry_changes)} size changes, "
         f"{len(d.timestamp_jumps)} timestamp jumps, timed by {d.clock.replace('_', ' ')}"
     )
     if d.truncated:

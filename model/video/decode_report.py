@@ -47,6 +47,11 @@ class DecodeReport(BaseModel):
     lost_frames: int = Field(
         default=0, description="frames missing between decoded ones, from timestamp gaps"
     )
+    repeated_frames: int = Field(
+        default=0,
+        description="frames the container codes as repeats of the previous picture (AVI null frames: a "
+        "timestamp gap there is by design), neither decoded nor lost",
+    )
     geometry_changes: list[GeometryChange] = Field(
         default_factory=list,
         description="picture-size changes after the first frame; frames are letterboxed into the first size",

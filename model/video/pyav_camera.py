@@ -24,7 +24,7 @@ import numpy as np
 
 from model.video.decode_report import DecodeReport, FrameBatch
 from model.video.media_clock import MediaClock
-from model.video.pyav_source import MPEG_WRAP_S, PyAVSource, stream_rate
+from model.video.pyav_source import MPEG_WRAP_S, PyAVSource, gaps_are_repeats, stream_rate
 from model.video.source import (
     DEFAULT_OPEN_TIMEOUT_S,
     DEFAULT_READ_TIMEOUT_S,
@@ -147,6 +147,7 @@ class PyAVCameraSource(PyAVSource):
         # RTP timestamps are unwrapped by FFmpeg; MPEG-TS ones (http:// camera streams) wrap after 2**33 ticks.
         wrap = MPEG_WRAP_S if self._container.format.name == "mpegts" else None
         self._clock = MediaClock(1.0 / self.fps, constant_rate=constant, wrap_s=wrap)
+        self._gaps_are_repeats = gaps_are_repeats(self._container)
         self._geometry = (self.width, self.height)
         log.info(
             "%s: %s %dx%d at %.3g fps, opened in %.2fs",

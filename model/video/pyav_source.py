@@ -4,7 +4,7 @@ The input is identified by its bytes (FFmpeg's format probe), never by its name,
 (`.h264`, `.264`, `.h265` or no extension at all) open like any container. Every frame is placed in time by its
 own presentation timestamp on a monotonic `MediaClock`, damaged frames are kept but flagged (FFmpeg's
 `output_corrupt` and the frame's corrupt flag), lost frames are counted from timestamp gaps in constant-rate
-streams, and a picture-size change is letterboxed into the first frame's size and recorded. The container's frame
+streams (in AVI such a gap is a null frame, a repeat of the previous picture, and counted as repeated), and a picture-size change is letterboxed into the first frame's size and recorded. The container's frame
 count, duration and rate are hints only: limits and progress use the decoded frames and the bytes read.
 """
 
@@ -96,6 +96,12 @@ def stream_rate(value: Fraction | None) -> float | None:
     return plausible_fps(float(value), None) if value else None
 
 
+def gaps_are_repeats(container: av.container.InputContainer) -> bool:
+    """AVI (Video for Windows) codes an unchanged picture as an empty chunk, which FFmpeg's demuxer skips: the next
+    frame's timestamp then jumps by design, and the header's frame count includes the repeats."""
+    return container.format.name == "avi"
+
+
 class PyAVSource(VideoSource):
     """A video file decoded by PyAV; `read_frames` gives frames with media times and damage flags.
 
@@ -155,6 +161,7 @@ class PyAVSource(VideoSource):
         constant = average is not None and nominal is not None and abs(average - nominal) < 0.01 * nominal
         wrap = MPEG_WRAP_S if self._stream.time_base == Fraction(1, 90000) else None
         self._clock = MediaClock(1.0 / fps, constant_rate=constant, wrap_s=wrap)
+        self._gaps_are_repeats = gaps_are_repeats(self._container)
         self._geometry = (self.width, self.height)
 
     # -- decoding ------------------------------------------------------------------------------------------
@@ -210,7 +217,8 @@ class PyAVSource(VideoSource):
         self._ended = True
         r = self.report
         r.truncated = self._truncated_by_error or (
-            r.frames_announced is not None and r.frames_decoded + r.lost_frames < r.frames_announced
+            r.frames_announced is not None
+            and r.frames_decoded + r.lost_frames + r.repeated_frames < r.frames_announced
         )
         if r.truncated:
             log.warning(
@@ -246,6 +254,9 @@ class PyAVSource(VideoSource):
             self._store(frame, out[k])
             raw = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else None
             times[k], lost, jump = self._clock.place(r.frames_decoded, raw)
+            if self._gaps_are_repeats:
+                r.repeated_frames += lost
+                lost = 0
             if jump is not None:
                 r.timestamp_jumps.append(jump)
                 log.info(

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -89,6 +91,30 @@ def test_variable_frame_rate_is_placed_by_timestamps() -> None:
     starts = np.concatenate([b.start_times for b in batches])
     ends = np.concatenate([b.end_times for b in batches])
     assert (starts[3], ends[3]) == pytest.approx((1.6, 2.6))  # frames 48-63
+
+
+def test_avi_null_frames_are_repeats_not_losses(tmp_path: Path) -> None:
+    """Video for Windows codes an unchanged picture as an empty chunk (OpenCV's own sample `tree.avi` has 68 coded
+    frames of 444): FFmpeg's muxer writes one for each timestamp it skips, its demuxer skips them on reading."""
+    path = tmp_path / "null_frames.avi"
+    kept = [i for i in range(60) if i % 4 != 3]  # every 4th frame of 10 fps repeats the previous picture
+    container = av.open(str(path), "w")
+    stream = container.add_stream("mpeg4", rate=10)
+    stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+    for i in kept:
+        frame = av.VideoFrame.from_ndarray(np.full((120, 160, 3), 4 * i, np.uint8), format="rgb24")
+        frame.pts, frame.time_base = i, Fraction(1, 10)
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode())
+    container.close()
+    with open_source(path) as source:
+        frames, times, damaged = read_all(source)
+        report = source.report
+    assert len(frames) == len(kept) == 45 and report.frames_announced == 59
+    assert report.repeated_frames == 14 and report.lost_frames == 0 and report.decode_errors == 0
+    assert not damaged.any() and not report.truncated
+    # Each frame stands at its own time; a repeat holds the picture before it for one more interval.
+    assert times == pytest.approx(np.array(kept) / 10)
 
 
 def test_truncated_file_reports_what_really_decoded() -> None:
