@@ -34,8 +34,14 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
     root = tmp_path_factory.mktemp("live-pyav")
     # FFmpeg's default probe (5 s): it keeps the damaged stretch before the key frame, which the service's 0.5 s
     # probe skips (its first frame is then the clean key frame, and no damaged snippet comes before an event).
+    # The lossy capture is a test pattern, nothing like the default model's Ped2 footage: the scene check only
+    # reports it here, so that the degraded flag alone decides which snippets may open an event.
     proc = ServiceProcess(
-        root / "data", root / "service.log", allowed_schemes="rtsp,http,file", live_ffmpeg_options=""
+        root / "data",
+        root / "service.log",
+        allowed_schemes="rtsp,http,file",
+        live_ffmpeg_options="",
+        scene_check="report",
     ).start()
     yield proc
     proc.stop()
