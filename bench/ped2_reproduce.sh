@@ -8,9 +8,12 @@
 #   stage 2: the spec's ablation variants on the chosen features (best-epoch rule);
 #   stage 3: the checkpoint rule (best epoch on held-out training clips vs the last of a fixed budget);
 #   stage 4: splice augmentation and the spliced-clip criterion (model/evaluation/splice.py), 5 CV seeds, and
-#            the test ladders of its two CV picks (reported in the model card; the shipped model is unchanged);
-#   then the ablation ladder on the test split with the final rule, ship seed 42 (named in advance), evaluate
-#   the shipped model with `refinevad evaluate`, and the offline-vs-live AUC on the test split.
+#            the test ladders of its two CV picks (reported in the model card);
+#   stage 5: Stochastic Weight Averaging (no gain; no test ladder);
+#   stage 6 and 6b: one change at a time to stage 4's final pick, then combinations of the winners; the pick's
+#            test ladder passes the release gate and becomes the shipped config (model/weights/ped2_two_stream.json);
+#   then the ladders of the configs before and after stage 6, ship seed 42 (named in advance), evaluate the shipped
+#   model with `refinevad evaluate`, and the offline-vs-live AUC on the test split.
 set -euo pipefail
 
 PED2_ROOT=${1:-../shared/data/ped2}
@@ -50,7 +53,7 @@ done
 for pick in fng_splice50 fng_splice50_last60; do
     "$PY" - "$CV/stage4_$pick.json" "$WORK/stage4_$pick.json" <<'PY'
 import json, sys
-pick, shipped = json.load(open(sys.argv[1])), json.load(open("model/weights/ped2_two_stream.json"))
+pick, shipped = json.load(open(sys.argv[1])), json.load(open("bench/ped2_two_stream_cv/shipped_before_stage6.json"))
 shipped["train"].update({k: pick["train"][k] for k in ("splice_prob", "epochs", "patience") if k in pick["train"]})
 shipped["checkpoint"] = pick.get("checkpoint", "best")
 json.dump(shipped, open(sys.argv[2], "w"), indent=1)
@@ -81,7 +84,13 @@ for config in "$CV"/stage6_*.json "$CV"/stage6b_*.json; do
         --out "$WORK/cv5/$(basename "$config" .json)" --seeds "$SEEDS"
 done
 
-# The spec's ablation ladder on the test split with the final rule; its `full-no-gmm` row is the shipped model.
+# The ladder of the config shipped before stage 6 (the model card's "before stage 6" rows).
+"$PY" bench/ped2_train.py ablate --config bench/ped2_two_stream_cv/shipped_before_stage6.json --variants ladder \
+    --train-features "$WORK/features/$CHOSEN/train" --test-features "$WORK/features/$CHOSEN/test" \
+    --root "$PED2_ROOT" --out "$WORK/ablation_before_stage6" --seeds "$SEEDS"
+
+# The spec's ablation ladder on the test split of the shipped config (stage 6b's CV pick, which passed the release
+# gate); its `full-no-gmm` row is the shipped model.
 "$PY" bench/ped2_train.py ablate --config model/weights/ped2_two_stream.json --variants ladder \
     --train-features "$WORK/features/$CHOSEN/train" --test-features "$WORK/features/$CHOSEN/test" \
     --root "$PED2_ROOT" --out "$WORK/ablation" --seeds "$SEEDS"

@@ -47,4 +47,5 @@ def test_evaluate_ped2_shipped_default_without_a_checkpoint(tmp_path, capsys) ->
     assert metrics["trained"] is True and metrics["num_videos"] == 10
     assert metrics["backbone"].startswith("two_stream:")
     # The card's shipped figures (seed 42), re-measured end to end from the frames.
-    assert metrics["auc"] == pytest.approx(0.946, abs=0.005)
+    assert metrics["auc"] == pytest.approx(0.819, abs=0.005)
+    assert metrics["ano_auc"] == pytest.approx(0.868, abs=0.005)
