@@ -34,6 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--exit-threshold", type=float, default=None, help="event exit threshold (default: 0.8 x enter)"
     )
+    p.add_argument(
+        "--scene-check",
+        choices=("withhold_events", "report", "off"),
+        default="withhold_events",
+        help="footage unlike the model's training footage: raise no events from it (default), only flag it, "
+        "or do not check",
+    )
     p.add_argument("--plot", type=Path, help="write a PNG of the score timeline and category bars")
     p.add_argument("--json", type=Path, dest="json_out", help="write the full result as JSON ('-' = stdout)")
     p.add_argument("--frame-scores", action="store_true", help="include per-frame scores in the JSON")
@@ -53,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         head_backend=args.head_backend,
         events=EventPolicy(enter_threshold=args.threshold, exit_threshold=exit_threshold),
+        scene_check=args.scene_check,
     )
     try:
         engine = AnalysisEngine.from_config(config)

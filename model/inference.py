@@ -83,10 +83,22 @@ def resolve_checkpoint(path: str | Path | None) -> Path | None:
     return candidate
 
 
-def scene_warning(check: SceneCheck, withheld: bool) -> str:
+def scene_warning(check: SceneCheck, withheld: bool) -> str | None:
+    """The warning for a whole video's scene check, or None when every snippet was familiar."""
+    if check.familiar and not check.unfamiliar_snippets:
+        return None
+    if check.familiar:
+        what = (
+            f"{check.unfamiliar_snippets} of {check.snippets} snippets show a view unlike the footage the model "
+            f"was trained on (threshold {check.threshold:.3g}); their scores are no evidence of anomalies"
+        )
+    else:
+        what = (
+            f"this footage is unlike the footage the model was trained on (scene distance {check.distance:.3g} > "
+            f"threshold {check.threshold:.3g}); its scores are no evidence of anomalies"
+        )
     return (
-        f"UNFAMILIAR SCENE: this footage is unlike the footage the model was trained on (scene distance "
-        f"{check.distance:.3g} > threshold {check.threshold:.3g}); its scores are no evidence of anomalies"
+        f"UNFAMILIAR SCENE: {what}"
         + ("; events withheld" if withheld else "")
         + ". Train a model on this camera's footage."
     )
@@ -663,15 +675,16 @@ class AnalysisEngine:
         per_frame = None
         if frame_scores:
             per_frame = np.repeat(scores_np, self.spec.frames_per_snippet)[:frames].tolist()
-        scene = self.scene.check(features) if self.scene is not None else None
-        withheld = scene is not None and not scene.familiar and self.withholds_unfamiliar
-        events = (
-            []
-            if withheld
-            else detect_events(scores_np, start_s, end_s, local_np, names, self.config.events, degraded)
-        )
-        if scene is not None and not scene.familiar:
-            log.warning("%s: %s", path, scene_warning(scene, withheld))
+        scene, warning, no_evidence = None, None, degraded
+        if self.scene is not None:
+            scene, familiar = self.scene.check_video(features)
+            # As live: a snippet whose trailing window is unfamiliar is no evidence, like a damaged one.
+            if self.withholds_unfamiliar:
+                no_evidence = degraded | ~familiar
+            warning = scene_warning(scene, self.withholds_unfamiliar)
+            if warning:
+                log.warning("%s: %s", path, warning)
+        events = detect_events(scores_np, start_s, end_s, local_np, names, self.config.events, no_evidence)
         if progress is not None:
             progress(1.0)
         return AnalysisResult(
@@ -685,9 +698,7 @@ class AnalysisEngine:
             decode=encoded.decode,
             untrained_warning=self.untrained_warning,
             scene=scene,
-            scene_warning=scene_warning(scene, withheld)
-            if scene is not None and not scene.familiar
-            else None,
+            scene_warning=warning,
             timings=timings,
             frames=frames,
             num_snippets=len(snippets),

@@ -9,18 +9,21 @@ Simple Unified Framework for Detecting Out-of-Distribution Samples and Adversari
 covariance of a classifier's features):
 
 - snippet distance d_t = mean over channels c of ((x_tc - mu_c) / sigma_c)^2, with mu, sigma the per-channel mean
-  and standard deviation of the training snippets (channels that never varied get sigma = 1, as in the head's
-  input standardisation). About 1 for a typical training snippet.
-- scene distance = the median of d_t over the snippets the head looks at: the whole video offline, the live
-  window live. The median lets an anomaly (unusual by nature) occupy part of the view without the scene being
-  called unfamiliar.
+  and standard deviation of the training snippets, exactly as the head's input standardisation reads them
+  (channels that never varied get sigma = 1). About 1 for a typical training snippet. A channel that barely
+  varied in training weighs heavily, and rightly: the head divides by the same sigma. In the shipped Ped2 model
+  three motion bins no Ped2 cell fills (sigma about 3e-5) move the head's scores on a normal clip from 0.01 to
+  0.93 when they rise by 0.001; such footage is exactly what the head cannot judge.
+- verdict at snippet t = the median of d over the trailing `window` snippets (32, the live window; fewer at the
+  start of a video or stream), the same offline and live. The median lets an anomaly (unusual by nature) last
+  part of that time without the scene being called unfamiliar; the price is that a camera turned to a new view
+  is called unfamiliar only once the new view fills half the window (26 s at 10 fps), and an event may open
+  before that (it then ends, `scene_unfamiliar`).
 
-The threshold is fitted on the training clips alone (`fit_scene_familiarity`): each clip's scene distance is
-measured with mu and sigma of the *other* clips (leave one clip out, so a training clip is as new as a test clip
-from the same camera), and the threshold is `margin` (10) times the largest of them. The margin is an order of
-magnitude because the check is for another camera, not for an unusual moment of the same one: on UCSD Ped2 the
-training clips' distances reach 8.7 (a clip with a cyclist close to the camera), unseen cameras measure 10^5 and
-more.
+The threshold is fitted on the training clips alone (`fit_scene_familiarity`): each clip's full trailing-window
+medians (the whole clip when shorter than the window) are measured with mu and sigma of the *other* clips (leave one clip out, so a training clip is as new as a
+test clip from the same camera), and the threshold is `margin` (10) times the largest of them. The margin is an
+order of magnitude because the check is for another camera, not for an unusual moment of the same one.
 """
 
 from __future__ import annotations
@@ -32,14 +35,18 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
-STATISTIC = "median over snippets of the mean squared per-channel z-score against the training snippets"
+STATISTIC = (
+    "median over the trailing window of snippets of the mean squared per-channel z-score against the training "
+    "snippets"
+)
 METADATA_KEY = "scene_familiarity"
 DEFAULT_MARGIN = 10.0
+DEFAULT_WINDOW = 32
 STD_EPS = 1e-6
 
 
 class SceneCheck(BaseModel):
-    """The verdict on the snippets a score was computed from."""
+    """The verdict on a stretch of snippets."""
 
     familiar: bool = Field(
         description="the scene distance is within the threshold fitted on the training clips"
@@ -49,6 +56,10 @@ class SceneCheck(BaseModel):
     )
     threshold: float = Field(description="largest leave-one-clip-out training distance times the margin")
     snippets: int = Field(description="how many snippets the median is over")
+    unfamiliar_snippets: int | None = Field(
+        default=None,
+        description="whole videos: snippets whose trailing window was unfamiliar (their scores raise no events)",
+    )
 
 
 class SceneCalibration(BaseModel):
@@ -59,8 +70,9 @@ class SceneCalibration(BaseModel):
     std: list[float] = Field(description="per-channel standard deviation of the training snippets [D] (>0)")
     threshold: float = Field(gt=0)
     margin: float = Field(gt=0)
+    window: int = Field(DEFAULT_WINDOW, ge=1, description="snippets of the trailing window a verdict is over")
     training_clip_distances: dict[str, float] = Field(
-        description="each training clip's scene distance against the other clips' statistics"
+        description="each training clip's largest trailing-window distance against the other clips' statistics"
     )
 
 
@@ -73,17 +85,24 @@ def _mean_std(total: np.ndarray, total_sq: np.ndarray, count: int) -> tuple[np.n
     mean = total / count
     var = np.clip(total_sq / count - mean * mean, 0.0, None) * count / max(count - 1, 1)
     std = np.sqrt(var)
+    # As the head's FeatureStandardizer: a channel that never varied divides by 1.
     return mean, np.where(std > STD_EPS, std, 1.0)
 
 
-def _median_distance(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> float:
-    # The lower middle value for an even count, as torch's median in `SceneFamiliarity.distances`.
-    d = np.sort((((x.astype(np.float64) - mean) / std) ** 2).mean(axis=1))
-    return float(d[(len(d) - 1) // 2])
+def trailing_medians(d: torch.Tensor, window: int) -> torch.Tensor:
+    """`[T]` snippet distances -> `[T]` medians over each snippet's trailing `window` (fewer at the start).
+
+    For an even count the lower of the two middle values (torch's median), so no distance is invented."""
+    t = d.shape[0]
+    padded = torch.cat([d.new_full((window - 1,), float("nan")), d])
+    return padded.unfold(0, window, 1)[:t].nanmedian(dim=1).values
 
 
 def fit_scene_familiarity(
-    names: Sequence[str], load: Callable[[str], np.ndarray], margin: float = DEFAULT_MARGIN
+    names: Sequence[str],
+    load: Callable[[str], np.ndarray],
+    margin: float = DEFAULT_MARGIN,
+    window: int = DEFAULT_WINDOW,
 ) -> SceneCalibration:
     """Fit the check on training clips: `load(name)` gives a clip's snippet features `[T, D]`. Two passes with
     one clip in memory at a time (per-clip sums first, then each clip against the others' statistics).
@@ -112,13 +131,18 @@ def fit_scene_familiarity(
         if count - n < 2:
             raise ValueError(f"leaving out clip {name!r} leaves fewer than 2 training snippets")
         mean, std = _mean_std(total - s, total_sq - sq, count - n)
-        distances[name] = _median_distance(load(name), mean, std)
+        d = torch.from_numpy((((load(name).astype(np.float64) - mean) / std) ** 2).mean(axis=1))
+        # Full windows only (the whole clip when it is shorter): a stream's first, shorter windows are a
+        # start-up transient, and the few snippets of one could put a close-up anomaly above the median.
+        full = min(len(d), window) - 1
+        distances[name] = float(trailing_medians(d, window)[full:].max())
     mean, std = _mean_std(total, total_sq, count)
     return SceneCalibration(
         mean=mean.tolist(),
         std=std.tolist(),
         threshold=margin * max(distances.values()),
         margin=margin,
+        window=window,
         training_clip_distances=distances,
     )
 
@@ -129,6 +153,7 @@ class SceneFamiliarity:
     def __init__(self, calibration: SceneCalibration, device: torch.device | str = "cpu") -> None:
         self.calibration = calibration
         self.threshold = calibration.threshold
+        self.window = calibration.window
         self._mean = torch.tensor(calibration.mean, dtype=torch.float32, device=device)
         self._std = torch.tensor(calibration.std, dtype=torch.float32, device=device)
 
@@ -144,18 +169,15 @@ class SceneFamiliarity:
     def dim(self) -> int:
         return self._mean.numel()
 
-    def distances(self, features: torch.Tensor) -> torch.Tensor:
-        """Scene distance of each window: `[..., T, D]` features -> `[...]` medians over T (float32).
-
-        For an even T the lower of the two middle values (torch's median), so no snippet is invented."""
+    def snippet_distances(self, features: torch.Tensor) -> torch.Tensor:
+        """`[..., T, D]` features -> `[..., T]` snippet distances d_t (float32)."""
         z = (features.float() - self._mean) / self._std
-        return z.square().mean(dim=-1).median(dim=-1).values
+        return z.square().mean(dim=-1)
 
-    def check(self, features: torch.Tensor) -> SceneCheck:
-        """The verdict on one video or window, `[T, D]`. Raises `ValueError` for no snippets or another dim."""
-        if features.dim() != 2 or features.shape[0] == 0 or features.shape[1] != self.dim:
-            raise ValueError(f"expected [T>0, {self.dim}] features, got {list(features.shape)}")
-        return self.verdict(float(self.distances(features)), int(features.shape[0]))
+    def distances(self, windows: torch.Tensor) -> torch.Tensor:
+        """The verdict distance at the last snippet of each window: `[..., T, D]` -> `[...]`, the median of the
+        last `window` snippets' distances (the live scheduler's batched windows)."""
+        return self.snippet_distances(windows[..., -self.window :, :]).median(dim=-1).values
 
     def verdict(self, distance: float, snippets: int) -> SceneCheck:
         """The verdict on a scene distance from `distances`, measured over `snippets` snippets."""
@@ -165,3 +187,15 @@ class SceneFamiliarity:
             threshold=self.threshold,
             snippets=snippets,
         )
+
+    def check_video(self, features: torch.Tensor) -> tuple[SceneCheck, np.ndarray]:
+        """A whole video, `[T, D]`: the summary (median over all its snippets, and how many snippets had an
+        unfamiliar trailing window) and the per-snippet familiar mask `[T]` bool, as live would judge each
+        snippet from the start of a stream. Raises `ValueError` for no snippets or another dim."""
+        if features.dim() != 2 or features.shape[0] == 0 or features.shape[1] != self.dim:
+            raise ValueError(f"expected [T>0, {self.dim}] features, got {list(features.shape)}")
+        d = self.snippet_distances(features)
+        familiar = (trailing_medians(d, self.window) <= self.threshold).cpu().numpy()
+        summary = self.verdict(float(d.median()), int(features.shape[0]))
+        summary.unfamiliar_snippets = int((~familiar).sum())
+        return summary, familiar

@@ -216,6 +216,11 @@ class PyAVSource(VideoSource):
     def _end(self) -> None:
         self._ended = True
         r = self.report
+        if self._gaps_are_repeats and not self._truncated_by_error and r.frames_announced is not None:
+            # Null frames at the very end have no later frame to show their gap: the header still counts them.
+            r.repeated_frames += max(
+                0, r.frames_announced - r.frames_decoded - r.lost_frames - r.repeated_frames
+            )
         r.truncated = self._truncated_by_error or (
             r.frames_announced is not None
             and r.frames_decoded + r.lost_frames + r.repeated_frames < r.frames_announced

@@ -75,9 +75,10 @@ class SnippetMessage(BaseModel):
     )
     scene: SceneCheck | None = Field(
         default=None,
-        description="is the window's footage like the model's training footage (model.scene_familiarity); "
-        "None when the model is not calibrated. While it is not, its scores open, extend or close no event "
-        "(unless SCENE_CHECK=report)",
+        description="is the footage of this snippet's trailing window (the last 8 snippets) like the model's "
+        "training footage (model.scene_familiarity); None when the model is not calibrated. While it is not, "
+        "its scores open or extend no event, and an open event ends (`scene_unfamiliar`), unless "
+        "SCENE_CHECK=report",
     )
     events: list[EventNotice] = Field(
         default_factory=list, description="events that started, peaked or ended here"

@@ -290,13 +290,18 @@ class LiveScheduler:
             previous = np.full(k, np.nan)
             weights = np.empty((k, len(engine.category_names)), dtype=np.float64)
             scene = engine.scene
+            # Scene distances at the newest snippet and at the one before it (whose final score this is), each
+            # over its own trailing window: offline judges every snippet so.
             distances = np.full(k, np.nan)
+            previous_distances = np.full(k, np.nan)
             for n in np.unique(counts):
                 sel = np.flatnonzero(counts == n)
                 window = self._windows.gather(slots[sel], int(n))
                 out = engine.head(window)
                 if scene is not None:
                     distances[sel] = scene.distances(window).cpu().numpy()
+                    if n >= 2:
+                        previous_distances[sel] = scene.distances(window[:, :-1]).cpu().numpy()
                 scores = out.scores.float().cpu().numpy()
                 newest[sel] = scores[:, -1]
                 if n >= 2:
@@ -308,11 +313,19 @@ class LiveScheduler:
             self.metrics.service.frames.labels(source="live").inc(k * frames)
             names = engine.category_names
             for b, (stream, snippet) in enumerate(items):
-                check = None if scene is None else scene.verdict(float(distances[b]), int(counts[b]))
+                check = previous_check = None
+                if scene is not None:
+                    check = scene.verdict(float(distances[b]), min(int(counts[b]), scene.window))
+                    if not np.isnan(previous_distances[b]):
+                        previous_check = scene.verdict(
+                            float(previous_distances[b]), min(int(counts[b]) - 1, scene.window)
+                        )
+                    if not check.familiar:
+                        self.metrics.unfamiliar_snippets.inc()
                 # An unfamiliar scene's scores are no evidence either way, like a damaged snippet's.
-                withheld = check is not None and not check.familiar and engine.withholds_unfamiliar
-                if check is not None and not check.familiar:
-                    self.metrics.unfamiliar_snippets.inc()
+                withheld = (
+                    previous_check is not None and not previous_check.familiar and engine.withholds_unfamiliar
+                )
                 distribution = dict(zip(names, weights[b].tolist(), strict=True))
                 dominant = names[int(np.argmax(weights[b]))]
                 out_items: list[tuple[int, str]] = []
@@ -335,7 +348,7 @@ class LiveScheduler:
                         outage_s=prev.gap.outage_s if prev.gap is not None else 0.0,
                     )
                     final = self._message(
-                        prev, "final", float(previous[b]), distribution, dominant, notices, check
+                        prev, "final", float(previous[b]), distribution, dominant, notices, previous_check
                     )
                     out_items.append((prev.index, final.model_dump_json()))
                 message = self._message(

@@ -89,8 +89,8 @@ class StreamView(BaseModel):
     last_latency_s: float | None = Field(default=None, description="capture of the last snippet to its score")
     scene: SceneCheck | None = Field(
         default=None,
-        description="the last window's scene-familiarity verdict (None: not scored yet, or the model is not "
-        "calibrated); while unfamiliar its scores raise no events",
+        description="the scene-familiarity verdict at the newest snippet (None: not scored yet, or the model is "
+        "not calibrated); while unfamiliar its scores open or extend no event (unless SCENE_CHECK=report)",
     )
     clients: int = Field(description="connected WebSocket clients")
     events: EventPolicyView

@@ -39,3 +39,17 @@ def test_analyze_json_carries_the_decode_report(capsys) -> None:
     assert main(["analyze", str(SHARED_DATA / "field" / "truncated_upload.mp4"), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert "of 250 announced" in printed and "truncated" in printed
+
+
+def test_analyze_says_when_the_scene_is_unfamiliar_and_can_report_only(capsys) -> None:
+    video = SHARED_DATA / "field" / "phone_vfr.mp4"  # a phone's test pattern: nothing like Ped2
+    assert main(["analyze", str(video), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "WARNING: UNFAMILIAR SCENE" in printed and "events withheld" in printed and "events (0)" in printed
+    assert main(["analyze", str(video), "--device", "cpu", "--scene-check", "report", "--json", "-"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (
+        result["scene"]["familiar"] is False
+        and result["scene"]["unfamiliar_snippets"] == result["num_snippets"]
+    )
+    assert result["events"] and "withheld" not in result["scene_warning"]

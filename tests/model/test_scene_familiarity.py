@@ -47,7 +47,7 @@ def test_a_channel_that_never_varies_divides_by_one() -> None:
         x[:, 0] = 3.0
     calibration = fit_scene_familiarity(list(clips), clips.__getitem__)
     assert calibration.std[0] == 1.0
-    check = SceneFamiliarity(calibration).check(torch.from_numpy(clips["c1"]))
+    check, _ = SceneFamiliarity(calibration).check_video(torch.from_numpy(clips["c1"]))
     assert np.isfinite(check.distance)
 
 
@@ -71,14 +71,16 @@ def test_new_footage_of_the_same_scene_is_familiar_and_another_scene_is_not() ->
     scene = SceneFamiliarity(fit_scene_familiarity(list(clips), clips.__getitem__))
     same = next(iter(_clips(np.random.default_rng(3), n=1).values()))
     other = same * 3.0 + 10.0
-    assert scene.check(torch.from_numpy(same)).familiar
-    verdict = scene.check(torch.from_numpy(other))
+    assert scene.check_video(torch.from_numpy(same))[0].familiar
+    verdict, per_snippet = scene.check_video(torch.from_numpy(other))
     assert not verdict.familiar and verdict.distance > scene.threshold
     assert verdict.snippets == len(other) and verdict.threshold == scene.threshold
-    # An unusual stretch shorter than half the view leaves the median, and the verdict, alone.
+    assert verdict.unfamiliar_snippets == len(other) and not per_snippet.any()
+    # An unusual stretch shorter than half the window leaves the median, and the verdicts, alone.
     mixed = same.copy()
-    mixed[: len(mixed) // 2 - 1] = other[: len(mixed) // 2 - 1]
-    assert scene.check(torch.from_numpy(mixed)).familiar
+    mixed[-(len(mixed) // 2 - 1) :] = other[-(len(mixed) // 2 - 1) :]
+    summary, per_snippet = scene.check_video(torch.from_numpy(mixed))
+    assert summary.familiar and per_snippet.all() and summary.unfamiliar_snippets == 0
 
 
 def test_batched_windows_match_one_check_each() -> None:
@@ -92,11 +94,30 @@ def test_batched_windows_match_one_check_each() -> None:
     batched = scene.distances(windows)
     assert batched.shape == (3,)
     for window, distance in zip(windows, batched, strict=True):
-        assert scene.check(window).distance == pytest.approx(float(distance))
+        assert scene.check_video(window)[0].distance == pytest.approx(float(distance))
     with pytest.raises(ValueError, match=r"expected \[T>0, 8\]"):
-        scene.check(torch.zeros(0, D))
+        scene.check_video(torch.zeros(0, D))
     with pytest.raises(ValueError, match=r"expected \[T>0, 8\]"):
-        scene.check(torch.zeros(2, D + 1))
+        scene.check_video(torch.zeros(2, D + 1))
+
+
+def test_each_snippet_is_judged_over_its_trailing_window_as_live_would() -> None:
+    clips = _clips(np.random.default_rng(6))
+    calibration = fit_scene_familiarity(list(clips), clips.__getitem__, window=4)
+    scene = SceneFamiliarity(calibration)
+    same = next(iter(_clips(np.random.default_rng(7), n=1).values()))
+    # A camera turned to another view after 6 snippets: unfamiliar once the new view fills more than half the
+    # window (the lower median of an even window is the familiar half's).
+    video = np.concatenate([same[:6], same[:6] * 3.0 + 10.0])
+    summary, familiar = scene.check_video(torch.from_numpy(video))
+    assert familiar.tolist() == [True] * 8 + [False] * 4
+    assert summary.unfamiliar_snippets == 4
+    # Live computes the same verdict from the window that ends at each snippet.
+    for t in range(len(video)):
+        window = torch.from_numpy(video[: t + 1])[None]
+        assert bool(scene.distances(window)[0] <= scene.threshold) == familiar[t]
+    # The fit reads full windows only (or whole clips shorter than the window).
+    assert calibration.window == 4
 
 
 def test_calibration_round_trips_through_checkpoint_metadata() -> None:

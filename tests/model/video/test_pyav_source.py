@@ -93,11 +93,10 @@ def test_variable_frame_rate_is_placed_by_timestamps() -> None:
     assert (starts[3], ends[3]) == pytest.approx((1.6, 2.6))  # frames 48-63
 
 
-def test_avi_null_frames_are_repeats_not_losses(tmp_path: Path) -> None:
-    """Video for Windows codes an unchanged picture as an empty chunk (OpenCV's own sample `tree.avi` has 68 coded
-    frames of 444): FFmpeg's muxer writes one for each timestamp it skips, its demuxer skips them on reading."""
-    path = tmp_path / "null_frames.avi"
-    kept = [i for i in range(60) if i % 4 != 3]  # every 4th frame of 10 fps repeats the previous picture
+def _avi_with_null_frames(path: Path, kept: list[int], length: int | None = None) -> None:
+    """An MPEG-4 AVI at 10 fps coding only the frames `kept` (by index); FFmpeg's muxer writes an empty chunk, a
+    null frame, for each index it skips, and counts them in the header. `length`: null frames up to this count
+    after the last kept frame (an empty packet at the last index)."""
     container = av.open(str(path), "w")
     stream = container.add_stream("mpeg4", rate=10)
     stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
@@ -106,7 +105,19 @@ def test_avi_null_frames_are_repeats_not_losses(tmp_path: Path) -> None:
         frame.pts, frame.time_base = i, Fraction(1, 10)
         container.mux(stream.encode(frame))
     container.mux(stream.encode())
+    if length is not None:
+        empty = av.Packet(b"")
+        empty.stream, empty.pts, empty.dts, empty.time_base = stream, length - 1, length - 1, Fraction(1, 10)
+        container.mux(empty)
     container.close()
+
+
+def test_avi_null_frames_are_repeats_not_losses(tmp_path: Path) -> None:
+    """Video for Windows codes an unchanged picture as an empty chunk (OpenCV's own sample `tree.avi` has 68 coded
+    frames of 444): FFmpeg's muxer writes one for each timestamp it skips, its demuxer skips them on reading."""
+    path = tmp_path / "null_frames.avi"
+    kept = [i for i in range(60) if i % 4 != 3]  # every 4th frame of 10 fps repeats the previous picture
+    _avi_with_null_frames(path, kept)
     with open_source(path) as source:
         frames, times, damaged = read_all(source)
         report = source.report
@@ -115,6 +126,13 @@ def test_avi_null_frames_are_repeats_not_losses(tmp_path: Path) -> None:
     assert not damaged.any() and not report.truncated
     # Each frame stands at its own time; a repeat holds the picture before it for one more interval.
     assert times == pytest.approx(np.array(kept) / 10)
+    # Null frames at the end have no later frame to show their gap; the header's count still holds them.
+    _avi_with_null_frames(tail := tmp_path / "still_end.avi", list(range(20)), length=30)
+    with open_source(tail) as source:
+        read_all(source)
+        report = source.report
+    assert report.frames_announced == 30 and report.frames_decoded == 20
+    assert report.repeated_frames == 10 and not report.truncated
 
 
 def test_truncated_file_reports_what_really_decoded() -> None:

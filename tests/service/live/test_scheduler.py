@@ -160,7 +160,8 @@ def test_an_unfamiliar_window_is_flagged_and_withholds_its_events(
     familiar = threshold > 1
     scenes = [m["scene"] for m in hub.sent]
     assert len(scenes) == 5 and all(s["familiar"] is familiar for s in scenes)
-    assert [s["snippets"] for s in scenes] == [1, 2, 2, 3, 3]  # the window's snippets (final, provisional)
+    # Each message's verdict is over the window ending at its own snippet (final, then provisional).
+    assert [s["snippets"] for s in scenes] == [1, 1, 2, 2, 3]
     with torch.inference_mode():
         window = engine.backbone.encode_snippets(
             np.stack([_snippet(engine, i, np.random.default_rng(2)).frames for i in range(1)])
