@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn.metrics import roc_auc_score
 
 from model.ablation import select_variants, summarise
-from model.checkpoint import load_checkpoint, load_checkpoint_payload
+from model.checkpoint import load_checkpoint, load_checkpoint_payload, write_checkpoint_payload
 from model.config import RefineVADConfig
 from model.data.datasets import FeatureSet, VideoRecord
 from model.data.feature_store import FeatureStore
@@ -314,10 +314,7 @@ def run_ship(args: argparse.Namespace) -> dict[str, Any]:
         "summary": report["summary"],
     }
     payload["metadata"]["dataset"] = "UCSD Ped2 (wvad_split.json train split, video-level labels only)"
-    args.to.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.to.with_name(f".{args.to.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, args.to)
+    write_checkpoint_payload(payload, args.to)
     return {"mode": "ship", "shipped": str(args.to), "seed": args.seed, **metrics["ped2_test"]}
 
 

@@ -57,8 +57,6 @@ def save_checkpoint(
             f"backbone {backbone.key()} gives {backbone.dim}-dim features but the model expects "
             f"{model.config.feature_dim}"
         )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "config": model.config.model_dump(mode="json"),
@@ -68,6 +66,14 @@ def save_checkpoint(
     }
     if extra_state:
         payload["extra_state"] = extra_state
+    return write_checkpoint_payload(payload, path)
+
+
+def write_checkpoint_payload(payload: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write a checkpoint payload (as `load_checkpoint_payload` returns it) atomically: a reader never sees half a
+    file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
@@ -113,9 +119,4 @@ def update_checkpoint_metadata(
     config and backbone identity are copied unchanged. Raises as `load_checkpoint_payload` does."""
     payload = load_checkpoint_payload(path)
     payload["metadata"] = dict(payload.get("metadata", {})) | updates
-    target = Path(out) if out is not None else Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, target)
-    return target
+    return write_checkpoint_payload(payload, out if out is not None else path)

@@ -22,6 +22,19 @@ class RefineVADOutput(NamedTuple):
     category_embedding: Tensor  # [B, d_emb] the soft category embedding v
 
 
+def standardization_stats(
+    total: Tensor, total_sq: Tensor, count: int, eps: float = 1e-6
+) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and (unbiased) std from sums of x and x^2 ([D], float64) over `count` snippets. Channels
+    that never vary get std 1 (they would otherwise divide by ~0). Raises `ValueError` below 2 snippets."""
+    if count < 2:
+        raise ValueError(f"standardisation needs at least 2 training snippets, got {count}")
+    mean = total / count
+    var = (total_sq / count - mean * mean).clamp(min=0.0) * count / (count - 1)
+    std = var.sqrt()
+    return mean, torch.where(std > eps, std, torch.ones_like(std))
+
+
 class FeatureStandardizer(nn.Module):
     """x [B, T, D] -> (x - mean) / std per channel; mean and std [D] are buffers fitted on training snippets."""
 
@@ -32,14 +45,8 @@ class FeatureStandardizer(nn.Module):
 
     @torch.no_grad()
     def fit(self, total: Tensor, total_sq: Tensor, count: int, eps: float = 1e-6) -> None:
-        """From per-channel sums of x and x^2 (float64, [D]) over `count` snippets. Channels that never vary
-        keep std 1 (they would otherwise divide by ~0)."""
-        if count < 2:
-            raise ValueError(f"standardisation needs at least 2 training snippets, got {count}")
-        mean = total / count
-        var = (total_sq / count - mean * mean).clamp(min=0.0) * count / (count - 1)
-        std = var.sqrt()
-        std = torch.where(std > eps, std, torch.ones_like(std))
+        """From per-channel sums of x and x^2 (float64, [D]) over `count` snippets (`standardization_stats`)."""
+        mean, std = standardization_stats(total, total_sq, count, eps)
         self.mean.copy_(mean.to(self.mean.dtype))
         self.std.copy_(std.to(self.std.dtype))
 

@@ -21,8 +21,8 @@ covariance of a classifier's features):
   before that (it then ends, `scene_unfamiliar`).
 
 The threshold is fitted on the training clips alone (`fit_scene_familiarity`): each clip's full trailing-window
-medians (the whole clip when shorter than the window) are measured with mu and sigma of the *other* clips (leave one clip out, so a training clip is as new as a
-test clip from the same camera), and the threshold is `margin` (10) times the largest of them. The margin is an
+medians (the whole clip when shorter than the window) are measured with mu and sigma of the *other* clips
+(leave one clip out, so a training clip is as new as a test clip from the same camera), and the threshold is `margin` (10) times the largest of them. The margin is an
 order of magnitude because the check is for another camera, not for an unusual moment of the same one.
 """
 
@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
+from model.refinevad import standardization_stats
+
 STATISTIC = (
     "median over the trailing window of snippets of the mean squared per-channel z-score against the training "
     "snippets"
@@ -42,7 +44,6 @@ STATISTIC = (
 METADATA_KEY = "scene_familiarity"
 DEFAULT_MARGIN = 10.0
 DEFAULT_WINDOW = 32
-STD_EPS = 1e-6
 
 
 class SceneCheck(BaseModel):
@@ -76,17 +77,9 @@ class SceneCalibration(BaseModel):
     )
 
 
-def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    x = x.astype(np.float64, copy=False)
-    return x.sum(0), (x * x).sum(0), len(x)
-
-
-def _mean_std(total: np.ndarray, total_sq: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-    mean = total / count
-    var = np.clip(total_sq / count - mean * mean, 0.0, None) * count / max(count - 1, 1)
-    std = np.sqrt(var)
-    # As the head's FeatureStandardizer: a channel that never varied divides by 1.
-    return mean, np.where(std > STD_EPS, std, 1.0)
+def _moments(x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, int]:
+    x64 = torch.from_numpy(x).double()
+    return x64.sum(0), x64.square().sum(0), len(x64)
 
 
 def trailing_medians(d: torch.Tensor, window: int) -> torch.Tensor:
@@ -130,13 +123,14 @@ def fit_scene_familiarity(
         s, sq, n = moments[name]
         if count - n < 2:
             raise ValueError(f"leaving out clip {name!r} leaves fewer than 2 training snippets")
-        mean, std = _mean_std(total - s, total_sq - sq, count - n)
-        d = torch.from_numpy((((load(name).astype(np.float64) - mean) / std) ** 2).mean(axis=1))
+        # The head's own standardisation of the other clips: the check reads the sigma the head divides by.
+        mean, std = standardization_stats(total - s, total_sq - sq, count - n)
+        d = ((torch.from_numpy(load(name)).double() - mean) / std).square().mean(dim=1)
         # Full windows only (the whole clip when it is shorter): a stream's first, shorter windows are a
         # start-up transient, and the few snippets of one could put a close-up anomaly above the median.
         full = min(len(d), window) - 1
         distances[name] = float(trailing_medians(d, window)[full:].max())
-    mean, std = _mean_std(total, total_sq, count)
+    mean, std = standardization_stats(total, total_sq, count)
     return SceneCalibration(
         mean=mean.tolist(),
         std=std.tolist(),
@@ -175,9 +169,14 @@ class SceneFamiliarity:
         return z.square().mean(dim=-1)
 
     def distances(self, windows: torch.Tensor) -> torch.Tensor:
-        """The verdict distance at the last snippet of each window: `[..., T, D]` -> `[...]`, the median of the
-        last `window` snippets' distances (the live scheduler's batched windows)."""
-        return self.snippet_distances(windows[..., -self.window :, :]).median(dim=-1).values
+        """The verdict distance at the last snippet of each window: `[..., T, D]` -> `[...]`."""
+        return self.median_at(self.snippet_distances(windows[..., -self.window :, :]))
+
+    def median_at(self, d: torch.Tensor, before_last: int = 0) -> torch.Tensor:
+        """Verdict distances from snippet distances `[..., T]`: the median of the `window` snippets that end
+        `before_last` snippets before the last (0: at the last snippet) -> `[...]`. Needs T > before_last."""
+        end = d.shape[-1] - before_last
+        return d[..., max(0, end - self.window) : end].median(dim=-1).values
 
     def verdict(self, distance: float, snippets: int) -> SceneCheck:
         """The verdict on a scene distance from `distances`, measured over `snippets` snippets."""

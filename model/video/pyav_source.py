@@ -4,8 +4,9 @@ The input is identified by its bytes (FFmpeg's format probe), never by its name,
 (`.h264`, `.264`, `.h265` or no extension at all) open like any container. Every frame is placed in time by its
 own presentation timestamp on a monotonic `MediaClock`, damaged frames are kept but flagged (FFmpeg's
 `output_corrupt` and the frame's corrupt flag), lost frames are counted from timestamp gaps in constant-rate
-streams (in AVI such a gap is a null frame, a repeat of the previous picture, and counted as repeated), and a picture-size change is letterboxed into the first frame's size and recorded. The container's frame
-count, duration and rate are hints only: limits and progress use the decoded frames and the bytes read.
+streams (in AVI such a gap is a null frame, a repeat of the previous picture, and counted as repeated), and a
+picture-size change is letterboxed into the first frame's size and recorded. The container's frame count,
+duration and rate are hints only: limits and progress use the decoded frames and the bytes read.
 """
 
 from __future__ import annotations

@@ -299,9 +299,10 @@ class LiveScheduler:
                 window = self._windows.gather(slots[sel], int(n))
                 out = engine.head(window)
                 if scene is not None:
-                    distances[sel] = scene.distances(window).cpu().numpy()
+                    d = scene.snippet_distances(window)
+                    distances[sel] = scene.median_at(d).cpu().numpy()
                     if n >= 2:
-                        previous_distances[sel] = scene.distances(window[:, :-1]).cpu().numpy()
+                        previous_distances[sel] = scene.median_at(d, before_last=1).cpu().numpy()
                 scores = out.scores.float().cpu().numpy()
                 newest[sel] = scores[:, -1]
                 if n >= 2:

@@ -116,6 +116,10 @@ def test_each_snippet_is_judged_over_its_trailing_window_as_live_would() -> None
     for t in range(len(video)):
         window = torch.from_numpy(video[: t + 1])[None]
         assert bool(scene.distances(window)[0] <= scene.threshold) == familiar[t]
+        # The previous snippet's verdict, from the same window's snippet distances (the scheduler's final message).
+        if t:
+            d = scene.snippet_distances(window)
+            assert bool(scene.median_at(d, before_last=1)[0] <= scene.threshold) == familiar[t - 1]
     # The fit reads full windows only (or whole clips shorter than the window).
     assert calibration.window == 4
 
