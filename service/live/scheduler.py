@@ -35,7 +35,7 @@ from model.scene_familiarity import SceneCheck
 from service.live.events import LiveEventStore, StreamEvents
 from service.live.messages import EndReason, EventNotice, GapInfo, SnippetMessage, StateMessage
 from service.live.metrics import LiveMetrics
-from service.live.readers import STREAM_STATES, RateMeter, Snippet, StreamReader
+from service.live.readers import STREAM_STATES, RateMeter, Snippet, StreamReader, StreamState
 from service.live.window import FeatureWindows
 from service.model_service import ModelService
 from service.publishers.base import EventChanged, SnippetsScored, StateChanged
@@ -145,8 +145,7 @@ class LiveScheduler:
             self._wake.clear()
             try:
                 self._release_removed()
-                self._publish_states()
-                self._close_events_without_source()
+                self._watch_sources()
                 items = self._collect(engine)
                 if items:
                     self._process(engine, items)
@@ -189,10 +188,20 @@ class LiveScheduler:
         # No snippet message carries this end: WebSocket clients get it as an `event` message at that index.
         self.dispatcher.publish(EventChanged(stream.id, stream.name, notice, standalone_index=last))
 
-    def _close_events_without_source(self) -> None:
-        """Streams whose reader stalled, lost its source or stopped: no scores are coming to close their events."""
-        for stream in self.streams():
-            state = stream.reader.status()[0]
+    def _watch_sources(self) -> None:
+        """Publish reader state changes, then close the events of streams whose source went away.
+
+        One reading of each reader's state serves both, so a client always gets the `state` message before the
+        `event` end it causes.
+        """
+        self._close_events_without_source(self._publish_states())
+
+    def _close_events_without_source(self, states: list[tuple[LiveStream, StreamState]]) -> None:
+        """Streams whose reader stalled, lost its source or stopped: no scores are coming to close their events.
+
+        `states` is what `_publish_states` just published for each stream.
+        """
+        for stream, state in states:
             reason = _ENDED_BY_STATE.get(state)
             # A reader asked to stop (service shutting down) is not a stream that ended: `stop` closes those.
             if reason is None or (state == "stopped" and not stream.reader.end_of_replay):
@@ -203,10 +212,13 @@ class LiveScheduler:
                 self.metrics.errors.inc()
                 logger.exception("stream %s: closing its open event (%s) failed", stream.id, reason)
 
-    def _publish_states(self) -> None:
+    def _publish_states(self) -> list[tuple[LiveStream, StreamState]]:
+        """Publish a `state` message for each stream whose reader state changed; returns every stream's state."""
         counts = dict.fromkeys(STREAM_STATES, 0)
+        states = []
         for stream in self.streams():
             state, last_error = stream.reader.status()
+            states.append((stream, state))
             counts[state] += 1
             if (state, last_error) != stream.published_state:
                 stream.published_state = (state, last_error)
@@ -221,6 +233,7 @@ class LiveScheduler:
                 )
         for state, n in counts.items():
             self.metrics.streams.labels(state=state).set(n)
+        return states
 
     def _collect(self, engine: AnalysisEngine) -> list[tuple[LiveStream, Snippet]]:
         assert self._windows is not None

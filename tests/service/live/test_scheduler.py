@@ -18,7 +18,7 @@ from service.live.readers import Snippet
 from service.live.scheduler import LiveScheduler, LiveStream
 from service.live.window import FeatureWindows
 from service.metrics import ServiceMetrics
-from service.publishers.base import Outgoing, Publisher, SnippetsScored
+from service.publishers.base import EventChanged, Outgoing, Publisher, SnippetsScored, StateChanged
 from service.publishers.dispatcher import Dispatcher
 from service.storage import Database, StorageBusy
 
@@ -208,3 +208,48 @@ def test_an_open_event_ends_when_the_view_becomes_unfamiliar(tmp_path, engine: A
     assert not stream.events.active
     row = store.get(end["event_id"])
     assert row is not None and row["end_reason"] == "scene_unfamiliar"
+
+
+class StallingReader:
+    """A reader state seen as `live` by the first look of a cycle and `stalled` from the second on: the
+    moment a camera goes silent can fall between the scheduler's two uses of the state."""
+
+    end_of_replay = False
+
+    def __init__(self) -> None:
+        self.looks = 0
+
+    def status(self) -> tuple[str, str | None]:
+        self.looks += 1
+        return ("live", None) if self.looks == 1 else ("stalled", "no frame for 1.0 s")
+
+
+def test_a_state_message_precedes_the_event_end_it_causes(tmp_path, engine: AnalysisEngine) -> None:
+    hub = Recorder()
+    store = LiveEventStore(Database(tmp_path / "db.sqlite"))
+    scheduler = LiveScheduler(None, _dispatcher(hub), store, LiveMetrics(ServiceMetrics()), WINDOW)  # type: ignore[arg-type]
+    scheduler._windows = FeatureWindows(WINDOW, engine.backbone.dim, engine.device)
+    policy = EventPolicy(enter_threshold=0.0, exit_threshold=0.0)
+    reader = StallingReader()
+    stream = LiveStream("s", "s", reader=reader, policy=policy, created_at=0.0)  # type: ignore[arg-type]
+    stream.slot = scheduler._windows.acquire()
+    stream.events = StreamEvents("s", "s", policy, engine.category_names, store)
+    scheduler.add(stream)
+    rng = np.random.default_rng(4)
+    for i in range(2):  # the second cycle's final score opens an event
+        scheduler._process(engine, [(stream, _snippet(engine, i, rng))])
+    assert stream.events.active
+    hub.messages.clear()
+
+    for _ in range(3):  # the run loop's look at the sources, once per cycle
+        scheduler._watch_sources()
+
+    kinds = [
+        (m.message.state if isinstance(m, StateChanged) else m.notice.end_reason)
+        for m in hub.messages
+        if isinstance(m, StateChanged | EventChanged)
+    ]
+    # The first cycle saw and published `live`; the second saw `stalled`, published it, and only then
+    # closed the event. Reading the state twice per cycle sent the end first, then `stalled` a cycle later.
+    assert kinds == ["live", "stalled", "source_stalled"]
+    assert not stream.events.active
