@@ -44,6 +44,28 @@ def _dispatcher(recorder: Recorder) -> Dispatcher:
     return dispatcher
 
 
+def _scheduler(
+    hub: Recorder, store: LiveEventStore, engine: AnalysisEngine, metrics: LiveMetrics | None = None
+):
+    """A scheduler whose thread never runs: tests drive its cycle's steps themselves."""
+    metrics = metrics or LiveMetrics(ServiceMetrics())
+    scheduler = LiveScheduler(None, _dispatcher(hub), store, metrics, WINDOW)  # type: ignore[arg-type]
+    scheduler._windows = FeatureWindows(WINDOW, engine.backbone.dim, engine.device)
+    return scheduler
+
+
+def _stream(
+    scheduler: LiveScheduler, engine: AnalysisEngine, store: LiveEventStore, name: str = "s", reader=None
+) -> LiveStream:
+    """A stream holding a window slot, whose every scored snippet is high (thresholds 0)."""
+    policy = EventPolicy(enter_threshold=0.0, exit_threshold=0.0)
+    stream = LiveStream(name, name, reader=reader, policy=policy, created_at=0.0)
+    assert scheduler._windows is not None
+    stream.slot = scheduler._windows.acquire()
+    stream.events = StreamEvents(name, name, policy, engine.category_names, store)
+    return stream
+
+
 class FlakyEventStore(LiveEventStore):
     """The real store, except that the next `fail_next` event openings find the database busy."""
 
@@ -73,13 +95,9 @@ def _snippet(engine: AnalysisEngine, index: int, rng: np.random.Generator) -> Sn
 def test_a_failed_cycle_does_not_shift_later_final_scores(tmp_path, engine: AnalysisEngine) -> None:
     hub = Recorder()
     store = FlakyEventStore(Database(tmp_path / "db.sqlite"))
-    scheduler = LiveScheduler(None, _dispatcher(hub), store, LiveMetrics(ServiceMetrics()), WINDOW)  # type: ignore[arg-type]
-    scheduler._windows = FeatureWindows(WINDOW, engine.backbone.dim, engine.device)
+    scheduler = _scheduler(hub, store, engine)
     # Every final score opens an event, so the event store is written on every cycle after the first.
-    policy = EventPolicy(enter_threshold=0.0, exit_threshold=0.0)
-    stream = LiveStream("s", "s", reader=None, policy=policy, created_at=0.0)  # type: ignore[arg-type]
-    stream.slot = scheduler._windows.acquire()
-    stream.events = StreamEvents("s", "s", policy, engine.category_names, store)
+    stream = _stream(scheduler, engine, store)
     rng = np.random.default_rng(0)
     snippets = [_snippet(engine, i, rng) for i in range(3)]
 
@@ -108,16 +126,10 @@ def test_removed_streams_free_their_windows_even_if_closing_their_event_fails(
             raise StorageBusy("database is locked")
 
     store = BusyOnClose(Database(tmp_path / "db.sqlite"))
-    scheduler = LiveScheduler(None, _dispatcher(Recorder()), store, LiveMetrics(ServiceMetrics()), WINDOW)  # type: ignore[arg-type]
-    scheduler._windows = FeatureWindows(WINDOW, engine.backbone.dim, engine.device)
-    policy = EventPolicy(enter_threshold=0.0, exit_threshold=0.0)
+    scheduler = _scheduler(Recorder(), store, engine)
     rng = np.random.default_rng(1)
-    streams = []
-    for name in ("a", "b"):
-        stream = LiveStream(name, name, reader=None, policy=policy, created_at=0.0)  # type: ignore[arg-type]
-        stream.slot = scheduler._windows.acquire()
-        stream.events = StreamEvents(name, name, policy, engine.category_names, store)
-        streams.append(stream)
+    streams = [_stream(scheduler, engine, store, name) for name in ("a", "b")]
+    for stream in streams:
         scheduler.add(stream)
     for i in range(2):  # the second cycle's final score opens (and announces) an event on each stream
         scheduler._process(engine, [(s, _snippet(engine, i, rng)) for s in streams])
@@ -146,12 +158,8 @@ def test_an_unfamiliar_window_is_flagged_and_withholds_its_events(
         hub = Recorder()
         store = LiveEventStore(Database(tmp_path / "db.sqlite"))
         metrics = LiveMetrics(ServiceMetrics())
-        scheduler = LiveScheduler(None, _dispatcher(hub), store, metrics, WINDOW)  # type: ignore[arg-type]
-        scheduler._windows = FeatureWindows(WINDOW, dim, engine.device)
-        policy = EventPolicy(enter_threshold=0.0, exit_threshold=0.0)  # any evidence opens an event
-        stream = LiveStream("s", "s", reader=None, policy=policy, created_at=0.0)  # type: ignore[arg-type]
-        stream.slot = scheduler._windows.acquire()
-        stream.events = StreamEvents("s", "s", policy, engine.category_names, store)
+        scheduler = _scheduler(hub, store, engine, metrics)
+        stream = _stream(scheduler, engine, store)  # any evidence opens an event
         rng = np.random.default_rng(2)
         for i in range(3):
             scheduler._process(engine, [(stream, _snippet(engine, i, rng))])
@@ -186,12 +194,8 @@ def test_an_open_event_ends_when_the_view_becomes_unfamiliar(tmp_path, engine: A
     engine.config = engine.config.model_copy(update={"scene_check": "withhold_events"})
     hub = Recorder()
     store = LiveEventStore(Database(tmp_path / "db.sqlite"))
-    scheduler = LiveScheduler(None, _dispatcher(hub), store, LiveMetrics(ServiceMetrics()), WINDOW)  # type: ignore[arg-type]
-    scheduler._windows = FeatureWindows(WINDOW, dim, engine.device)
-    policy = EventPolicy(enter_threshold=0.0, exit_threshold=0.0)
-    stream = LiveStream("s", "s", reader=None, policy=policy, created_at=0.0)  # type: ignore[arg-type]
-    stream.slot = scheduler._windows.acquire()
-    stream.events = StreamEvents("s", "s", policy, engine.category_names, store)
+    scheduler = _scheduler(hub, store, engine)
+    stream = _stream(scheduler, engine, store)
     rng = np.random.default_rng(3)
     try:
         for i, threshold in enumerate([1e12, 1e12, 1e12, 1e-9, 1e-9]):
@@ -227,13 +231,8 @@ class StallingReader:
 def test_a_state_message_precedes_the_event_end_it_causes(tmp_path, engine: AnalysisEngine) -> None:
     hub = Recorder()
     store = LiveEventStore(Database(tmp_path / "db.sqlite"))
-    scheduler = LiveScheduler(None, _dispatcher(hub), store, LiveMetrics(ServiceMetrics()), WINDOW)  # type: ignore[arg-type]
-    scheduler._windows = FeatureWindows(WINDOW, engine.backbone.dim, engine.device)
-    policy = EventPolicy(enter_threshold=0.0, exit_threshold=0.0)
-    reader = StallingReader()
-    stream = LiveStream("s", "s", reader=reader, policy=policy, created_at=0.0)  # type: ignore[arg-type]
-    stream.slot = scheduler._windows.acquire()
-    stream.events = StreamEvents("s", "s", policy, engine.category_names, store)
+    scheduler = _scheduler(hub, store, engine)
+    stream = _stream(scheduler, engine, store, reader=StallingReader())
     scheduler.add(stream)
     rng = np.random.default_rng(4)
     for i in range(2):  # the second cycle's final score opens an event
