@@ -46,32 +46,6 @@ MAX_LATENCY_S = 2.0  # p95 capture-to-message a sustained step stays under
 PED2 = Path(os.environ.get("REFINEVAD_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")) / "ped2"
 
 
-def live_window_outputs(engine, features, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """Final live scores [T] and the category distribution [T, C] each snippet's final message carries, of one
-    video's snippet features [T, D], exactly as the scheduler computes them (the window's category weights)."""
-    import torch
-
-    from service.live.window import FeatureWindows
-
-    windows = FeatureWindows(window, features.shape[1], features.device, capacity=1)
-    slot = np.array([windows.acquire()])
-    t_total = features.shape[0]
-    final = np.empty(t_total)
-    categories = np.empty((t_total, len(engine.category_names)))
-    with torch.inference_mode():
-        for t in range(t_total):
-            n = int(windows.append(slot, features[t : t + 1])[0])
-            out = engine.head(windows.gather(slot, n))
-            scores = out.scores[0].float().cpu().numpy()
-            weights = out.category_weights[0].float().cpu().numpy()
-            if n >= 2:
-                final[t - 1] = scores[-2]
-                categories[t - 1] = weights
-            final[t] = scores[-1]  # provisional until the next snippet arrives
-            categories[t] = weights
-    return final, categories
-
-
 def _category_agreement(
     dominant: list[str], scores: np.ndarray, category: str | None, threshold: float
 ) -> dict:
@@ -88,6 +62,7 @@ def bench_auc(window: int, checkpoint: Path | None, threshold: float = 0.5) -> d
 
     from model.data.ped2 import Ped2Dataset
     from model.inference import AnalysisEngine, EngineConfig
+    from model.scoring import live_window_scores
 
     engine = AnalysisEngine.from_config(EngineConfig(device="cpu", checkpoint=checkpoint))
     dataset = Ped2Dataset(PED2)
@@ -103,7 +78,8 @@ def bench_auc(window: int, checkpoint: Path | None, threshold: float = 0.5) -> d
         result = engine.analyze(folder)
         offline = np.array([s.score for s in result.snippets])
         features = engine.encode(folder)[0]
-        live, live_categories = live_window_outputs(engine, features, window)
+        live_t, live_categories_t = live_window_scores(engine.head, features, window)
+        live, live_categories = live_t.cpu().numpy(), live_categories_t.cpu().numpy()
         n = len(frame_labels)
         offline_all.append(np.repeat(offline, f)[:n])
         live_all.append(np.repeat(live, f)[:n])

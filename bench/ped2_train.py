@@ -8,9 +8,14 @@ Three steps (see bench/ped2_reproduce.sh for the exact commands that produced mo
   best-epoch selection) and scores the held-out clips. Only video-level labels are used: `video_auc` ranks the
   held-out clips by their top-k mean snippet score (the MIL video score); `weak_snippet_auc` ranks all held-out
   snippets with each snippet labelled by its clip's video label (normal clips are normal throughout, so this
-  rewards low scores on every normal snippet). Configs are chosen on these, never on the test split.
+  rewards low scores on every normal snippet). The same criteria are also computed from the scores the live
+  service would give (`live_window_scores`, W = 32), and for the seed ensemble (the seeds' snippet scores averaged
+  per held-out clip). Configs are chosen on these, never on the test split.
 - `test`: train on all training clips once per seed and evaluate frame AUC (and the other benchmark metrics) on
   the Ped2 test split; per-seed numbers, mean and spread.
+- `ensemble`: `test` for every seed, then seed ensembles (`model.ensemble`) of consecutive groups of `--members`
+  seeds (42-46, 47-51, ... for 25 seeds and 5 members), each evaluated like a single run; mean and spread over
+  the groups, next to the singles'.
 - `ship`: copy one run's best checkpoint (the seed named in advance, not the best test seed) to the package's
   default-model path, with the test metrics of all seeds recorded in its metadata.
 
@@ -34,19 +39,25 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn.metrics import roc_auc_score
 
 from model.ablation import select_variants, summarise
-from model.checkpoint import load_checkpoint, load_checkpoint_payload, write_checkpoint_payload
+from model.checkpoint import (
+    combine_checkpoints,
+    load_checkpoint,
+    load_checkpoint_payload,
+    write_checkpoint_payload,
+)
 from model.config import RefineVADConfig
 from model.data.datasets import FeatureSet, VideoRecord
 from model.data.feature_store import FeatureStore
 from model.evaluation.runner import evaluate_store, ped2_frame_labels
 from model.evaluation.splice import splice_metrics, spliced_videos
 from model.losses import topk_mean
-from model.scoring import score_features
+from model.scoring import live_window_scores, score_features
 from model.training import TrainConfig, TrainResult, train
 
 log = logging.getLogger("ped2_train")
 
 TEST_METRICS = ("auc", "ano_auc", "ap", "ap_trapz")
+LIVE_WINDOW = 32  # the live service's default window, in snippets
 
 
 class Ped2RunConfig(BaseModel):
@@ -118,10 +129,14 @@ def _cv_job(args: tuple[str, str, int, list[str], str]) -> dict[str, Any]:
     scored = []
     held_records = features.subset(held_out).records
     for record in held_records:
-        scores = score_features(checkpoint.model, torch.from_numpy(features.load(record))).scores
-        video = float(topk_mean(scores[None], model_config.topk_divisor)[0])
+        x = torch.from_numpy(features.load(record))
         scored.append(
-            {"name": record.name, "label": record.label, "video": video, "snippets": scores.tolist()}
+            {
+                "name": record.name,
+                "label": record.label,
+                "snippets": score_features(checkpoint.model, x).scores.tolist(),
+                "live_snippets": live_window_scores(checkpoint.model, x, LIVE_WINDOW)[0].tolist(),
+            }
         )
     return {
         "seed": seed,
@@ -134,14 +149,52 @@ def _cv_job(args: tuple[str, str, int, list[str], str]) -> dict[str, Any]:
 def spliced_scores(
     model: torch.nn.Module, features: FeatureSet, records: list[VideoRecord]
 ) -> list[dict[str, list]]:
-    """Snippet scores and labels of every held-out (normal, anomalous) pair spliced in time
+    """Snippet scores (offline and live) and labels of every held-out (normal, anomalous) pair spliced in time
     (`model.evaluation.splice`): the one CV criterion that sees a head spread an anomaly over its context."""
     normal = [features.load(r) for r in records if not r.label]
     anomalous = [features.load(r) for r in records if r.label]
-    return [
-        {"snippets": score_features(model, torch.from_numpy(x)).scores.tolist(), "labels": y.tolist()}
-        for x, y in spliced_videos(normal, anomalous)
-    ]
+    spliced = []
+    for x, y in spliced_videos(normal, anomalous):
+        features_t = torch.from_numpy(x)
+        spliced.append(
+            {
+                "snippets": score_features(model, features_t).scores.tolist(),
+                "live_snippets": live_window_scores(model, features_t, LIVE_WINDOW)[0].tolist(),
+                "labels": y.tolist(),
+            }
+        )
+    return spliced
+
+
+def cv_metrics(held_out: list[dict[str, Any]], spliced: list[dict[str, Any]], topk_divisor: int) -> dict:
+    """Every CV criterion of one seed's (or one ensemble's) held-out scores pooled over the folds; `*_live`: the
+    same from the live window's scores."""
+    metrics: dict[str, float] = {}
+    for key, suffix in (("snippets", ""), ("live_snippets", "_live")):
+        scored = [
+            s | {"video": float(topk_mean(torch.tensor(s[key])[None], topk_divisor)[0]), "snippets": s[key]}
+            for s in held_out
+        ]
+        pairs = [(s[key], s["labels"]) for s in spliced]
+        row = weak_metrics(scored) | splice_metrics(pairs)
+        metrics |= {f"{k}{suffix}": v for k, v in row.items()}
+    return metrics
+
+
+def ensemble_average(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Entries (one list per seed, same clips in the same order) with their snippet scores averaged over the
+    seeds: what `RefineVADEnsemble` scores, offline and live alike (its score is its members' mean)."""
+    averaged = []
+    for entries in zip(*runs, strict=True):
+        first = entries[0]
+        averaged.append(
+            first
+            | {
+                key: np.mean([e[key] for e in entries], axis=0).tolist()
+                for key in ("snippets", "live_snippets")
+            }
+        )
+    return averaged
 
 
 def weak_metrics(scored: list[dict[str, Any]]) -> dict[str, float]:
@@ -170,32 +223,35 @@ def run_cv(args: argparse.Namespace) -> dict[str, Any]:
     ]
     with ProcessPoolExecutor(args.jobs) as pool:
         results = list(pool.map(_cv_job, jobs))
+    divisor = Ped2RunConfig.load(args.config).build(features, seeds[0])[0].topk_divisor
     per_seed = []
     for seed in seeds:
         mine = [r for r in results if r["seed"] == seed]
-        scored = [s for r in mine for s in r["held_out"]]
-        spliced = [s for r in mine for s in r["spliced"]]
         per_seed.append(
             {
                 "seed": seed,
-                **weak_metrics(scored),
-                **splice_metrics([(s["snippets"], s["labels"]) for s in spliced]),
+                **cv_metrics(
+                    [s for r in mine for s in r["held_out"]], [s for r in mine for s in r["spliced"]], divisor
+                ),
                 "best_epochs": [r["best_epoch"] for r in mine],
             }
         )
-    keys = (
-        "video_auc",
-        "weak_snippet_auc",
-        "anomalous_above_normal",
-        "splice_snippet_auc",
-        "splice_normal_mean",
+    # The seed ensemble: per fold, the seeds' scores of the same clips averaged (pool.map keeps job order).
+    by_seed = {seed: [r for r in results if r["seed"] == seed] for seed in seeds}
+    folds = range(len(held))
+    ensemble = cv_metrics(
+        [s for i in folds for s in ensemble_average([by_seed[seed][i]["held_out"] for seed in seeds])],
+        [s for i in folds for s in ensemble_average([by_seed[seed][i]["spliced"] for seed in seeds])],
+        divisor,
     )
+    keys = [k for k in per_seed[0] if k not in ("seed", "best_epochs")]
     return {
         "mode": "cv",
         "config": str(args.config),
         "folds": held,
         "runs": per_seed,
         "summary": {k: summarise([r[k] for r in per_seed]) for k in keys},
+        "ensemble": {"seeds": seeds, **ensemble},
     }
 
 
@@ -250,6 +306,42 @@ def run_test(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def run_ensemble_test(args: argparse.Namespace) -> dict[str, Any]:
+    """Seed ensembles of `args.members` consecutive seeds each, evaluated on the test split like single runs."""
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if len(seeds) % args.members:
+        raise SystemExit(f"{len(seeds)} seeds do not split into groups of {args.members}")
+    singles = run_test(args)
+    by_seed = {r["seed"]: r for r in singles["runs"]}
+    test_store = FeatureStore.open(args.test_features)
+    labels = ped2_frame_labels(args.root)
+    runs = []
+    for a in range(0, len(seeds), args.members):
+        group = seeds[a : a + args.members]
+        path = combine_checkpoints(
+            [by_seed[s]["checkpoint"] for s in group],
+            args.out / f"ensemble_{group[0]}-{group[-1]}.pt",
+            {"ped2_config": Path(args.config).name},
+        )
+        metrics = evaluate_store(path, test_store, labels, device="cpu")
+        runs.append(
+            {
+                "seeds": group,
+                "checkpoint": str(path),
+                **{k: metrics[k] for k in TEST_METRICS},
+                "map_avg": metrics["map_iou"]["avg"],
+            }
+        )
+    return {
+        "mode": "ensemble",
+        "config": str(args.config),
+        "members": args.members,
+        "runs": runs,
+        "summary": {k: summarise([r[k] for r in runs]) for k in (*TEST_METRICS, "map_avg")},
+        "singles": singles,
+    }
+
+
 def run_ablation_ladder(args: argparse.Namespace) -> dict[str, Any]:
     """The spec's ablation variants (model/ablation.py) on top of one Ped2 config, each through `test` with the
     same seeds and the same checkpoint rule, so every row differs from the chosen model only by the variant."""
@@ -294,9 +386,10 @@ def ablation_markdown(report: dict[str, Any]) -> str:
 
 
 def run_ship(args: argparse.Namespace) -> dict[str, Any]:
-    """Copy the named seed's checkpoint to `--to`, recording all seeds' test metrics in its metadata."""
+    """Copy the named seed's checkpoint (of an `ensemble` report: the ensemble whose first seed it is) to `--to`,
+    recording all runs' test metrics in its metadata."""
     report = json.loads(args.report.read_text())
-    chosen = next(r for r in report["runs"] if r["seed"] == args.seed)
+    chosen = next(r for r in report["runs"] if r.get("seed", r.get("seeds", [None])[0]) == args.seed)
     payload = load_checkpoint_payload(chosen["checkpoint"])
     payload.pop("extra_state", None)
     if args.half_weights:
@@ -309,10 +402,20 @@ def run_ship(args: argparse.Namespace) -> dict[str, Any]:
         payload["metadata"]["stored_weights"] = "fp16 matrices, fp32 vectors"
     metrics = payload["metadata"].setdefault("metrics", {})
     metrics["ped2_test"] = {k: chosen[k] for k in (*TEST_METRICS, "map_avg")}
-    metrics["ped2_test_over_seeds"] = {
-        "seeds": [r["seed"] for r in report["runs"]],
-        "summary": report["summary"],
-    }
+    if report["mode"] == "ensemble":
+        metrics["ped2_test_over_seed_groups"] = {
+            "groups": [r["seeds"] for r in report["runs"]],
+            "summary": report["summary"],
+        }
+        metrics["ped2_test_single_seeds"] = {
+            "seeds": [r["seed"] for r in report["singles"]["runs"]],
+            "summary": report["singles"]["summary"],
+        }
+    else:
+        metrics["ped2_test_over_seeds"] = {
+            "seeds": [r["seed"] for r in report["runs"]],
+            "summary": report["summary"],
+        }
     payload["metadata"]["dataset"] = "UCSD Ped2 (wvad_split.json train split, video-level labels only)"
     write_checkpoint_payload(payload, args.to)
     return {"mode": "ship", "shipped": str(args.to), "seed": args.seed, **metrics["ped2_test"]}
@@ -323,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="mode", required=True)
-    for name in ("cv", "test", "ablate"):
+    for name in ("cv", "test", "ablate", "ensemble"):
         p = sub.add_parser(name)
         p.add_argument("--config", type=Path, required=True, help="model/weights/ped2_*.json")
         p.add_argument("--train-features", type=Path, required=True, help="Ped2 train FeatureStore")
@@ -337,9 +440,13 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--root", type=Path, required=True, help="Ped2 root (test frame labels)")
         if name == "ablate":
             p.add_argument("--variants", default="ladder", help="model/ablation.py sets or variant names")
+        if name == "ensemble":
+            p.add_argument("--members", type=int, default=5, help="seeds per ensemble (consecutive groups)")
     p = sub.add_parser("ship")
     p.add_argument("--report", type=Path, required=True, help="report.json of a `test` run")
-    p.add_argument("--seed", type=int, default=42, help="the run to ship (named in advance)")
+    p.add_argument(
+        "--seed", type=int, default=42, help="the run to ship, named in advance (an ensemble: its first seed)"
+    )
     p.add_argument("--to", type=Path, required=True)
     p.add_argument(
         "--half-weights", action="store_true", help="store weight matrices in fp16 (half the file size)"
@@ -350,7 +457,12 @@ def main(argv: list[str] | None = None) -> int:
         report = run_ship(args)
     else:
         args.out.mkdir(parents=True, exist_ok=True)
-        runners = {"cv": run_cv, "test": run_test, "ablate": run_ablation_ladder}
+        runners = {
+            "cv": run_cv,
+            "test": run_test,
+            "ablate": run_ablation_ladder,
+            "ensemble": run_ensemble_test,
+        }
         report = runners[args.mode](args)
         (args.out / "report.json").write_text(json.dumps(report, indent=1))
         if args.mode == "ablate":

@@ -16,6 +16,7 @@ COMMANDS = (
     "extract",
     "train",
     "calibrate",
+    "ensemble",
     "evaluate",
     "evaluate_scores",
     "ablate",

@@ -6,7 +6,7 @@ import copy
 
 from torch import Tensor, nn
 
-from model.refinevad import RefineVAD
+from model.ensemble import HeadModel
 
 
 class InferenceHead(nn.Module):
@@ -15,7 +15,7 @@ class InferenceHead(nn.Module):
     The order is exporters.metadata.OUTPUT_NAMES. A plain tuple keeps TorchScript and ONNX outputs identical.
     """
 
-    def __init__(self, model: RefineVAD) -> None:
+    def __init__(self, model: HeadModel) -> None:
         super().__init__()
         # A copy in eval mode: exporting must not flip the caller's model out of training.
         self.model = copy.deepcopy(model)

@@ -3,6 +3,9 @@
 A checkpoint carries the full model config (category names and feature dim included), the identity of the
 backbone whose features it was trained on, and metadata (trained or not, seed, metrics, training config). It is
 a plain dict of tensors, strings and numbers, loaded with `weights_only=True` (no pickled code runs).
+
+A seed ensemble (`model.ensemble`) is one checkpoint too: its payload's `members` says how many heads its state dict
+holds (`members.0.*`, `members.1.*`, ...); `combine_checkpoints` builds one from trained members.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 
 from model.backbones.identity import BackboneIdentity
 from model.config import RefineVADConfig
+from model.ensemble import HeadModel, RefineVADEnsemble
 from model.refinevad import RefineVAD
 
 FORMAT = "refinevad-checkpoint/1"
@@ -24,7 +28,7 @@ FORMAT = "refinevad-checkpoint/1"
 
 @dataclass
 class LoadedCheckpoint:
-    model: RefineVAD
+    model: HeadModel
     config: RefineVADConfig
     backbone: BackboneIdentity
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -46,7 +50,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 def save_checkpoint(
     path: str | os.PathLike[str],
-    model: RefineVAD,
+    model: HeadModel,
     backbone: BackboneIdentity,
     metadata: dict[str, Any] | None = None,
     extra_state: dict[str, Any] | None = None,
@@ -64,6 +68,8 @@ def save_checkpoint(
         "metadata": dict(metadata or {}),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
+    if isinstance(model, RefineVADEnsemble):
+        payload["members"] = len(model.members)
     if extra_state:
         payload["extra_state"] = extra_state
     return write_checkpoint_payload(payload, path)
@@ -96,10 +102,11 @@ def load_checkpoint_payload(path: str | os.PathLike[str], map_location: str | to
 def load_checkpoint(
     path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
 ) -> LoadedCheckpoint:
-    """Load weights into a fresh model in eval mode."""
+    """Load weights into a fresh model (a `RefineVADEnsemble` for an ensemble checkpoint) in eval mode."""
     payload = load_checkpoint_payload(path, map_location)
     config = RefineVADConfig.model_validate(payload["config"])
-    model = RefineVAD(config)
+    members = payload.get("members")
+    model = RefineVADEnsemble(config, int(members)) if members else RefineVAD(config)
     model.load_state_dict(payload["state_dict"])
     model.to(map_location).eval()
     return LoadedCheckpoint(
@@ -120,3 +127,54 @@ def update_checkpoint_metadata(
     payload = load_checkpoint_payload(path)
     payload["metadata"] = dict(payload.get("metadata", {})) | updates
     return write_checkpoint_payload(payload, out if out is not None else path)
+
+
+def combine_checkpoints(
+    paths: list[str | os.PathLike[str]], out: str | os.PathLike[str], metadata: dict[str, Any] | None = None
+) -> Path:
+    """Write the seed ensemble of trained single-head checkpoints `paths` (>= 2) to `out`.
+
+    Members must share the model config (seed aside, the training config is not compared) and the backbone
+    identity. The ensemble's metadata is the first member's (its scene calibration included: every member was
+    fitted on the same training features) with `seed` replaced by `ensemble` (the members' seeds, SHA-256 and
+    metrics), then `metadata` merged in. Raises `ValueError` for fewer than 2 paths, an ensemble or untrained
+    member, or members that differ in config or backbone; as `load_checkpoint_payload` for unreadable files.
+    """
+    if len(paths) < 2:
+        raise ValueError(f"an ensemble needs at least 2 checkpoints, got {len(paths)}")
+    payloads = [load_checkpoint_payload(p) for p in paths]
+    first = payloads[0]
+    for path, payload in zip(paths, payloads, strict=True):
+        if payload.get("members"):
+            raise ValueError(f"{path} is already an ensemble; combine its single-head members instead")
+        if not payload.get("metadata", {}).get("trained", False):
+            raise ValueError(f"{path} is an untrained checkpoint; an ensemble is built from trained heads")
+        for key in ("config", "backbone"):
+            if payload[key] != first[key]:
+                raise ValueError(
+                    f"{path} differs from {paths[0]} in its {key}; ensemble members must share it"
+                )
+    state_dict = {
+        f"members.{i}.{key}": tensor
+        for i, payload in enumerate(payloads)
+        for key, tensor in payload["state_dict"].items()
+    }
+    merged = {k: v for k, v in first.get("metadata", {}).items() if k not in ("seed", "metrics", "epoch")}
+    if isinstance(merged.get("train_config"), dict):
+        merged["train_config"] = {k: v for k, v in merged["train_config"].items() if k != "seed"}
+    merged["ensemble"] = {
+        "members": len(paths),
+        "averaging": "mean snippet probability (deep ensemble, Lakshminarayanan et al. 2017)",
+        "seeds": [p["metadata"].get("seed") for p in payloads],
+        "member_sha256": [file_sha256(p) for p in paths],
+        "member_metrics": [p["metadata"].get("metrics", {}) for p in payloads],
+    }
+    payload = {
+        "format": FORMAT,
+        "config": first["config"],
+        "backbone": first["backbone"],
+        "metadata": merged | dict(metadata or {}),
+        "state_dict": state_dict,
+        "members": len(paths),
+    }
+    return write_checkpoint_payload(payload, out)

@@ -43,6 +43,7 @@ from model.backbones.identity import BackboneIdentity
 from model.backbones.registry import BackboneName
 from model.checkpoint import LoadedCheckpoint, load_checkpoint
 from model.config import RefineVADConfig
+from model.ensemble import HeadModel
 from model.events import Event, EventPolicy, detect_events
 from model.refinevad import RefineVAD
 from model.scene_familiarity import SceneCheck, SceneFamiliarity
@@ -349,7 +350,7 @@ class AnalysisEngine:
     def __init__(
         self,
         backbone: Backbone,
-        head: RefineVAD | ExportedHead,
+        head: HeadModel | ExportedHead,
         info: ModelInfo,
         spec: SnippetSpec,
         config: EngineConfig,

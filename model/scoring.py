@@ -1,4 +1,5 @@
-"""Running a head over one video's full-length features, chunked for very long videos (offline analysis and evaluation)."""
+"""Running a head over one video's snippet features: its full length at once, chunked for very long videos
+(offline analysis and evaluation), or through the live service's sliding window (`live_window_scores`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from model.refinevad import RefineVAD
+from model.ensemble import HeadModel
 
 # Attention cost grows with T^2: very long videos are scored in equal chunks of at most this many snippets.
 MAX_SNIPPETS_PER_PASS = 4096
@@ -23,7 +24,7 @@ class VideoScores:
 
 @torch.no_grad()
 def score_features(
-    model: RefineVAD, features: torch.Tensor, max_snippets: int = MAX_SNIPPETS_PER_PASS
+    model: HeadModel, features: torch.Tensor, max_snippets: int = MAX_SNIPPETS_PER_PASS
 ) -> VideoScores:
     """features [T, D] -> scores [T] and the video's category distribution (mean over chunks when chunked)."""
     t = features.shape[0]
@@ -36,3 +37,38 @@ def score_features(
         weights.append(out.category_weights[0])
         probs.append(out.category_probs[0])
     return VideoScores(torch.cat(scores), torch.stack(weights).mean(0), torch.stack(probs).mean(0))
+
+
+@torch.no_grad()
+def live_window_scores(
+    model: HeadModel, features: torch.Tensor, window: int, batch: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The final score and category distribution each snippet gets from the live service, from features [T, D].
+
+    Live (`service.live.scheduler`), every new snippet runs the head over the stream's last `window` snippets; the
+    window ending at snippet t + 1 gives snippet t its final score (position -2: one snippet of look-ahead) and the
+    category weights of that message. The last snippet only ever gets a provisional score (position -1 of the
+    window ending at it). Returns scores [T] and category weights [T, C]. Full windows run as one batch (`batch`
+    at a time); only the start-up windows, shorter than `window`, run one by one. Raises `ValueError` for a
+    window under 2 snippets.
+    """
+    if window < 2:
+        raise ValueError(f"the live window holds at least 2 snippets, got {window}")
+    t_total = features.shape[0]
+    # The window ending at the last snippet: its provisional score is that snippet's last word.
+    last = model(features[max(0, t_total - window) :].unsqueeze(0))
+    score_rows, weight_rows = [], []
+    # Windows ending (exclusive) at 2 .. T give snippets 0 .. T - 2 their final scores, at position -2.
+    for end in range(2, min(window, t_total + 1)):
+        out = model(features[:end].unsqueeze(0))
+        score_rows.append(out.scores[:, -2])
+        weight_rows.append(out.category_weights)
+    if t_total >= window:
+        windows = features.unfold(0, window, 1).transpose(1, 2)  # [T - W + 1, W, D], ending at W .. T
+        for a in range(0, windows.shape[0], batch):
+            out = model(windows[a : a + batch])
+            score_rows.append(out.scores[:, -2])
+            weight_rows.append(out.category_weights)
+    score_rows.append(last.scores[:, -1])
+    weight_rows.append(last.category_weights)
+    return torch.cat(score_rows).float(), torch.cat(weight_rows).float()

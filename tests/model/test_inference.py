@@ -7,6 +7,7 @@ import torch
 from model import RefineVAD, RefineVADConfig
 from model.backbones.identity import BackboneIdentity
 from model.checkpoint import save_checkpoint
+from model.ensemble import RefineVADEnsemble
 from model.inference import SHIPPED_CHECKPOINTS, AnalysisEngine, EngineConfig, resolve_checkpoint
 from model.video.source import VideoDecodeError
 from tests.footage import encode_ped2_clip
@@ -96,15 +97,19 @@ def test_local_categories_match_windowed_head(untrained_engine: AnalysisEngine) 
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("backend", ["torchscript", "onnx"])
+@pytest.mark.parametrize(
+    ("backend", "members"), [("torchscript", 1), ("onnx", 1), ("torchscript", 3), ("onnx", 3)]
+)
 def test_exported_head_backends_give_the_same_analysis(
-    tmp_path, untrained_engine: AnalysisEngine, backend
+    tmp_path, untrained_engine: AnalysisEngine, backend, members
 ) -> None:
+    """A single head and a seed ensemble (`members` > 1) alike."""
     identity = untrained_engine.backbone.identity
     config = RefineVADConfig(
         feature_dim=identity.dim, category_names=["A", "B"], transformer_ff=64, proj_dim=16
     )
-    path = save_checkpoint(tmp_path / "head.pt", RefineVAD(config), identity, {"trained": True})
+    head = RefineVAD(config) if members == 1 else RefineVADEnsemble(config, members)
+    path = save_checkpoint(tmp_path / "head.pt", head, identity, {"trained": True})
     video = encode_ped2_clip(tmp_path / "clip.mp4", max_frames=80)
     eager = AnalysisEngine.from_config(EngineConfig(checkpoint=path, device="cpu")).analyze(video)
     exported = AnalysisEngine.from_config(

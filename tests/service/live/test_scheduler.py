@@ -12,6 +12,7 @@ import torch
 from model.events import EventPolicy
 from model.inference import AnalysisEngine, EngineConfig
 from model.scene_familiarity import SceneCalibration, SceneFamiliarity
+from model.scoring import live_window_scores
 from service.live.events import LiveEventStore, StreamEvents
 from service.live.metrics import LiveMetrics
 from service.live.readers import Snippet
@@ -252,3 +253,26 @@ def test_a_state_message_precedes_the_event_end_it_causes(tmp_path, engine: Anal
     # closed the event. Reading the state twice per cycle sent the end first, then `stalled` a cycle later.
     assert kinds == ["live", "stalled", "source_stalled"]
     assert not stream.events.active
+
+
+def test_live_window_scores_are_what_the_scheduler_sends(tmp_path, engine: AnalysisEngine) -> None:
+    """`model.scoring.live_window_scores` (what the CV's live criteria and the live-vs-offline bench compute
+    offline) gives each snippet the final score and categories the scheduler's messages carry."""
+    hub = Recorder()
+    store = LiveEventStore(Database(tmp_path / "db.sqlite"))
+    scheduler = _scheduler(hub, store, engine)
+    stream = _stream(scheduler, engine, store)
+    rng = np.random.default_rng(5)
+    snippets = [_snippet(engine, i, rng) for i in range(WINDOW + 3)]  # start-up and full windows
+    for snippet in snippets:
+        scheduler._process(engine, [(stream, snippet)])
+    finals = {m["index"]: m for m in hub.sent if m["status"] == "final"}
+    last = [m for m in hub.sent if m["index"] == len(snippets) - 1]
+    sent = [finals[i] for i in range(len(snippets) - 1)] + last
+    with torch.inference_mode():
+        features = engine.backbone.encode_snippets(np.stack([s.frames for s in snippets]))
+        scores, weights = live_window_scores(engine.head, features, WINDOW)
+    assert [m["score"] for m in sent] == pytest.approx(scores.tolist(), abs=1e-5)
+    names = engine.category_names
+    for message, expected in zip(sent, weights.tolist(), strict=True):
+        assert [message["categories"][n] for n in names] == pytest.approx(expected, abs=1e-5)

@@ -1,0 +1,38 @@
+"""Scoring a video's features through the live window, as the live service does, without the service."""
+
+import pytest
+import torch
+
+from model import RefineVAD, RefineVADConfig
+from model.scoring import live_window_scores
+
+
+def _window_by_window(model: RefineVAD, x: torch.Tensor, window: int) -> torch.Tensor:
+    """The definition, one window per snippet: snippet t's score is at position -2 of the window ending at
+    t + 1; the last snippet's at position -1 of the window ending at itself."""
+    t_total = x.shape[0]
+    scores = []
+    for t in range(t_total):
+        end = min(t + 2, t_total)
+        out = model(x[max(0, end - window) : end].unsqueeze(0)).scores[0]
+        scores.append(out[-2] if end == t + 2 else out[-1])
+    return torch.stack(scores)
+
+
+@pytest.mark.parametrize(("t_total", "window"), [(1, 4), (2, 4), (4, 4), (11, 4), (6, 32)])
+def test_live_window_scores_follow_the_definition(small_config: RefineVADConfig, t_total, window) -> None:
+    torch.manual_seed(0)
+    model = RefineVAD(small_config).eval()
+    x = torch.randn(t_total, 32)
+    with torch.no_grad():
+        expected = _window_by_window(model, x, window)
+    for batch in (1, 3, 256):  # full windows batched any way give the same scores
+        scores, weights = live_window_scores(model, x, window, batch=batch)
+        assert scores.shape == (t_total,) and weights.shape == (t_total, 3)
+        assert torch.allclose(scores, expected, atol=1e-5)
+        assert torch.allclose(weights.sum(-1), torch.ones(t_total), atol=1e-5)
+
+
+def test_live_window_scores_refuse_a_window_under_two(small_config: RefineVADConfig) -> None:
+    with pytest.raises(ValueError, match="at least 2"):
+        live_window_scores(RefineVAD(small_config).eval(), torch.randn(5, 32), 1)
