@@ -67,4 +67,5 @@ class RefineVADEnsemble(nn.Module):
             torch.stack(embeddings).mean(0),
         )
 
+
 HeadModel = RefineVAD | RefineVADEnsemble

@@ -43,7 +43,7 @@ from model.backbones.identity import BackboneIdentity
 from model.backbones.registry import BackboneName
 from model.checkpoint import LoadedCheckpoint, load_checkpoint
 from model.config import RefineVADConfig
-from model.ensemble import HeadModel
+from model.ensemble import HeadModel, RefineVADEnsemble
 from model.events import Event, EventPolicy, detect_events
 from model.refinevad import RefineVAD
 from model.scene_familiarity import SceneCheck, SceneFamiliarity
@@ -180,6 +180,9 @@ class ModelInfo(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
     scene_threshold: float | None = Field(
         None, description="scene-familiarity threshold of the checkpoint; None = not calibrated or check off"
+    )
+    ensemble_members: int = Field(
+        1, description="heads averaged (a seed ensemble, model.ensemble); 1 = a single head"
     )
 
 
@@ -414,6 +417,7 @@ class AnalysisEngine:
                 backbone=loaded.backbone,
                 config=head_config.model_dump(mode="json"),
                 metrics=dict(loaded.metadata.get("metrics", {})),
+                ensemble_members=len(head.members) if isinstance(head, RefineVADEnsemble) else 1,
             )
             if not loaded.trained:
                 log.warning(UNTRAINED_WARNING)

@@ -10,6 +10,7 @@ import pytest
 from model.backbones.registry import BackboneConfig, config_for_identity, load_backbone
 from model.checkpoint import load_checkpoint
 from model.data.ped2 import Ped2Dataset
+from model.ensemble import RefineVADEnsemble
 from model.inference import DEFAULT_CHECKPOINT, SHIPPED_CHECKPOINTS, AnalysisEngine, EngineConfig
 from tests.shared_data import PED2_ROOT
 
@@ -28,9 +29,12 @@ def test_default_checkpoint_loads_and_matches_the_two_stream_backbone() -> None:
     )
     assert loaded.config.category_names == ["Biking", "Skateboarding", "Vehicle"]
     assert loaded.config.input_norm == "standardize"
-    assert float(loaded.model.input_norm.std.min()) > 0
-    # Small enough to live in the package.
-    assert DEFAULT_CHECKPOINT.stat().st_size < 10 * 2**20
+    # A seed ensemble of five heads of the shipped config (stage 7 in the model card), each standardising its input.
+    assert isinstance(loaded.model, RefineVADEnsemble) and len(loaded.model.members) == 5
+    assert loaded.metadata["ensemble"]["seeds"] == [42, 43, 44, 45, 46]
+    assert all(float(m.input_norm.std.min()) > 0 for m in loaded.model.members)
+    # Small enough to live in the package: five heads of about 8 MB each (fp16 matrices).
+    assert DEFAULT_CHECKPOINT.stat().st_size < 48 * 2**20
     assert "ped2_test" in loaded.metadata.get("metrics", {})
 
 

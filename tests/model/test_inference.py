@@ -111,7 +111,9 @@ def test_exported_head_backends_give_the_same_analysis(
     head = RefineVAD(config) if members == 1 else RefineVADEnsemble(config, members)
     path = save_checkpoint(tmp_path / "head.pt", head, identity, {"trained": True})
     video = encode_ped2_clip(tmp_path / "clip.mp4", max_frames=80)
-    eager = AnalysisEngine.from_config(EngineConfig(checkpoint=path, device="cpu")).analyze(video)
+    eager_engine = AnalysisEngine.from_config(EngineConfig(checkpoint=path, device="cpu"))
+    assert eager_engine.identity.ensemble_members == members
+    eager = eager_engine.analyze(video)
     exported = AnalysisEngine.from_config(
         EngineConfig(checkpoint=path, device="cpu", head_backend=backend, export_cache_dir=tmp_path / "cache")
     ).analyze(video)
