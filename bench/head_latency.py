@@ -198,13 +198,48 @@ def motar_cost(device: torch.device, rounds: int) -> dict[str, object]:
     return result
 
 
+def ensemble_table(device: torch.device, rounds: int, iter_scale: float) -> list[dict[str, object]]:
+    """The shipped default (a seed ensemble) against one of its members, eager, on live-window shapes: what
+    averaging five heads costs per scheduler cycle (one window per stream, T = 32)."""
+    from model.checkpoint import load_checkpoint
+    from model.ensemble import RefineVADEnsemble
+    from model.inference import DEFAULT_CHECKPOINT
+
+    loaded = load_checkpoint(DEFAULT_CHECKPOINT, map_location=device)
+    if not isinstance(loaded.model, RefineVADEnsemble):
+        return []
+    ensemble, member = loaded.model, loaded.model.members[0]
+    rows = []
+    for streams, iters in ((1, 40), (16, 10)):
+        x = torch.randn(streams, 32, loaded.config.feature_dim, device=device)
+        with torch.inference_mode():
+            ms = time_round_robin(
+                {"member": lambda x=x: member(x), "ensemble": lambda x=x: ensemble(x)},
+                device,
+                rounds,
+                max(1, round(iters * iter_scale)),
+            )
+        rows.append(
+            {
+                "shape": f"[{streams},32,{loaded.config.feature_dim}]",
+                "members": len(ensemble.members),
+                "member_ms": ms["member"],
+                "ensemble_ms": ms["ensemble"],
+                "ensemble_vs_member": ms["ensemble"] / ms["member"],
+            }
+        )
+    return rows
+
+
 def _captured(module: torch.nn.Module, x: Tensor) -> Callable[[], None]:
     """`module(x)` captured as a CUDA graph; returns its replay."""
     graph, _ = capture_cuda_graph(lambda: module(x), x.device)
     return graph.replay
 
 
-def print_report(device: torch.device, heads: list, shifts: list, motar: dict) -> None:
+def print_report(
+    device: torch.device, heads: list, shifts: list, motar: dict, ensemble: list | None = None
+) -> None:
     print(f"\nHead latency on {device_name(device)} (torch threads {torch.get_num_threads()}), ms per call")
     print(f"{'shape':<20}{'backend':<13}{'ms':>10}{'x eager time':>15}")
     for row in heads:
@@ -239,6 +274,11 @@ def print_report(device: torch.device, heads: list, shifts: list, motar: dict) -
     )
     if "ms_64x32x768_cuda_graph" in motar:
         print(f"  MoTAR as a CUDA-graph replay: {motar['ms_64x32x768_cuda_graph']:.3f} ms")
+    for row in ensemble or []:
+        print(
+            f"\nShipped seed ensemble ({row['members']} heads) {row['shape']}: {row['ensemble_ms']:.2f} ms against "
+            f"{row['member_ms']:.2f} ms for one member ({row['ensemble_vs_member']:.1f}x)"
+        )
 
 
 def device_name(device: torch.device) -> str:
@@ -273,6 +313,7 @@ def run(
         "heads": heads,
         "shift": shift_table(device, rounds),
         "motar": motar_cost(device, rounds),
+        "ensemble": ensemble_table(device, rounds, iter_scale),
     }
 
 
@@ -288,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     device = torch.device(args.device)
     report = run(device, args.rounds, args.threads)
-    print_report(device, report["heads"], report["shift"], report["motar"])
+    print_report(device, report["heads"], report["shift"], report["motar"], report["ensemble"])
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
