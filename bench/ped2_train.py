@@ -16,8 +16,8 @@ Three steps (see bench/ped2_reproduce.sh for the exact commands that produced mo
 - `ensemble`: `test` for every seed, then seed ensembles (`model.ensemble`) of consecutive groups of `--members`
   seeds (42-46, 47-51, ... for 25 seeds and 5 members), each evaluated like a single run; mean and spread over
   the groups, next to the singles'.
-- `ship`: copy one run's best checkpoint (the seed named in advance, not the best test seed) to the package's
-  default-model path, with the test metrics of all seeds recorded in its metadata.
+- `ship`: copy one run's checkpoint (the seed, or of an `ensemble` report the seed group, named in advance, not
+  the best on test) to the package's default-model path, with the test metrics of all runs in its metadata.
 
 Config files (`model/weights/ped2_*.json`): {"description": str, "model": RefineVADConfig fields,
 "train": TrainConfig fields}. Runs use one torch thread each and `--jobs` processes.
@@ -183,10 +183,13 @@ def cv_metrics(held_out: list[dict[str, Any]], spliced: list[dict[str, Any]], to
 
 def ensemble_average(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Entries (one list per seed, same clips in the same order) with their snippet scores averaged over the
-    seeds: what `RefineVADEnsemble` scores, offline and live alike (its score is its members' mean)."""
+    seeds: what `RefineVADEnsemble` scores, offline and live alike (its score is its members' mean). Raises
+    `ValueError` if the seeds' entries are not the same clips (names, or labels of spliced pairs) in order."""
     averaged = []
     for entries in zip(*runs, strict=True):
         first = entries[0]
+        if any(e.get("name") != first.get("name") or e.get("labels") != first.get("labels") for e in entries):
+            raise ValueError("the seeds' held-out entries are not the same clips in the same order")
         averaged.append(
             first
             | {
@@ -309,8 +312,9 @@ def run_test(args: argparse.Namespace) -> dict[str, Any]:
 def run_ensemble_test(args: argparse.Namespace) -> dict[str, Any]:
     """Seed ensembles of `args.members` consecutive seeds each, evaluated on the test split like single runs."""
     seeds = [int(s) for s in args.seeds.split(",")]
-    if len(seeds) % args.members:
-        raise SystemExit(f"{len(seeds)} seeds do not split into groups of {args.members}")
+    if args.members < 2 or len(seeds) % args.members:
+        raise SystemExit(f"{len(seeds)} seeds do not split into groups of {args.members} (at least 2 each)")
+    description = Ped2RunConfig.load(args.config).description
     singles = run_test(args)
     by_seed = {r["seed"]: r for r in singles["runs"]}
     test_store = FeatureStore.open(args.test_features)
@@ -321,7 +325,11 @@ def run_ensemble_test(args: argparse.Namespace) -> dict[str, Any]:
         path = combine_checkpoints(
             [by_seed[s]["checkpoint"] for s in group],
             args.out / f"ensemble_{group[0]}-{group[-1]}.pt",
-            {"ped2_config": Path(args.config).name},
+            {
+                "ped2_config": Path(args.config).name,
+                "description": f"Seed ensemble of {len(group)} heads (seeds {group[0]}-{group[-1]}, snippet "
+                f"probabilities averaged), each: {description}",
+            },
         )
         metrics = evaluate_store(path, test_store, labels, device="cpu")
         runs.append(
@@ -361,8 +369,10 @@ def run_ablation_ladder(args: argparse.Namespace) -> dict[str, Any]:
         config_path = out / "config.json"
         config_path.write_text(derived.model_dump_json(indent=1))
         report_path = out / "report.json"
-        if report_path.is_file():  # resumable: a finished variant is reused
-            report = json.loads(report_path.read_text())
+        previous = json.loads(report_path.read_text()) if report_path.is_file() else None
+        # Resumable: a finished variant is reused if it was run the same way (single heads or ensembles).
+        if previous is not None and previous.get("members", 1) == args.members:
+            report = previous
         else:
             variant_args = argparse.Namespace(**(vars(args) | {"config": config_path, "out": out}))
             # With --members > 1 every row is seed ensembles, as the shipped model is.
@@ -450,7 +460,12 @@ def main(argv: list[str] | None = None) -> int:
                 "--members", type=int, default=1, help="> 1: each row is seed ensembles of this many seeds"
             )
     p = sub.add_parser("ship")
-    p.add_argument("--report", type=Path, required=True, help="report.json of a `test` run")
+    p.add_argument(
+        "--report",
+        type=Path,
+        required=True,
+        help="report.json of a `test` or `ensemble` run (or of one `ablate` variant)",
+    )
     p.add_argument(
         "--seed", type=int, default=42, help="the run to ship, named in advance (an ensemble: its first seed)"
     )

@@ -4,8 +4,9 @@ A checkpoint carries the full model config (category names and feature dim inclu
 backbone whose features it was trained on, and metadata (trained or not, seed, metrics, training config). It is
 a plain dict of tensors, strings and numbers, loaded with `weights_only=True` (no pickled code runs).
 
-A seed ensemble (`model.ensemble`) is one checkpoint too: its payload's `members` says how many heads its state dict
-holds (`members.0.*`, `members.1.*`, ...); `combine_checkpoints` builds one from trained members.
+A seed ensemble (`model.ensemble`) is one checkpoint too, of format `refinevad-checkpoint/2`: its payload's
+`members` says how many heads its state dict holds (`members.0.*`, `members.1.*`, ...); `combine_checkpoints`
+builds one from trained members.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ from model.ensemble import HeadModel, RefineVADEnsemble
 from model.refinevad import RefineVAD
 
 FORMAT = "refinevad-checkpoint/1"
+# A seed ensemble gets its own tag: code that knows only single heads refuses it by name instead of failing on
+# hundreds of unexpected `members.N.*` weights.
+ENSEMBLE_FORMAT = "refinevad-checkpoint/2"
+FORMATS = (FORMAT, ENSEMBLE_FORMAT)
 
 
 @dataclass
@@ -69,6 +74,7 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     if isinstance(model, RefineVADEnsemble):
+        payload["format"] = ENSEMBLE_FORMAT
         payload["members"] = len(model.members)
     if extra_state:
         payload["extra_state"] = extra_state
@@ -94,8 +100,8 @@ def load_checkpoint_payload(path: str | os.PathLike[str], map_location: str | to
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or foreign files
         raise ValueError(f"{path} is not a readable RefineVAD checkpoint: {exc}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a RefineVAD checkpoint (expected format {FORMAT})")
+    if not isinstance(payload, dict) or payload.get("format") not in FORMATS:
+        raise ValueError(f"{path} is not a RefineVAD checkpoint (expected format {' or '.join(FORMATS)})")
     return payload
 
 
@@ -136,9 +142,11 @@ def combine_checkpoints(
 
     Members must share the model config (seed aside, the training config is not compared) and the backbone
     identity. The ensemble's metadata is the first member's (its scene calibration included: every member was
-    fitted on the same training features) with `seed` replaced by `ensemble` (the members' seeds, SHA-256 and
-    metrics), then `metadata` merged in. Raises `ValueError` for fewer than 2 paths, an ensemble or untrained
-    member, or members that differ in config or backbone; as `load_checkpoint_payload` for unreadable files.
+    fitted on the same training features) less what belongs to one run (`seed`, `metrics`, `epoch`, the training
+    config's `seed`), plus `ensemble` (the members' seeds, SHA-256 and metrics), then `metadata` merged in (a
+    `description` of the ensemble, for instance). Raises `ValueError` for fewer than 2 paths, an ensemble or
+    untrained member, or members that differ in config or backbone; as `load_checkpoint_payload` for unreadable
+    files.
     """
     if len(paths) < 2:
         raise ValueError(f"an ensemble needs at least 2 checkpoints, got {len(paths)}")
@@ -170,7 +178,7 @@ def combine_checkpoints(
         "member_metrics": [p["metadata"].get("metrics", {}) for p in payloads],
     }
     payload = {
-        "format": FORMAT,
+        "format": ENSEMBLE_FORMAT,
         "config": first["config"],
         "backbone": first["backbone"],
         "metadata": merged | dict(metadata or {}),

@@ -49,11 +49,14 @@ def live_window_scores(
     window ending at snippet t + 1 gives snippet t its final score (position -2: one snippet of look-ahead) and the
     category weights of that message. The last snippet only ever gets a provisional score (position -1 of the
     window ending at it). Returns scores [T] and category weights [T, C]. Full windows run as one batch (`batch`
-    at a time); only the start-up windows, shorter than `window`, run one by one. Raises `ValueError` for a
-    window under 2 snippets.
+    at a time); only the start-up windows, shorter than `window`, run one by one. `model` may also be an exported
+    head (`ExportedHead`): anything called as a head is. Raises `ValueError` for a window under 2 snippets or a
+    video of none.
     """
     if window < 2:
         raise ValueError(f"the live window holds at least 2 snippets, got {window}")
+    if features.shape[0] == 0:
+        raise ValueError("no snippets to score")
     t_total = features.shape[0]
     # The window ending at the last snippet: its provisional score is that snippet's last word.
     last = model(features[max(0, t_total - window) :].unsqueeze(0))

@@ -199,7 +199,7 @@ class LiveScheduler:
     def _close_events_without_source(self, states: list[tuple[LiveStream, StreamState]]) -> None:
         """Streams whose reader stalled, lost its source or stopped: no scores are coming to close their events.
 
-        `states` is what `_publish_states` just published for each stream.
+        `states`: every stream's state as `_publish_states` just read it (and published, where it changed).
         """
         for stream, state in states:
             reason = _ENDED_BY_STATE.get(state)

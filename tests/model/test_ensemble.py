@@ -5,7 +5,14 @@ import torch
 
 from model import RefineVAD, RefineVADConfig
 from model.backbones.identity import BackboneIdentity
-from model.checkpoint import combine_checkpoints, load_checkpoint, save_checkpoint
+from model.checkpoint import (
+    ENSEMBLE_FORMAT,
+    FORMAT,
+    combine_checkpoints,
+    load_checkpoint,
+    load_checkpoint_payload,
+    save_checkpoint,
+)
 from model.ensemble import RefineVADEnsemble
 
 BACKBONE = BackboneIdentity(name="motion", architecture="flow-hog", weights="v1", dim=32)
@@ -78,6 +85,9 @@ def test_combined_checkpoints_load_as_the_members_ensemble(tmp_path, small_confi
         for seed, member in zip((42, 43, 44), members, strict=True)
     ]
     out = combine_checkpoints(paths, tmp_path / "ensemble.pt", {"description": "three seeds"})
+    # Its own format tag: code that knows only single heads refuses it by name.
+    assert load_checkpoint_payload(paths[0])["format"] == FORMAT
+    assert load_checkpoint_payload(out)["format"] == ENSEMBLE_FORMAT
     loaded = load_checkpoint(out)
     assert isinstance(loaded.model, RefineVADEnsemble) and len(loaded.model.members) == 3
     assert loaded.trained and loaded.config == small_config and loaded.backbone == BACKBONE

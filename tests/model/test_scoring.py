@@ -33,6 +33,10 @@ def test_live_window_scores_follow_the_definition(small_config: RefineVADConfig,
         assert torch.allclose(weights.sum(-1), torch.ones(t_total), atol=1e-5)
 
 
-def test_live_window_scores_refuse_a_window_under_two(small_config: RefineVADConfig) -> None:
+def test_live_window_scores_refuse_a_window_under_two_and_an_empty_video(
+    small_config: RefineVADConfig,
+) -> None:
     with pytest.raises(ValueError, match="at least 2"):
         live_window_scores(RefineVAD(small_config).eval(), torch.randn(5, 32), 1)
+    with pytest.raises(ValueError, match="no snippets"):
+        live_window_scores(RefineVAD(small_config).eval(), torch.randn(0, 32), 4)
