@@ -227,24 +227,23 @@ def run_cv(args: argparse.Namespace) -> dict[str, Any]:
     with ProcessPoolExecutor(args.jobs) as pool:
         results = list(pool.map(_cv_job, jobs))
     divisor = Ped2RunConfig.load(args.config).build(features, seeds[0])[0].topk_divisor
-    per_seed = []
-    for seed in seeds:
-        mine = [r for r in results if r["seed"] == seed]
-        per_seed.append(
-            {
-                "seed": seed,
-                **cv_metrics(
-                    [s for r in mine for s in r["held_out"]], [s for r in mine for s in r["spliced"]], divisor
-                ),
-                "best_epochs": [r["best_epoch"] for r in mine],
-            }
-        )
-    # The seed ensemble: per fold, the seeds' scores of the same clips averaged (pool.map keeps job order).
+    # Each seed's runs in fold order (pool.map keeps job order).
     by_seed = {seed: [r for r in results if r["seed"] == seed] for seed in seeds}
+    per_seed = [
+        {
+            "seed": seed,
+            **cv_metrics(
+                [s for r in runs for s in r["held_out"]], [s for r in runs for s in r["spliced"]], divisor
+            ),
+            "best_epochs": [r["best_epoch"] for r in runs],
+        }
+        for seed, runs in by_seed.items()
+    ]
+    # The seed ensemble: per fold, the seeds' scores of the same clips averaged.
     folds = range(len(held))
     ensemble = cv_metrics(
-        [s for i in folds for s in ensemble_average([by_seed[seed][i]["held_out"] for seed in seeds])],
-        [s for i in folds for s in ensemble_average([by_seed[seed][i]["spliced"] for seed in seeds])],
+        [s for i in folds for s in ensemble_average([runs[i]["held_out"] for runs in by_seed.values()])],
+        [s for i in folds for s in ensemble_average([runs[i]["spliced"] for runs in by_seed.values()])],
         divisor,
     )
     keys = [k for k in per_seed[0] if k not in ("seed", "best_epochs")]

@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from model.checkpoint import combine_checkpoints, load_checkpoint
+from model.checkpoint import combine_checkpoints, file_sha256, load_checkpoint_payload
 
 
 def run(args: argparse.Namespace) -> int:
@@ -19,12 +19,13 @@ def run(args: argparse.Namespace) -> int:
         out = combine_checkpoints(args.checkpoints, args.out)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"refinevad ensemble: {exc}") from exc
-    loaded = load_checkpoint(out)
+    # Read back as written (no models built: `load_checkpoint` does that where the ensemble is used).
+    ensemble = load_checkpoint_payload(out)["metadata"]["ensemble"]
     summary = {
         "checkpoint": str(out),
-        "sha256": loaded.sha256,
-        "members": loaded.metadata["ensemble"]["members"],
-        "seeds": loaded.metadata["ensemble"]["seeds"],
+        "sha256": file_sha256(out),
+        "members": ensemble["members"],
+        "seeds": ensemble["seeds"],
     }
     print(json.dumps(summary, indent=1))
     return 0

@@ -22,8 +22,9 @@ covariance of a classifier's features):
 
 The threshold is fitted on the training clips alone (`fit_scene_familiarity`): each clip's full trailing-window
 medians (the whole clip when shorter than the window) are measured with mu and sigma of the *other* clips
-(leave one clip out, so a training clip is as new as a test clip from the same camera), and the threshold is `margin` (10) times the largest of them. The margin is an
-order of magnitude because the check is for another camera, not for an unusual moment of the same one.
+(leave one clip out, so a training clip is as new as a test clip from the same camera), and the threshold is
+`margin` (10) times the largest of them. The margin is an order of magnitude because the check is for another
+camera, not for an unusual moment of the same one.
 """
 
 from __future__ import annotations
