@@ -36,6 +36,13 @@ class LossConfig(BaseModel):
     known_normal_rough: bool = Field(
         False, description="apply the known-normal BCE to CORE's rough logits too (they weight its pooling)"
     )
+    lambda_live: float = Field(
+        0.0,
+        ge=0,
+        description="weight of the live-window consistency term (`live_consistency_loss`): each step, the "
+        "snippets of a random prefix of the batch, scored from the prefix alone as the live window scores a "
+        "stream's first snippets, are drawn towards their scores from the whole clip; 0 = off",
+    )
 
 
 def topk_mean(scores: Tensor, divisor: int = 16) -> Tensor:
@@ -79,6 +86,21 @@ def known_normal_loss(logits: Tensor, known_normal: Tensor) -> Tensor:
         return logits.new_zeros(())
     picked = logits[known_normal]
     return F.binary_cross_entropy_with_logits(picked, torch.zeros_like(picked))
+
+
+def live_consistency_loss(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    """Mean binary KL divergence KL(p_teacher || p_student) over snippets; zero where the two agree.
+
+    student_logits [B, L]: snippet logits of a clip prefix scored from the prefix alone (what the live window
+    gives a stream's first snippets); teacher_logits [B, L]: the same snippets' logits from the whole clip
+    (offline), treated as fixed targets (detach them). Uses no label. Self-distillation in the sense of Hinton
+    et al. 2015 ("Distilling the Knowledge in a Neural Network"), from a model's full context to its own causal
+    windows.
+    """
+    target = torch.sigmoid(teacher_logits)
+    cross_entropy = F.binary_cross_entropy_with_logits(student_logits, target, reduction="none")
+    entropy = F.binary_cross_entropy_with_logits(teacher_logits, target, reduction="none")
+    return (cross_entropy - entropy).mean()
 
 
 def _normal_logpdf(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:

@@ -49,7 +49,7 @@ from model.data.datasets import (
     split_train_validation,
 )
 from model.evaluation.splice import score_spliced
-from model.losses import LossConfig, topk_mean, total_loss
+from model.losses import LossConfig, live_consistency_loss, topk_mean, total_loss
 from model.refinevad import FeatureStandardizer, RefineVAD
 from model.scene_familiarity import DEFAULT_MARGIN, fit_scene_familiarity
 from model.scene_familiarity import METADATA_KEY as SCENE_KEY
@@ -208,6 +208,30 @@ class ValidationSet:
         return metrics
 
 
+def live_window_consistency(
+    model: RefineVAD, features: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """The live-window consistency term (`LossConfig.lambda_live`) for one batch of features [B, T, D], T >= 3.
+
+    A prefix length L is drawn uniformly from 2 .. T - 1 with `generator`. The first L - 1 snippets are scored
+    twice, both in evaluation mode (no dropout, BatchNorm's running statistics) and without the training-time
+    category prototype: from the prefix alone, as the live window scores a stream's first snippets (each at the
+    position before the newest: `model.scoring.live_window_scores`), and from the whole clip without gradient, as
+    offline analysis scores them. A head that scores each snippet alone (base MLP+MIL) gets exactly zero.
+    Returns `live_consistency_loss` of the two (a scalar); the model's training mode is restored.
+    """
+    length = int(torch.randint(2, features.shape[1], (), generator=generator))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            teacher = model(features).logits[:, : length - 1]
+        student = model(features[:, :length]).logits[:, : length - 1]
+    finally:
+        model.train(was_training)
+    return live_consistency_loss(student, teacher)
+
+
 def _improved(metrics: dict[str, float], best: dict[str, float] | None, min_delta: float) -> bool:
     if best is None:
         return True
@@ -225,8 +249,12 @@ def _config_fingerprint(train: TrainConfig, model: RefineVADConfig) -> dict[str,
     excluded = {"device", "cache_bytes", "threads", "scene_margin"} | (
         {"swa_epochs"} if train.swa_epochs is None else set()
     )
+    # loss.lambda_live only when set, for the same reason.
+    exclude: dict[str, Any] = dict.fromkeys(excluded, True)
+    if train.loss.lambda_live == 0:
+        exclude["loss"] = {"lambda_live"}
     return {
-        "train": train.model_dump(mode="json", exclude=excluded),
+        "train": train.model_dump(mode="json", exclude=exclude),
         "model": model.model_dump(mode="json"),
     }
 
@@ -317,6 +345,8 @@ def train(
 
     _seed_everything(config.seed)
     model = RefineVAD(model_config).to(device)
+    # Its own generator, so the live-window term leaves the other random draws of a seeded run as they were.
+    prefix_generator = torch.Generator().manual_seed(config.seed)
     if isinstance(model.input_norm, FeatureStandardizer):
         model.input_norm.fit(*feature_moments(features, train_records))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -343,6 +373,8 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
+        if "prefix_rng" in state:
+            prefix_generator.set_state(state["prefix_rng"])
         if device.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"])
         start_epoch = int(state["epoch"]) + 1
@@ -398,6 +430,11 @@ def train(
                 config.loss,
                 batch.known_normal,
             )
+            if config.loss.lambda_live > 0 and batch.features.shape[1] >= 3:
+                live = live_window_consistency(model, batch.features.to(device), prefix_generator)
+                loss = loss + config.loss.lambda_live * live
+                parts["live"] = live.detach()
+                parts["total"] = loss.detach()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip:
@@ -436,6 +473,7 @@ def train(
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "prefix_rng": prefix_generator.get_state(),
             "epoch": epoch,
             "history": json.dumps(history),
             "best": json.dumps(best),
