@@ -138,3 +138,13 @@ for config in "$CV"/stage8_*.json; do
     "$PY" bench/ped2_train.py cv --config "$config" --train-features "$WORK/features/$CHOSEN/train" \
         --out "$WORK/cv8/$(basename "$config" .json)" --seeds "$SEEDS"
 done
+
+# Stage 8b (protocol fixed before any of its runs, after stage 8's CV: no stage 8 candidate kept the offline
+# floor). Start-up padding of the live window: while a stream's window holds fewer than m snippets, the head sees
+# it left-padded with copies of the stream's first snippet to m snippets (the newest snippet stays last, so the
+# scores read at positions -1 and -2 are the same snippets'; model.scoring.pad_live_window). Candidates m = 4, 8
+# and 12 (12: the length the head is trained at, train_snippets); reference m = 1 (no padding). Scored with
+# stage 7's CV fold models (no retraining): pick the highest seed-ensemble CV splice snippet AUC live, ties within
+# 0.005 to the smaller m; offline scores do not change. If the pick is a candidate it becomes the live service's
+# default (settings.live_min_window), and the test split's offline-vs-live figure is measured afterwards, once.
+"$PY" bench/ped2_train.py live-cv --cv "$WORK/cv7" --min-windows 1,4,8,12 --out "$WORK/cv8b.json"

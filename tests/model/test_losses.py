@@ -106,3 +106,19 @@ def test_known_normal_loss_pushes_only_the_marked_snippets_down():
     assert logits.grad[0, 0] > 0 and logits.grad[1, 2] > 0  # descent lowers them
     assert logits.grad[0, 1] == 0 and logits.grad[0, 2] == 0 and logits.grad[1, 0] == 0
     assert float(known_normal_loss(logits, torch.zeros_like(mask))) == 0.0
+
+
+def test_live_consistency_loss_is_the_binary_kl_to_the_whole_clip_scores():
+    from model.losses import live_consistency_loss
+
+    teacher = torch.tensor([[2.0, -1.0, 0.5]])
+    assert float(live_consistency_loss(teacher.clone(), teacher)) == pytest.approx(0.0, abs=1e-7)
+    student = torch.tensor([[0.0, -1.0, 3.0]], requires_grad=True)
+    loss = live_consistency_loss(student, teacher)
+    p, q = torch.sigmoid(teacher), torch.sigmoid(student.detach())
+    kl = p * torch.log(p / q) + (1 - p) * torch.log((1 - p) / (1 - q))
+    assert float(loss.detach()) == pytest.approx(float(kl.mean()), rel=1e-5)
+    loss.backward()
+    # Descent moves each prefix score towards its whole-clip score and leaves an agreeing one alone.
+    assert student.grad[0, 0] < 0 and student.grad[0, 2] > 0
+    assert float(student.grad[0, 1]) == pytest.approx(0.0, abs=1e-7)

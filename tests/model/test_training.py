@@ -277,3 +277,37 @@ def test_ped2_run_config_swa_checkpoint_rule(tmp_path):
     assert Ped2RunConfig(checkpoint="last").chosen(result) == tmp_path / "last.pt"
     with pytest.raises(ValueError, match=r"no swa\.pt"):
         run.chosen(TrainResult(tmp_path / "best.pt", tmp_path / "last.pt", 3, {}))
+
+
+def test_live_window_consistency_compares_prefix_and_whole_clip_scores(synthetic):
+    from model.training import live_window_consistency
+
+    features, _, _ = synthetic
+    x = torch.stack([torch.from_numpy(features.load(r)[:12]) for r in list(features.records)[:6]])
+    generator = torch.Generator().manual_seed(0)
+    full = RefineVAD(small_model(features)).train()
+    loss = live_window_consistency(full, x, generator)
+    assert full.training  # restored
+    assert float(loss.detach()) > 0
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in full.motar.parameters())
+    # A head that scores each snippet alone sees no difference between a prefix and the whole clip.
+    base = RefineVAD(small_model(features, use_motar=False, injection="none")).train()
+    assert float(live_window_consistency(base, x, generator)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_live_consistency_term_trains_resumes_and_leaves_other_runs_unchanged(synthetic, tmp_path):
+    features, _, _ = synthetic
+    live = small_train(epochs=3, loss=LossConfig(lambda_live=1.0))
+    straight = train(features, tmp_path / "straight", live, small_model(features), progress=False)
+    assert all(h["train_live"] > 0 for h in straight.history)
+    train(features, tmp_path / "resumed", live, small_model(features), progress=False, stop_after_epochs=1)
+    resumed = train(features, tmp_path / "resumed", live, small_model(features), progress=False, resume=True)
+    s1 = load_checkpoint_payload(straight.last_checkpoint)["state_dict"]
+    s2 = load_checkpoint_payload(resumed.last_checkpoint)["state_dict"]
+    assert all(torch.allclose(s1[k], s2[k], atol=1e-6) for k in s1)
+    off = train(features, tmp_path / "off", small_train(epochs=3), small_model(features), progress=False)
+    assert not all(torch.equal(s1[k], load_checkpoint_payload(off.last_checkpoint)["state_dict"][k]) for k in s1)
+    # Runs without the term keep the fingerprint they had before it existed, so they still resume.
+    assert "lambda_live" not in json.dumps(_config_fingerprint(small_train(), small_model(features)))
+    assert "lambda_live" in json.dumps(_config_fingerprint(live, small_model(features)))
