@@ -52,7 +52,7 @@ from model.evaluation.runner import evaluate_store, ped2_frame_labels
 from model.evaluation.splice import splice_metrics, spliced_videos
 from model.losses import topk_mean
 from model.scoring import live_window_scores, score_features
-from model.training import TrainConfig, TrainResult, train
+from model.training import BEST, LAST, SWA, TrainConfig, TrainResult, train
 
 log = logging.getLogger("ped2_train")
 
@@ -125,45 +125,38 @@ def _cv_job(args: tuple[str, str, int, list[str], str]) -> dict[str, Any]:
     model_config, train_config = run.build(features, seed)
     kept = [r.name for r in features.records if r.name not in held_out]
     result = train(features.subset(kept), out_dir, train_config, model_config, progress=False)
-    checkpoint = load_checkpoint(run.chosen(result))
-    scored = []
-    held_records = features.subset(held_out).records
-    for record in held_records:
-        x = torch.from_numpy(features.load(record))
-        scored.append(
-            {
-                "name": record.name,
-                "label": record.label,
-                "snippets": score_features(checkpoint.model, x).scores.tolist(),
-                "live_snippets": live_window_scores(checkpoint.model, x, LIVE_WINDOW)[0].tolist(),
-            }
-        )
+    held_out_scores, spliced = score_held_out(
+        load_checkpoint(run.chosen(result)).model, features, features.subset(held_out).records
+    )
     return {
         "seed": seed,
         "best_epoch": result.best_epoch,
-        "held_out": scored,
-        "spliced": spliced_scores(checkpoint.model, features, held_records),
+        "held_out": held_out_scores,
+        "spliced": spliced,
     }
 
 
-def spliced_scores(
-    model: torch.nn.Module, features: FeatureSet, records: list[VideoRecord]
-) -> list[dict[str, list]]:
-    """Snippet scores (offline and live) and labels of every held-out (normal, anomalous) pair spliced in time
-    (`model.evaluation.splice`): the one CV criterion that sees a head spread an anomaly over its context."""
+def score_held_out(
+    model: torch.nn.Module, features: FeatureSet, records: list[VideoRecord], min_window: int = 1
+) -> tuple[list[dict[str, Any]], list[dict[str, list]]]:
+    """Snippet scores, offline and through the live window (W = 32, start-up windows padded to `min_window`), of
+    the held-out clips and of every held-out (normal, anomalous) pair spliced in time (`model.evaluation.splice`:
+    the one CV criterion that sees a head spread an anomaly over its context)."""
+
+    def scores(x: np.ndarray) -> dict[str, list]:
+        features_t = torch.from_numpy(x)
+        return {
+            "snippets": score_features(model, features_t).scores.tolist(),
+            "live_snippets": live_window_scores(model, features_t, LIVE_WINDOW, min_window=min_window)[
+                0
+            ].tolist(),
+        }
+
+    held_out = [{"name": r.name, "label": r.label, **scores(features.load(r))} for r in records]
     normal = [features.load(r) for r in records if not r.label]
     anomalous = [features.load(r) for r in records if r.label]
-    spliced = []
-    for x, y in spliced_videos(normal, anomalous):
-        features_t = torch.from_numpy(x)
-        spliced.append(
-            {
-                "snippets": score_features(model, features_t).scores.tolist(),
-                "live_snippets": live_window_scores(model, features_t, LIVE_WINDOW)[0].tolist(),
-                "labels": y.tolist(),
-            }
-        )
-    return spliced
+    spliced = [scores(x) | {"labels": y.tolist()} for x, y in spliced_videos(normal, anomalous)]
+    return held_out, spliced
 
 
 def cv_metrics(held_out: list[dict[str, Any]], spliced: list[dict[str, Any]], topk_divisor: int) -> dict:
@@ -229,6 +222,12 @@ def run_cv(args: argparse.Namespace) -> dict[str, Any]:
     divisor = Ped2RunConfig.load(args.config).build(features, seeds[0])[0].topk_divisor
     # Each seed's runs in fold order (pool.map keeps job order).
     by_seed = {seed: [r for r in results if r["seed"] == seed] for seed in seeds}
+    return {"mode": "cv", "config": str(args.config), "folds": held} | cv_summary(by_seed, divisor)
+
+
+def cv_summary(by_seed: dict[int, list[dict[str, Any]]], divisor: int) -> dict[str, Any]:
+    """Per-seed CV criteria (`runs`), their mean and spread (`summary`) and the seed ensemble's (`ensemble`:
+    per fold, the seeds' scores of the same clips averaged), from each seed's fold results in fold order."""
     per_seed = [
         {
             "seed": seed,
@@ -239,8 +238,7 @@ def run_cv(args: argparse.Namespace) -> dict[str, Any]:
         }
         for seed, runs in by_seed.items()
     ]
-    # The seed ensemble: per fold, the seeds' scores of the same clips averaged.
-    folds = range(len(held))
+    folds = range(len(next(iter(by_seed.values()))))
     ensemble = cv_metrics(
         [s for i in folds for s in ensemble_average([runs[i]["held_out"] for runs in by_seed.values()])],
         [s for i in folds for s in ensemble_average([runs[i]["spliced"] for runs in by_seed.values()])],
@@ -248,12 +246,64 @@ def run_cv(args: argparse.Namespace) -> dict[str, Any]:
     )
     keys = [k for k in per_seed[0] if k not in ("seed", "best_epochs")]
     return {
-        "mode": "cv",
-        "config": str(args.config),
-        "folds": held,
         "runs": per_seed,
         "summary": {k: summarise([r[k] for r in per_seed]) for k in keys},
-        "ensemble": {"seeds": seeds, **ensemble},
+        "ensemble": {"seeds": list(by_seed), **ensemble},
+    }
+
+
+def _live_cv_job(args: tuple[str, str, str, list[str], int, list[int]]) -> dict[int, dict[str, Any]]:
+    config_path, train_store, fold_dir, held_out, best_epoch, min_windows = args
+    torch.set_num_threads(1)
+    features = FeatureSet.from_store(FeatureStore.open(train_store))
+    run = Ped2RunConfig.load(config_path)
+    name = {"best": BEST, "last": LAST, "swa": SWA}[run.checkpoint]
+    model = load_checkpoint(Path(fold_dir) / name).model
+    records = features.subset(held_out).records
+    results = {}
+    for m in min_windows:
+        held, spliced = score_held_out(model, features, records, m)
+        results[m] = {"best_epoch": best_epoch, "held_out": held, "spliced": spliced}
+    return results
+
+
+def run_live_cv(args: argparse.Namespace) -> dict[str, Any]:
+    """The CV criteria of an earlier `cv` run's fold models (no retraining) with each start-up padding of the
+    live window (`--min-windows`; 1 = none). Offline criteria do not depend on it."""
+    cv = json.loads((args.cv / "report.json").read_text())
+    min_windows = [int(m) for m in args.min_windows.split(",")]
+    if any(not 1 <= m <= LIVE_WINDOW for m in min_windows):
+        raise SystemExit(f"--min-windows: each must be within 1 .. {LIVE_WINDOW}")
+    features = FeatureSet.from_store(FeatureStore.open(args.train_features))
+    seeds = [r["seed"] for r in cv["runs"]]
+    jobs = [
+        (
+            cv["config"],
+            str(args.train_features),
+            str(args.cv / f"seed{run['seed']}" / f"fold{i}"),
+            fold,
+            run["best_epochs"][i],
+            min_windows,
+        )
+        for run in cv["runs"]
+        for i, fold in enumerate(cv["folds"])
+    ]
+    with ProcessPoolExecutor(args.jobs) as pool:
+        results = list(pool.map(_live_cv_job, jobs))
+    divisor = Ped2RunConfig.load(cv["config"]).build(features, seeds[0])[0].topk_divisor
+    per_fold = len(cv["folds"])
+    rows = {}
+    for m in min_windows:
+        by_seed = {
+            seed: [r[m] for r in results[i * per_fold : (i + 1) * per_fold]] for i, seed in enumerate(seeds)
+        }
+        rows[str(m)] = cv_summary(by_seed, divisor)
+    return {
+        "mode": "live-cv",
+        "cv": str(args.cv),
+        "config": cv["config"],
+        "folds": cv["folds"],
+        "min_windows": rows,
     }
 
 
@@ -458,6 +508,14 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument(
                 "--members", type=int, default=1, help="> 1: each row is seed ensembles of this many seeds"
             )
+    p = sub.add_parser(
+        "live-cv", help="a cv run's fold models rescored with start-up paddings of the live window"
+    )
+    p.add_argument("--cv", type=Path, required=True, help="the output folder of a `cv` run (its fold models)")
+    p.add_argument("--train-features", type=Path, required=True, help="the cv run's Ped2 train FeatureStore")
+    p.add_argument("--min-windows", default="1,4,8,12", help="start-up paddings to compare (1 = none)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--jobs", type=int, default=2, help="parallel processes")
     p = sub.add_parser("ship")
     p.add_argument(
         "--report",
@@ -483,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
             "test": run_test,
             "ablate": run_ablation_ladder,
             "ensemble": run_ensemble_test,
+            "live-cv": run_live_cv,
         }
         report = runners[args.mode](args)
         (args.out / "report.json").write_text(json.dumps(report, indent=1))

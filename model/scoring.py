@@ -39,9 +39,20 @@ def score_features(
     return VideoScores(torch.cat(scores), torch.stack(weights).mean(0), torch.stack(probs).mean(0))
 
 
+def pad_live_window(windows: torch.Tensor, min_window: int) -> torch.Tensor:
+    """Start-up padding of live windows: windows [B, n, D] that hold fewer than `min_window` snippets (a stream's
+    first ones) are left-padded with copies of their first snippet to [B, min_window, D]; longer ones are returned
+    as they are. The newest snippet stays last, so the scores read at positions -1 and -2 belong to the same
+    snippets. Only valid for start-up windows, which begin at the stream's first snippet."""
+    missing = min_window - windows.shape[1]
+    if missing <= 0:
+        return windows
+    return torch.cat([windows[:, :1].expand(-1, missing, -1), windows], dim=1)
+
+
 @torch.no_grad()
 def live_window_scores(
-    model: HeadModel, features: torch.Tensor, window: int, batch: int = 256
+    model: HeadModel, features: torch.Tensor, window: int, batch: int = 256, min_window: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The final score and category distribution each snippet gets from the live service, from features [T, D].
 
@@ -49,21 +60,26 @@ def live_window_scores(
     window ending at snippet t + 1 gives snippet t its final score (position -2: one snippet of look-ahead) and the
     category weights of that message. The last snippet only ever gets a provisional score (position -1 of the
     window ending at it). Returns scores [T] and category weights [T, C]. Full windows run as one batch (`batch`
-    at a time); only the start-up windows, shorter than `window`, run one by one. `model` may also be an exported
-    head (`ExportedHead`): anything called as a head is. Raises `ValueError` for a window under 2 snippets or a
-    video of none.
+    at a time); only the start-up windows, shorter than `window`, run one by one, each left-padded to `min_window`
+    snippets (`pad_live_window`; 1, the default, pads nothing, as the live service does: padding was tried in
+    stage 8b of the default model's card and not picked). `model` may also be an exported head
+    (`ExportedHead`): anything called as a head is. Raises `ValueError` for a window under 2 snippets, a
+    `min_window` outside 1 .. window, or a video of none.
     """
     if window < 2:
         raise ValueError(f"the live window holds at least 2 snippets, got {window}")
+    if not 1 <= min_window <= window:
+        raise ValueError(f"min_window must be within 1 .. {window} (the window), got {min_window}")
     if features.shape[0] == 0:
         raise ValueError("no snippets to score")
     t_total = features.shape[0]
     # The window ending at the last snippet: its provisional score is that snippet's last word.
-    last = model(features[max(0, t_total - window) :].unsqueeze(0))
+    start = max(0, t_total - window)
+    last = model(pad_live_window(features[start:].unsqueeze(0), min_window))  # a no-op once full
     score_rows, weight_rows = [], []
     # Windows ending (exclusive) at 2 .. T give snippets 0 .. T - 2 their final scores, at position -2.
     for end in range(2, min(window, t_total + 1)):
-        out = model(features[:end].unsqueeze(0))
+        out = model(pad_live_window(features[:end].unsqueeze(0), min_window))
         score_rows.append(out.scores[:, -2])
         weight_rows.append(out.category_weights)
     if t_total >= window:

@@ -40,3 +40,33 @@ def test_live_window_scores_refuse_a_window_under_two_and_an_empty_video(
         live_window_scores(RefineVAD(small_config).eval(), torch.randn(5, 32), 1)
     with pytest.raises(ValueError, match="no snippets"):
         live_window_scores(RefineVAD(small_config).eval(), torch.randn(0, 32), 4)
+
+
+def test_start_up_windows_are_padded_with_the_first_snippet(small_config: RefineVADConfig) -> None:
+    from model.scoring import pad_live_window
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32)
+    padded = pad_live_window(x, 5)
+    assert padded.shape == (2, 5, 32)
+    assert (
+        torch.equal(padded[:, 2:], x)
+        and torch.equal(padded[:, 0], x[:, 0])
+        and torch.equal(padded[:, 1], x[:, 0])
+    )
+    assert pad_live_window(x, 3) is x and pad_live_window(x, 1) is x
+    # Through the live window: start-up windows padded to min_window, full ones as they were.
+    model = RefineVAD(small_config).eval()
+    video = torch.randn(9, 32)
+    scores, _ = live_window_scores(model, video, 4, min_window=4)
+    with torch.no_grad():
+        first = model(pad_live_window(video[:2].unsqueeze(0), 4)).scores[0, -2]
+        later = model(video[4:8].unsqueeze(0)).scores[0, -2]
+    assert float(scores[0]) == pytest.approx(float(first), abs=1e-6)
+    assert float(scores[6]) == pytest.approx(float(later), abs=1e-6)
+    unpadded, _ = live_window_scores(model, video, 4)
+    assert torch.allclose(scores[3:], unpadded[3:], atol=1e-6) and not torch.allclose(
+        scores[:2], unpadded[:2]
+    )
+    with pytest.raises(ValueError, match="min_window"):
+        live_window_scores(model, video, 4, min_window=5)

@@ -307,7 +307,9 @@ def test_the_live_consistency_term_trains_resumes_and_leaves_other_runs_unchange
     s2 = load_checkpoint_payload(resumed.last_checkpoint)["state_dict"]
     assert all(torch.allclose(s1[k], s2[k], atol=1e-6) for k in s1)
     off = train(features, tmp_path / "off", small_train(epochs=3), small_model(features), progress=False)
-    assert not all(torch.equal(s1[k], load_checkpoint_payload(off.last_checkpoint)["state_dict"][k]) for k in s1)
+    assert not all(
+        torch.equal(s1[k], load_checkpoint_payload(off.last_checkpoint)["state_dict"][k]) for k in s1
+    )
     # Runs without the term keep the fingerprint they had before it existed, so they still resume.
     assert "lambda_live" not in json.dumps(_config_fingerprint(small_train(), small_model(features)))
     assert "lambda_live" in json.dumps(_config_fingerprint(live, small_model(features)))
