@@ -154,3 +154,16 @@ done
     --min-windows 1,4,8,12 --out "$WORK/cv8b"
 # Result: every m within 0.005 of no padding (ensemble live splice snippet AUC 0.9309 / 0.9299 / 0.9302 / 0.9313 for
 # m = 1 / 4 / 8 / 12), so none is picked: the service does not pad, and no stage 8b test figure.
+
+# Stage 8c (protocol fixed before any of its runs, after stage 8b's). Start-up look-ahead: a stream's first
+# snippets are the ones scored from windows of only 2 or 3 snippets, and stage 8b's whole-clip live rows moved
+# where its spliced ones (which start with a normal half) could not. Here, while a stream holds fewer than k
+# snippets its final scores wait; when the k-th snippet arrives, the window of its first k snippets gives
+# snippets 0 .. k - 2 their final scores at once, and from then on as now (position -2). k = 2 is the present
+# service. Candidates k = 3, 4, 6 (final scores of the first snippets late by at most k - 2 snippets, once per
+# stream). Criterion: the seed ensemble's CV weak snippet AUC live (held-out whole clips, whose first snippets are
+# start-up snippets), with stage 7's fold models. Pick: the highest, ties within 0.005 to the smaller k; the
+# ensemble's CV splice snippet AUC live must not fall by more than 0.005. If the pick is a candidate, it becomes
+# the live service's behaviour and the test split's offline-vs-live figure is measured afterwards, once.
+"$PY" bench/ped2_train.py live-cv --cv "$WORK/cv7" --train-features "$WORK/features/$CHOSEN/train" \
+    --lookaheads 2,3,4,6 --out "$WORK/cv8c"
