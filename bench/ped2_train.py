@@ -137,20 +137,23 @@ def _cv_job(args: tuple[str, str, int, list[str], str]) -> dict[str, Any]:
 
 
 def score_held_out(
-    model: torch.nn.Module, features: FeatureSet, records: list[VideoRecord], min_window: int = 1
+    model: torch.nn.Module,
+    features: FeatureSet,
+    records: list[VideoRecord],
+    min_window: int = 1,
+    startup_lookahead: int = 2,
 ) -> tuple[list[dict[str, Any]], list[dict[str, list]]]:
-    """Snippet scores, offline and through the live window (W = 32, start-up windows padded to `min_window`), of
-    the held-out clips and of every held-out (normal, anomalous) pair spliced in time (`model.evaluation.splice`:
-    the one CV criterion that sees a head spread an anomaly over its context)."""
+    """Snippet scores, offline and through the live window (W = 32; start-up windows padded to `min_window`,
+    the first final scores held back until `startup_lookahead` snippets: `live_window_scores`), of the held-out
+    clips and of every held-out (normal, anomalous) pair spliced in time (`model.evaluation.splice`: the one CV
+    criterion that sees a head spread an anomaly over its context)."""
 
     def scores(x: np.ndarray) -> dict[str, list]:
         features_t = torch.from_numpy(x)
-        return {
-            "snippets": score_features(model, features_t).scores.tolist(),
-            "live_snippets": live_window_scores(model, features_t, LIVE_WINDOW, min_window=min_window)[
-                0
-            ].tolist(),
-        }
+        live, _ = live_window_scores(
+            model, features_t, LIVE_WINDOW, min_window=min_window, startup_lookahead=startup_lookahead
+        )
+        return {"snippets": score_features(model, features_t).scores.tolist(), "live_snippets": live.tolist()}
 
     held_out = [{"name": r.name, "label": r.label, **scores(features.load(r))} for r in records]
     normal = [features.load(r) for r in records if not r.label]
@@ -252,8 +255,22 @@ def cv_summary(by_seed: dict[int, list[dict[str, Any]]], divisor: int) -> dict[s
     }
 
 
-def _live_cv_job(args: tuple[str, str, str, list[str], int, list[int]]) -> dict[int, dict[str, Any]]:
-    config_path, train_store, fold_dir, held_out, best_epoch, min_windows = args
+def live_variants(min_windows: str, lookaheads: str) -> list[tuple[int, int]]:
+    """(min_window, startup_lookahead) pairs of `live-cv` from its comma-separated lists: every combination."""
+    pairs = [(int(m), int(k)) for m in min_windows.split(",") for k in lookaheads.split(",")]
+    for m, k in pairs:
+        if not 1 <= m <= LIVE_WINDOW or not 2 <= k <= LIVE_WINDOW:
+            raise SystemExit(
+                f"--min-windows must be within 1 .. {LIVE_WINDOW} and --lookaheads within 2 .. {LIVE_WINDOW}, "
+                f"got {m} and {k}"
+            )
+    return pairs
+
+
+def _live_cv_job(
+    args: tuple[str, str, str, list[str], int, list[tuple[int, int]]],
+) -> dict[tuple[int, int], dict[str, Any]]:
+    config_path, train_store, fold_dir, held_out, best_epoch, variants = args
     torch.set_num_threads(1)
     features = FeatureSet.from_store(FeatureStore.open(train_store))
     run = Ped2RunConfig.load(config_path)
@@ -261,19 +278,18 @@ def _live_cv_job(args: tuple[str, str, str, list[str], int, list[int]]) -> dict[
     model = load_checkpoint(Path(fold_dir) / name).model
     records = features.subset(held_out).records
     results = {}
-    for m in min_windows:
-        held, spliced = score_held_out(model, features, records, m)
-        results[m] = {"best_epoch": best_epoch, "held_out": held, "spliced": spliced}
+    for m, k in variants:
+        held, spliced = score_held_out(model, features, records, m, k)
+        results[m, k] = {"best_epoch": best_epoch, "held_out": held, "spliced": spliced}
     return results
 
 
 def run_live_cv(args: argparse.Namespace) -> dict[str, Any]:
-    """The CV criteria of an earlier `cv` run's fold models (no retraining) with each start-up padding of the
-    live window (`--min-windows`; 1 = none). Offline criteria do not depend on it."""
+    """The CV criteria of an earlier `cv` run's fold models (no retraining) under other live-window start-up
+    rules: every combination of `--min-windows` (start-up padding; 1 = none) and `--lookaheads` (start-up
+    look-ahead; 2 = none). Rows are named `min_window=M,lookahead=K`. Offline criteria do not depend on them."""
     cv = json.loads((args.cv / "report.json").read_text())
-    min_windows = [int(m) for m in args.min_windows.split(",")]
-    if any(not 1 <= m <= LIVE_WINDOW for m in min_windows):
-        raise SystemExit(f"--min-windows: each must be within 1 .. {LIVE_WINDOW}")
+    variants = live_variants(args.min_windows, args.lookaheads)
     features = FeatureSet.from_store(FeatureStore.open(args.train_features))
     seeds = [r["seed"] for r in cv["runs"]]
     jobs = [
@@ -283,7 +299,7 @@ def run_live_cv(args: argparse.Namespace) -> dict[str, Any]:
             str(args.cv / f"seed{run['seed']}" / f"fold{i}"),
             fold,
             run["best_epochs"][i],
-            min_windows,
+            variants,
         )
         for run in cv["runs"]
         for i, fold in enumerate(cv["folds"])
@@ -293,17 +309,18 @@ def run_live_cv(args: argparse.Namespace) -> dict[str, Any]:
     divisor = Ped2RunConfig.load(cv["config"]).build(features, seeds[0])[0].topk_divisor
     per_fold = len(cv["folds"])
     rows = {}
-    for m in min_windows:
+    for variant in variants:
         by_seed = {
-            seed: [r[m] for r in results[i * per_fold : (i + 1) * per_fold]] for i, seed in enumerate(seeds)
+            seed: [r[variant] for r in results[i * per_fold : (i + 1) * per_fold]]
+            for i, seed in enumerate(seeds)
         }
-        rows[str(m)] = cv_summary(by_seed, divisor)
+        rows["min_window={},lookahead={}".format(*variant)] = cv_summary(by_seed, divisor)
     return {
         "mode": "live-cv",
         "cv": str(args.cv),
         "config": cv["config"],
         "folds": cv["folds"],
-        "min_windows": rows,
+        "variants": rows,
     }
 
 
@@ -509,11 +526,12 @@ def main(argv: list[str] | None = None) -> int:
                 "--members", type=int, default=1, help="> 1: each row is seed ensembles of this many seeds"
             )
     p = sub.add_parser(
-        "live-cv", help="a cv run's fold models rescored with start-up paddings of the live window"
+        "live-cv", help="a cv run's fold models rescored with other live-window start-up rules"
     )
     p.add_argument("--cv", type=Path, required=True, help="the output folder of a `cv` run (its fold models)")
     p.add_argument("--train-features", type=Path, required=True, help="the cv run's Ped2 train FeatureStore")
-    p.add_argument("--min-windows", default="1,4,8,12", help="start-up paddings to compare (1 = none)")
+    p.add_argument("--min-windows", default="1", help="start-up paddings to compare (1 = none)")
+    p.add_argument("--lookaheads", default="2", help="start-up look-aheads to compare (2 = none)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--jobs", type=int, default=2, help="parallel processes")
     p = sub.add_parser("ship")

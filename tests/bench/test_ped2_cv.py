@@ -1,5 +1,5 @@
 """Ped2 cross-validation end to end on a small synthetic feature store: `cv` trains the fold models, `live-cv`
-rescores them with start-up paddings of the live window without retraining."""
+rescores them under other live-window start-up rules without retraining."""
 
 from __future__ import annotations
 
@@ -30,16 +30,19 @@ def test_live_cv_rescores_the_cv_fold_models(tmp_path) -> None:
     )
     cv = json.loads((tmp_path / "cv" / "report.json").read_text())
     out = tmp_path / "live"
-    assert (
-        main(["live-cv", "--cv", str(tmp_path / "cv"), "--min-windows", "1,6", "--out", str(out), *common])
-        == 0
-    )
-    report = json.loads((out / "report.json").read_text())
-    unpadded, padded = report["min_windows"]["1"], report["min_windows"]["6"]
+    variants = ["--min-windows", "1,6", "--lookaheads", "2,4"]
+    assert main(["live-cv", "--cv", str(tmp_path / "cv"), *variants, "--out", str(out), *common]) == 0
+    rows = json.loads((out / "report.json").read_text())["variants"]
+    assert set(rows) == {f"min_window={m},lookahead={k}" for m in (1, 6) for k in (2, 4)}
+    unpadded, padded = rows["min_window=1,lookahead=2"], rows["min_window=6,lookahead=2"]
     # No padding reproduces the cv run's figures exactly; offline figures never depend on the padding.
     assert unpadded["ensemble"] == cv["ensemble"] and unpadded["summary"] == cv["summary"]
     assert padded["ensemble"]["splice_snippet_auc"] == cv["ensemble"]["splice_snippet_auc"]
     # Spliced pairs start with their normal clip, whose first snippets are scored from start-up windows.
     assert padded["ensemble"]["splice_normal_mean_live"] != cv["ensemble"]["splice_normal_mean_live"]
+    # A look-ahead changes the first snippets' live scores of every clip and spliced pair.
+    ahead = rows["min_window=1,lookahead=4"]
+    assert ahead["ensemble"]["splice_normal_mean_live"] != cv["ensemble"]["splice_normal_mean_live"]
+    assert ahead["ensemble"]["splice_snippet_auc"] == cv["ensemble"]["splice_snippet_auc"]
     with pytest.raises(SystemExit, match="min-windows"):
         main(["live-cv", "--cv", str(tmp_path / "cv"), "--min-windows", "0", "--out", str(out), *common])

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from model import RefineVAD, RefineVADConfig
-from model.scoring import live_window_scores
+from model.scoring import live_window_scores, pad_live_window
 
 
 def _window_by_window(model: RefineVAD, x: torch.Tensor, window: int) -> torch.Tensor:
@@ -43,8 +43,6 @@ def test_live_window_scores_refuse_a_window_under_two_and_an_empty_video(
 
 
 def test_start_up_windows_are_padded_with_the_first_snippet(small_config: RefineVADConfig) -> None:
-    from model.scoring import pad_live_window
-
     torch.manual_seed(0)
     x = torch.randn(2, 3, 32)
     padded = pad_live_window(x, 5)
@@ -70,3 +68,37 @@ def test_start_up_windows_are_padded_with_the_first_snippet(small_config: Refine
     )
     with pytest.raises(ValueError, match="min_window"):
         live_window_scores(model, video, 4, min_window=5)
+
+
+@pytest.mark.parametrize(
+    ("t_total", "window", "lookahead"),
+    [(1, 4, 3), (2, 4, 3), (3, 4, 3), (4, 4, 4), (11, 4, 4), (6, 32, 4), (9, 8, 6)],
+)
+def test_a_start_up_look_ahead_holds_back_the_first_final_scores(
+    small_config: RefineVADConfig, t_total, window, lookahead
+) -> None:
+    torch.manual_seed(1)
+    model = RefineVAD(small_config).eval()
+    x = torch.randn(t_total, 32)
+    expected = []
+    with torch.no_grad():
+        for t in range(t_total):
+            if t_total < lookahead:  # no final score yet: the provisional one is the last word
+                expected.append(model(x[: t + 1].unsqueeze(0)).scores[0, -1])
+            elif t <= lookahead - 2:  # all from the window of the first k snippets
+                expected.append(model(x[:lookahead].unsqueeze(0)).scores[0, t])
+            elif t == t_total - 1:
+                expected.append(model(x[max(0, t_total - window) :].unsqueeze(0)).scores[0, -1])
+            else:
+                expected.append(model(x[max(0, t + 2 - window) : t + 2].unsqueeze(0)).scores[0, -2])
+    scores, weights = live_window_scores(model, x, window, batch=2, startup_lookahead=lookahead)
+    assert scores.shape == (t_total,) and weights.shape == (t_total, 3)
+    assert torch.allclose(scores, torch.stack(expected), atol=1e-5)
+    # Padded start-up windows keep each snippet at its place from the end.
+    padded, _ = live_window_scores(model, x, window, min_window=window, startup_lookahead=lookahead)
+    with torch.no_grad():
+        if t_total >= lookahead:
+            first = model(pad_live_window(x[:lookahead].unsqueeze(0), window)).scores[0]
+            assert torch.allclose(padded[: lookahead - 1], first[window - lookahead : -1], atol=1e-5)
+    with pytest.raises(ValueError, match="startup_lookahead"):
+        live_window_scores(model, x, window, startup_lookahead=window + 1)
