@@ -169,3 +169,13 @@ done
     --lookaheads 2,3,4,6 --out "$WORK/cv8c"
 # Result: every k within 0.005 of k = 2 (ensemble weak snippet AUC live 0.9488 / 0.9500 / 0.9504 / 0.9481 for
 # k = 2 / 3 / 4 / 6; offline 0.9752), so none is picked and no stage 8c test figure.
+
+# Stage 8d (protocol fixed before any of its runs, after stages 8 to 8c): stage 8's grid extended at its edge,
+# where its live rows were rising (lambda_live 4 and 8), with stage 8's rule unchanged: the highest seed-ensemble
+# CV splice snippet AUC live among the reference (stage 7's CV) and these candidates whose ensemble offline splice
+# snippet AUC is at least 0.960 (the reference's minus 0.005); ties within 0.005 to the smaller lambda_live. A
+# pick goes through stage 8's test ladder and release gate (95.6 / 84.6) before it is shipped.
+for config in "$CV"/stage8d_*.json; do
+    "$PY" bench/ped2_train.py cv --config "$config" --train-features "$WORK/features/$CHOSEN/train" \
+        --out "$WORK/cv8/$(basename "$config" .json)" --seeds "$SEEDS"
+done
