@@ -225,7 +225,10 @@ def run_cv(args: argparse.Namespace) -> dict[str, Any]:
     divisor = Ped2RunConfig.load(args.config).build(features, seeds[0])[0].topk_divisor
     # Each seed's runs in fold order (pool.map keeps job order).
     by_seed = {seed: [r for r in results if r["seed"] == seed] for seed in seeds}
-    return {"mode": "cv", "config": str(args.config), "folds": held} | cv_summary(by_seed, divisor)
+    run_config = Ped2RunConfig.load(args.config).model_dump(mode="json")
+    return {"mode": "cv", "config": str(args.config), "run_config": run_config, "folds": held} | cv_summary(
+        by_seed, divisor
+    )
 
 
 def cv_summary(by_seed: dict[int, list[dict[str, Any]]], divisor: int) -> dict[str, Any]:
@@ -268,12 +271,12 @@ def live_variants(min_windows: str, lookaheads: str) -> list[tuple[int, int]]:
 
 
 def _live_cv_job(
-    args: tuple[str, str, str, list[str], int, list[tuple[int, int]]],
+    args: tuple[dict[str, Any], str, str, list[str], int, list[tuple[int, int]]],
 ) -> dict[tuple[int, int], dict[str, Any]]:
-    config_path, train_store, fold_dir, held_out, best_epoch, variants = args
+    run_config, train_store, fold_dir, held_out, best_epoch, variants = args
     torch.set_num_threads(1)
     features = FeatureSet.from_store(FeatureStore.open(train_store))
-    run = Ped2RunConfig.load(config_path)
+    run = Ped2RunConfig.model_validate(run_config)
     name = {"best": BEST, "last": LAST, "swa": SWA}[run.checkpoint]
     model = load_checkpoint(Path(fold_dir) / name).model
     records = features.subset(held_out).records
@@ -290,11 +293,20 @@ def run_live_cv(args: argparse.Namespace) -> dict[str, Any]:
     look-ahead; 2 = none). Rows are named `min_window=M,lookahead=K`. Offline criteria do not depend on them."""
     cv = json.loads((args.cv / "report.json").read_text())
     variants = live_variants(args.min_windows, args.lookaheads)
+    # The run's own config as the cv report stored it; reports from before it did so name only its path.
+    run_config = cv.get("run_config")
+    if run_config is None:
+        if not Path(cv["config"]).is_file():
+            raise SystemExit(
+                f"{args.cv}/report.json names its config as {cv['config']}, which is not there from "
+                f"{Path.cwd()}: run from where the cv ran"
+            )
+        run_config = Ped2RunConfig.load(cv["config"]).model_dump(mode="json")
     features = FeatureSet.from_store(FeatureStore.open(args.train_features))
     seeds = [r["seed"] for r in cv["runs"]]
     jobs = [
         (
-            cv["config"],
+            run_config,
             str(args.train_features),
             str(args.cv / f"seed{run['seed']}" / f"fold{i}"),
             fold,
@@ -306,7 +318,7 @@ def run_live_cv(args: argparse.Namespace) -> dict[str, Any]:
     ]
     with ProcessPoolExecutor(args.jobs) as pool:
         results = list(pool.map(_live_cv_job, jobs))
-    divisor = Ped2RunConfig.load(cv["config"]).build(features, seeds[0])[0].topk_divisor
+    divisor = Ped2RunConfig.model_validate(run_config).build(features, seeds[0])[0].topk_divisor
     per_fold = len(cv["folds"])
     rows = {}
     for variant in variants:

@@ -39,9 +39,10 @@ class LossConfig(BaseModel):
     lambda_live: float = Field(
         0.0,
         ge=0,
-        description="weight of the live-window consistency term (`live_consistency_loss`): each step, the "
-        "snippets of a random prefix of the batch, scored from the prefix alone as the live window scores a "
-        "stream's first snippets, are drawn towards their scores from the whole clip; 0 = off",
+        description="weight of the live-window consistency term (`live_consistency_loss`, "
+        "model.training.live_window_consistency): each step, the snippets of a random prefix of the batch, scored "
+        "from the prefix alone (an approximation of the live window, which sees one snippet ahead), are drawn "
+        "towards their scores from the whole clip; 0 = off",
     )
 
 
@@ -91,8 +92,8 @@ def known_normal_loss(logits: Tensor, known_normal: Tensor) -> Tensor:
 def live_consistency_loss(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
     """Mean binary KL divergence KL(p_teacher || p_student) over snippets; zero where the two agree.
 
-    student_logits [B, L]: snippet logits of a clip prefix scored from the prefix alone (what the live window
-    gives a stream's first snippets); teacher_logits [B, L]: the same snippets' logits from the whole clip
+    student_logits [B, L]: snippet logits of a clip prefix scored from the prefix alone (as the live window scores
+    them, without what comes after the prefix); teacher_logits [B, L]: the same snippets' logits from the whole clip
     (offline), treated as fixed targets (detach them). Uses no label. Self-distillation in the sense of Hinton
     et al. 2015 ("Distilling the Knowledge in a Neural Network"), from a model's full context to its own causal
     windows.

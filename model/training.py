@@ -215,10 +215,12 @@ def live_window_consistency(
 
     A prefix length L is drawn uniformly from 2 .. T - 1 with `generator`. The first L - 1 snippets are scored
     twice, both in evaluation mode (no dropout, BatchNorm's running statistics) and without the training-time
-    category prototype: from the prefix alone, as the live window scores a stream's first snippets (each at the
-    position before the newest: `model.scoring.live_window_scores`), and from the whole clip without gradient, as
-    offline analysis scores them. A head that scores each snippet alone (base MLP+MIL) gets exactly zero.
-    Returns `live_consistency_loss` of the two (a scalar); the model's training mode is restored.
+    category prototype: from the prefix alone, and from the whole clip without gradient, as offline analysis
+    scores them. This approximates the live window (`model.scoring.live_window_scores`) rather than copying it:
+    the live service scores snippet t from a window ending one snippet after it, while in the prefix snippet t
+    sees L - 1 - t snippets after it, and training clips are resampled to T bins, which are not live snippets.
+    A head that scores each snippet alone (base MLP+MIL) gets exactly zero. Returns `live_consistency_loss` of
+    the two (a scalar); the model's training mode is restored.
     """
     length = int(torch.randint(2, features.shape[1], (), generator=generator))
     was_training = model.training

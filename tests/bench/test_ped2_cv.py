@@ -29,6 +29,9 @@ def test_live_cv_rescores_the_cv_fold_models(tmp_path) -> None:
         main(["cv", "--config", str(config), "--out", str(tmp_path / "cv"), "--seeds", "1,2", *common]) == 0
     )
     cv = json.loads((tmp_path / "cv" / "report.json").read_text())
+    # The report keeps the run's config itself, so live-cv rescores the same checkpoints wherever it runs from.
+    assert cv["run_config"]["checkpoint"] == "last" and cv["run_config"]["train"]["epochs"] == 2
+    config.write_text(json.dumps({"checkpoint": "best"}))
     out = tmp_path / "live"
     variants = ["--min-windows", "1,6", "--lookaheads", "2,4"]
     assert main(["live-cv", "--cv", str(tmp_path / "cv"), *variants, "--out", str(out), *common]) == 0
