@@ -86,10 +86,12 @@ class ModelService:
                 self.metrics.set_acceleration(engine.acceleration)
             self.metrics.model_ready.set(1)
             identity = engine.identity
+            members = getattr(identity, "ensemble_members", 1)
             logger.info(
-                "model ready in %.1fs: checkpoint %s, backbone %s, trained=%s",
+                "model ready in %.1fs: checkpoint %s (%s), backbone %s, trained=%s",
                 time.perf_counter() - started,
                 getattr(identity, "checkpoint", None),
+                f"seed ensemble of {members} heads" if members > 1 else "one head",
                 identity.backbone.key(),
                 identity.trained,
             )

@@ -88,6 +88,9 @@ def test_ready_reports_the_model(server: ServerProcess) -> None:
     assert ready["ready"] is True and ready["state"] == "ready"
     assert ready["device"] == "cpu"
     assert ready["model"]["backbone"]["dim"] > 0
+    # The shipped default is a seed ensemble: /ready and the start-up log both say so.
+    assert ready["model"]["ensemble_members"] == 5 and ready["model"]["trained"] is True
+    assert "(seed ensemble of 5 heads)" in server.log_tail(20000)
 
 
 def test_short_video_is_answered_synchronously(server: ServerProcess, footage: dict[str, Path]) -> None:
