@@ -106,6 +106,14 @@ class Ped2RunConfig(BaseModel):
             )
         return result.swa_checkpoint
 
+    def checkpoint_in(self, run_dir: Path) -> Path:
+        """The chosen checkpoint of a run that finished earlier, from its output folder (`train()`'s file names).
+        Raises `FileNotFoundError` if the run did not write it."""
+        path = run_dir / {"best": BEST, "last": LAST, "swa": SWA}[self.checkpoint]
+        if not path.is_file():
+            raise FileNotFoundError(f'{path}: the run wrote no "{self.checkpoint}" checkpoint')
+        return path
+
 
 def stratified_folds(records: list[VideoRecord], folds: int) -> list[list[str]]:
     """Held-out clip names per fold: normal clips and anomalous clips each dealt round-robin in name order."""
@@ -222,13 +230,17 @@ def run_cv(args: argparse.Namespace) -> dict[str, Any]:
     ]
     with ProcessPoolExecutor(args.jobs) as pool:
         results = list(pool.map(_cv_job, jobs))
-    divisor = Ped2RunConfig.load(args.config).build(features, seeds[0])[0].topk_divisor
+    run = Ped2RunConfig.load(args.config)
+    divisor = run.build(features, seeds[0])[0].topk_divisor
     # Each seed's runs in fold order (pool.map keeps job order).
     by_seed = {seed: [r for r in results if r["seed"] == seed] for seed in seeds}
-    run_config = Ped2RunConfig.load(args.config).model_dump(mode="json")
-    return {"mode": "cv", "config": str(args.config), "run_config": run_config, "folds": held} | cv_summary(
-        by_seed, divisor
-    )
+    report = {
+        "mode": "cv",
+        "config": str(args.config),
+        "run_config": run.model_dump(mode="json"),
+        "folds": held,
+    }
+    return report | cv_summary(by_seed, divisor)
 
 
 def cv_summary(by_seed: dict[int, list[dict[str, Any]]], divisor: int) -> dict[str, Any]:
@@ -276,9 +288,7 @@ def _live_cv_job(
     run_config, train_store, fold_dir, held_out, best_epoch, variants = args
     torch.set_num_threads(1)
     features = FeatureSet.from_store(FeatureStore.open(train_store))
-    run = Ped2RunConfig.model_validate(run_config)
-    name = {"best": BEST, "last": LAST, "swa": SWA}[run.checkpoint]
-    model = load_checkpoint(Path(fold_dir) / name).model
+    model = load_checkpoint(Ped2RunConfig.model_validate(run_config).checkpoint_in(Path(fold_dir))).model
     records = features.subset(held_out).records
     results = {}
     for m, k in variants:

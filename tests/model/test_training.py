@@ -277,6 +277,11 @@ def test_ped2_run_config_swa_checkpoint_rule(tmp_path):
     assert Ped2RunConfig(checkpoint="last").chosen(result) == tmp_path / "last.pt"
     with pytest.raises(ValueError, match=r"no swa\.pt"):
         run.chosen(TrainResult(tmp_path / "best.pt", tmp_path / "last.pt", 3, {}))
+    # From a finished run's folder (live-cv rescoring a cv run's fold models): only what the run wrote.
+    (tmp_path / "last.pt").write_bytes(b"")
+    assert Ped2RunConfig(checkpoint="last").checkpoint_in(tmp_path) == tmp_path / "last.pt"
+    with pytest.raises(FileNotFoundError, match='no "swa" checkpoint'):
+        run.checkpoint_in(tmp_path)
 
 
 def test_live_window_consistency_compares_prefix_and_whole_clip_scores(synthetic):
