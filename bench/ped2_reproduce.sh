@@ -190,3 +190,21 @@ done
     --root "$PED2_ROOT" --out "$WORK/ablation_stage8d" --seeds "$(seq -s, 42 66)"
 "$PY" -m cli.main ensemble "$WORK"/ablation_stage8d/full-no-gmm/seed4{2,3,4,5,6}/last.pt --out "$WORK/stage8d_42_46.pt"
 "$PY" -m bench.live_streams --parts auc --checkpoint "$WORK/stage8d_42_46.pt"
+
+# Stage 9 (protocol fixed before any of its runs, after stages 8 to 8d). Both unmet goals of issue 17 (the full
+# model behind the base MLP+MIL; the live gap) trace to one cause the model card names: MoTAR's Transformer sees the
+# whole clip, so it spreads an anomaly over its clip (offline) and a live window, which sees only up to one snippet
+# ahead, scores differently from the whole clip. Candidates: the shipped config with MoTAR's self-attention limited
+# to a sliding window of w snippets each way (model.attention_window; a band mask, as Longformer's local
+# attention; the paper's global attention is w = None), w = 1, 2 and 4; reference: stage 7's CV (global). Same
+# 5 CV seeds and folds. Rule (stage 8's): the highest seed-ensemble CV splice snippet AUC *live* among the
+# reference and the candidates whose ensemble CV splice snippet AUC offline is at least 0.960 (the reference's
+# minus 0.005); ties within 0.005 go to the larger w (nearer the paper). A pick goes through stage 8's test gate:
+# its full-no-gmm row as seed ensembles over 25 seeds in five groups must reach the shipped ensemble's five-group
+# means (95.6 AUC / 84.6 AnoAUC). Only then is the group 42-46 shipped, the rest of its ladder run (every MoTAR
+# row carries the window; the base row has no MoTAR) and the offline-vs-live figure measured. **Honesty note:**
+# the cause was read from earlier test ladders, as for stages 4 to 8.
+for config in "$CV"/stage9_*.json; do
+    "$PY" bench/ped2_train.py cv --config "$config" --train-features "$WORK/features/$CHOSEN/train" \
+        --out "$WORK/cv9/$(basename "$config" .json)" --seeds "$SEEDS"
+done

@@ -53,6 +53,13 @@ class RefineVADConfig(BaseModel):
     transformer_layers: int = Field(2, ge=0)
     transformer_heads: int = Field(4, gt=0)
     transformer_ff: int = Field(2048, gt=0)
+    attention_window: int | None = Field(
+        None,
+        ge=1,
+        description="None = the Transformer's attention sees every snippet (the paper); w = each snippet attends "
+        "only to snippets within w steps (a sliding-window band mask, as Longformer's local attention), so "
+        "an anomaly's context reaches at most w * transformer_layers snippets each way",
+    )
     dropout: float = Field(0.1, ge=0, lt=1)
 
     # CORE

@@ -45,6 +45,7 @@ class MoTAR(nn.Module):
             config.transformer_ff,
             config.dropout,
             config.transformer_layers,
+            config.attention_window,
         )
         init_like_torch(self.transformer)
         # Inference shift kernel (model.shift_kernels); only a start-up check selects anything but the reference.

@@ -15,8 +15,8 @@ from model.config import RefineVADConfig
 from model.refinevad import RefineVAD
 
 # Three heads that between them cover every switch the exported graph depends on: the default (D=512, weighted
-# pooling, soft weights, cross-attention), top-k pooling with hard top-1 weights and a threshold every category
-# passes, and a head without MoTAR whose threshold no category reaches (the uniform 1/C branch).
+# pooling, soft weights, cross-attention, attention over the whole clip), top-k pooling with hard top-1 weights, a
+# threshold every category passes and a sliding-window attention mask, and a head without MoTAR whose threshold no category reaches (the uniform 1/C branch).
 CONFIGS: dict[str, RefineVADConfig] = {
     "default": RefineVADConfig(),
     "topk_hard": RefineVADConfig(
@@ -30,6 +30,7 @@ CONFIGS: dict[str, RefineVADConfig] = {
         soft_weights=False,
         tau=0.0,
         injection="addnorm_ffn",
+        attention_window=2,
     ),
     "no_motar_uniform": RefineVADConfig(
         feature_dim=48,

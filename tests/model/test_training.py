@@ -263,6 +263,14 @@ def test_swa_config_is_validated():
     assert _config_fingerprint(small_train(swa_epochs=3), model_config)["train"]["swa_epochs"] == 3
 
 
+def test_attention_window_enters_the_fingerprint_only_when_set():
+    # Runs with global attention keep the fingerprint they had before the field existed (resumable).
+    model_config = RefineVADConfig(feature_dim=8, category_names=["Fire"])
+    assert "attention_window" not in _config_fingerprint(small_train(), model_config)["model"]
+    windowed = model_config.model_copy(update={"attention_window": 2})
+    assert _config_fingerprint(small_train(), windowed)["model"]["attention_window"] == 2
+
+
 def test_ped2_run_config_swa_checkpoint_rule(tmp_path):
     from bench.ped2_train import Ped2RunConfig
     from model.training import TrainResult
