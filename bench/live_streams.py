@@ -60,6 +60,7 @@ def bench_auc(window: int, checkpoint: Path | None, threshold: float = 0.5) -> d
     is its anomalous clip's category (offline: the snippet's local distribution; live: its final message's)."""
     from sklearn.metrics import roc_auc_score
 
+    import exporters.backends  # noqa: F401  (the service's runtimes, e.g. ONNX Runtime for the appearance network)
     from model.data.ped2 import Ped2Dataset
     from model.inference import AnalysisEngine, EngineConfig
     from model.scoring import live_window_scores
