@@ -135,6 +135,11 @@ def update_checkpoint_metadata(
     return write_checkpoint_payload(payload, out if out is not None else path)
 
 
+def _comparable(key: str, value: Any) -> Any:
+    # Configs compare as models, so one written before a defaulted field existed equals one written after.
+    return RefineVADConfig.model_validate(value) if key == "config" else value
+
+
 def combine_checkpoints(
     paths: list[str | os.PathLike[str]], out: str | os.PathLike[str], metadata: dict[str, Any] | None = None
 ) -> Path:
@@ -158,7 +163,7 @@ def combine_checkpoints(
         if not payload.get("metadata", {}).get("trained", False):
             raise ValueError(f"{path} is an untrained checkpoint; an ensemble is built from trained heads")
         for key in ("config", "backbone"):
-            if payload[key] != first[key]:
+            if _comparable(key, payload[key]) != _comparable(key, first[key]):
                 raise ValueError(
                     f"{path} differs from {paths[0]} in its {key}; ensemble members must share it"
                 )

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 # UCF-Crime's 13 anomaly categories, the paper's main benchmark (normal videos have no category).
 UCF_CRIME_CATEGORIES: tuple[str, ...] = (
@@ -56,9 +63,11 @@ class RefineVADConfig(BaseModel):
     attention_window: int | None = Field(
         None,
         ge=1,
-        description="None = the Transformer's attention sees every snippet (the paper); w = each snippet attends "
-        "only to snippets within w steps (a sliding-window band mask, as Longformer's local attention), so "
-        "an anomaly's context reaches at most w * transformer_layers snippets each way",
+        description="None = MoTAR's self-attention sees every position (the paper); w = each position attends "
+        "only to positions within w steps (a sliding-window band mask, as Longformer's local attention), so "
+        "the attention reaches w * transformer_layers positions each way (the temporal shift adds one; CORE's "
+        "pooled injection still sees the whole window). Positions are the train_snippets bins in training "
+        "and snippets at inference",
     )
     dropout: float = Field(0.1, ge=0, lt=1)
 
@@ -74,6 +83,15 @@ class RefineVADConfig(BaseModel):
     pooling: Literal["weighted", "topk"] = "weighted"
     tau: float = Field(0.5, ge=0, le=1, description="category anomaly probability threshold for the set S")
     topk_divisor: int = Field(16, gt=0, description="k = max(1, T // topk_divisor + 1)")
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_window(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Checkpoints, exports and run fingerprints with global attention stay byte-identical to those written
+        # before the field existed, so older releases (extra="forbid") still load them.
+        data = handler(self)
+        if self.attention_window is None:
+            data.pop("attention_window", None)
+        return data
 
     @property
     def num_categories(self) -> int:

@@ -255,11 +255,10 @@ def _config_fingerprint(train: TrainConfig, model: RefineVADConfig) -> dict[str,
     exclude: dict[str, Any] = dict.fromkeys(excluded, True)
     if train.loss.lambda_live == 0:
         exclude["loss"] = {"lambda_live"}
-    # model.attention_window likewise, only when set.
-    model_exclude = {"attention_window"} if model.attention_window is None else set()
+    # (RefineVADConfig leaves attention_window out of its dump when unset, for the same reason.)
     return {
         "train": train.model_dump(mode="json", exclude=exclude),
-        "model": model.model_dump(mode="json", exclude=model_exclude),
+        "model": model.model_dump(mode="json"),
     }
 
 

@@ -16,7 +16,8 @@ from model.refinevad import RefineVAD
 
 # Three heads that between them cover every switch the exported graph depends on: the default (D=512, weighted
 # pooling, soft weights, cross-attention, attention over the whole clip), top-k pooling with hard top-1 weights, a
-# threshold every category passes and a sliding-window attention mask, and a head without MoTAR whose threshold no category reaches (the uniform 1/C branch).
+# threshold every category passes and a sliding-window attention mask, and a head without MoTAR whose threshold
+# no category reaches (the uniform 1/C branch).
 CONFIGS: dict[str, RefineVADConfig] = {
     "default": RefineVADConfig(),
     "topk_hard": RefineVADConfig(
