@@ -137,18 +137,22 @@ def test_members_written_with_and_without_a_defaulted_config_key_combine(
 ) -> None:
     # A member whose stored config spells out a default (`attention_window: null`, as files of an interim
     # build did) is the same model as one that leaves it out; a different window is not.
-    a, b = _members(small_config, [1, 2])
-    trained = {"trained": True}
-    pa = save_checkpoint(tmp_path / "a.pt", a, BACKBONE, trained)
-    assert "attention_window" not in load_checkpoint_payload(pa)["config"]
-    spelled = load_checkpoint_payload(save_checkpoint(tmp_path / "b.pt", b, BACKBONE, trained))
-    spelled["config"]["attention_window"] = None
-    write_checkpoint_payload(spelled, tmp_path / "b.pt")
-    loaded = load_checkpoint(combine_checkpoints([pa, tmp_path / "b.pt"], tmp_path / "e.pt"))
-    assert loaded.config == small_config and loaded.config.attention_window is None
     windowed = small_config.model_copy(update={"attention_window": 2})
-    pw = save_checkpoint(tmp_path / "w.pt", RefineVAD(windowed), BACKBONE, trained)
+    heads = {
+        "a": _members(small_config, [1])[0],
+        "b": _members(small_config, [2])[0],
+        "w": RefineVAD(windowed),
+    }
+    pa, pb, pw = (
+        save_checkpoint(tmp_path / f"{n}.pt", m, BACKBONE, {"trained": True}) for n, m in heads.items()
+    )
+    assert "attention_window" not in load_checkpoint_payload(pa)["config"]
     assert load_checkpoint_payload(pw)["config"]["attention_window"] == 2
+    spelled = load_checkpoint_payload(pb)
+    spelled["config"]["attention_window"] = None
+    write_checkpoint_payload(spelled, pb)
+    loaded = load_checkpoint(combine_checkpoints([pa, pb], tmp_path / "e.pt"))
+    assert loaded.config == small_config and loaded.config.attention_window is None
     assert load_checkpoint(pw).model.motar.transformer.window == 2
     with pytest.raises(ValueError, match="config"):
         combine_checkpoints([pa, pw], tmp_path / "e2.pt")
