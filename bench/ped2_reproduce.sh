@@ -34,6 +34,23 @@ cv() { # cv NAME CONFIG FEATURES
     "$PY" bench/ped2_train.py cv --config "$2" --train-features "$3/train" --out "$WORK/cv/$1" --seeds "$CV_SEEDS"
 }
 
+cv5() { # cv5 DIR CONFIG...: each config's CV over the 5 seeds on the chosen features, into WORK/DIR/<config name>
+    local dir=$1 config
+    shift
+    for config in "$@"; do
+        "$PY" bench/ped2_train.py cv --config "$config" --train-features "$WORK/features/$CHOSEN/train" \
+            --out "$WORK/$dir/$(basename "$config" .json)" --seeds "$SEEDS"
+    done
+}
+
+gate_row() { # gate_row NAME CONFIG: the release gate's full-no-gmm row as seed ensembles over 25 seeds (five
+    # groups of five), then, for the record, its group 42-46 through the live window on the test split
+    "$PY" bench/ped2_train.py ablate --config "$2" --variants full-no-gmm --members 5 \
+        --train-features "$WORK/features/$CHOSEN/train" --test-features "$WORK/features/$CHOSEN/test" \
+        --root "$PED2_ROOT" --out "$WORK/ablation_$1" --seeds "$(seq -s, 42 66)"
+    "$PY" -m bench.live_streams --parts auc --checkpoint "$WORK/ablation_$1/full-no-gmm/ensemble_42-46.pt"
+}
+
 # Stage 1. Candidates: the 1280-channel head map and the 320-channel last-stage map, each pooled three ways.
 # (grid2, a 2x2 grid of averages, makes 5456-dim features: a head of several hundred MB, not a candidate.)
 for layer in head blocks; do
@@ -52,10 +69,7 @@ done
 
 # Stage 4: every candidate over 5 CV seeds (the spliced-clip criterion is noisy over 3), then the test ladder of
 # the stage's two picks: splicing with train()'s best-epoch rule, and splicing with the last of 60 epochs.
-for config in "$CV"/stage2_base.json "$CV"/stage2_plus_motar.json "$CV"/stage2_full-no-gmm.json "$CV"/stage4_*.json; do
-    "$PY" bench/ped2_train.py cv --config "$config" --train-features "$WORK/features/$CHOSEN/train" \
-        --out "$WORK/cv5/$(basename "$config" .json)" --seeds "$SEEDS"
-done
+cv5 cv5 "$CV"/stage2_base.json "$CV"/stage2_plus_motar.json "$CV"/stage2_full-no-gmm.json "$CV"/stage4_*.json
 for pick in fng_splice50 fng_splice50_last60; do
     "$PY" - "$CV/stage4_$pick.json" "$WORK/stage4_$pick.json" <<'PY'
 import json, sys
@@ -72,10 +86,7 @@ done
 # Stage 5: Stochastic Weight Averaging (TrainConfig.swa_epochs) over the same 5 CV seeds; stage 4's runs above are
 # its reference rows. No stage 5 test ladder: the CV pick (highest mean splice snippet AUC, ties within 0.005 to
 # the lower std) was a reference row, whose ladder is already there.
-for config in "$CV"/stage5_*.json; do
-    "$PY" bench/ped2_train.py cv --config "$config" --train-features "$WORK/features/$CHOSEN/train" \
-        --out "$WORK/cv5/$(basename "$config" .json)" --seeds "$SEEDS"
-done
+cv5 cv5 "$CV"/stage5_*.json
 
 # Stage 6 (protocol fixed before any of its runs): one change at a time to stage 4's final pick (splice 0.5, last
 # of 60 epochs, full-no-gmm), 5 CV seeds. Pick: the highest mean splice snippet AUC among these and stage 4's final
@@ -85,10 +96,7 @@ done
 # Stage 6b (fixed after stage 6's CV, before any stage 6 test figure): every pair and the triple of the stage 6
 # changes that raised the mean splice snippet AUC by at least 0.02 (lr 1e-3, d_proj 128, dropout 0.5). The pick
 # is then made over stage 6, 6b and the reference as above.
-for config in "$CV"/stage6_*.json "$CV"/stage6b_*.json; do
-    "$PY" bench/ped2_train.py cv --config "$config" --train-features "$WORK/features/$CHOSEN/train" \
-        --out "$WORK/cv5/$(basename "$config" .json)" --seeds "$SEEDS"
-done
+cv5 cv5 "$CV"/stage6_*.json "$CV"/stage6b_*.json
 
 # Stage 7 (protocol fixed before any of its runs): a seed ensemble of the shipped config. The CV of the shipped
 # config is rerun with two more rows, computed from the same 5 seeds' runs: the 5-member seed ensemble (members'
@@ -136,10 +144,7 @@ done
 # afterwards as stage 7's: the ladder as seed ensembles over 25 seeds in five disjoint groups; it is shipped
 # (group 42-46) only if its full-no-gmm row's five-group mean AUC and AnoAUC are both at least the shipped
 # ensemble's (95.6 / 84.6), a release gate, not a choice between candidates; then the offline-vs-live figure.
-for config in "$CV"/stage8_*.json; do
-    "$PY" bench/ped2_train.py cv --config "$config" --train-features "$WORK/features/$CHOSEN/train" \
-        --out "$WORK/cv8/$(basename "$config" .json)" --seeds "$SEEDS"
-done
+cv5 cv8 "$CV"/stage8_*.json
 
 # Result: no candidate kept the offline floor (ensemble splice snippet AUC 0.951 / 0.949 / 0.956 against 0.960;
 # live 0.934 / 0.935 / 0.943 against the reference's 0.931), so the reference stays and no stage 8 test figure.
@@ -177,19 +182,12 @@ done
 # CV splice snippet AUC live among the reference (stage 7's CV) and these candidates whose ensemble offline splice
 # snippet AUC is at least 0.960 (the reference's minus 0.005); ties within 0.005 to the smaller lambda_live. A
 # pick goes through stage 8's test ladder and release gate (95.6 / 84.6) before it is shipped.
-for config in "$CV"/stage8d_*.json; do
-    "$PY" bench/ped2_train.py cv --config "$config" --train-features "$WORK/features/$CHOSEN/train" \
-        --out "$WORK/cv8/$(basename "$config" .json)" --seeds "$SEEDS"
-done
+cv5 cv8 "$CV"/stage8d_*.json
 # Result: lambda_live 4 passed the floor (ensemble offline splice snippet AUC 0.9610 against 0.9601) with the
 # highest live row (0.946 against 0.931); lambda_live 8 did not (0.935). The pick's gate row, as seed ensembles over
 # 25 seeds: AUC 93.9 +/- 1.1, AnoAUC 78.3 +/- 3.8 against the gate's 95.6 / 84.6, so it is not shipped and the rest
-# of its ladder was not run. For the record, its group 42-46 through the live window on the test split.
-"$PY" bench/ped2_train.py ablate --config "$CV/stage8d_live4.json" --variants full-no-gmm --members 5 \
-    --train-features "$WORK/features/$CHOSEN/train" --test-features "$WORK/features/$CHOSEN/test" \
-    --root "$PED2_ROOT" --out "$WORK/ablation_stage8d" --seeds "$(seq -s, 42 66)"
-"$PY" -m cli.main ensemble "$WORK"/ablation_stage8d/full-no-gmm/seed4{2,3,4,5,6}/last.pt --out "$WORK/stage8d_42_46.pt"
-"$PY" -m bench.live_streams --parts auc --checkpoint "$WORK/stage8d_42_46.pt"
+# of its ladder was not run. For the record, its group 42-46 through the live window on the test split too.
+gate_row stage8d "$CV/stage8d_live4.json"
 
 # Stage 9 (protocol fixed before any of its runs, after stages 8 to 8d). Both unmet goals of issue 17 (the full
 # model behind the base MLP+MIL; the live gap) trace to one cause the model card names: MoTAR's Transformer sees the
@@ -204,17 +202,11 @@ done
 # means (95.6 AUC / 84.6 AnoAUC). Only then is the group 42-46 shipped, the rest of its ladder run (every MoTAR
 # row carries the window; the base row has no MoTAR) and the offline-vs-live figure measured. **Honesty note:**
 # the cause was read from earlier test ladders, as for stages 4 to 8.
-for config in "$CV"/stage9_*.json; do
-    "$PY" bench/ped2_train.py cv --config "$config" --train-features "$WORK/features/$CHOSEN/train" \
-        --out "$WORK/cv9/$(basename "$config" .json)" --seeds "$SEEDS"
-done
+cv5 cv9 "$CV"/stage9_*.json
 # Result: ensemble CV splice snippet AUC offline / live: w = 1 0.956 / 0.951 (below the floor), w = 2 0.962 / 0.959,
 # w = 4 0.965 / 0.963, reference 0.965 / 0.931; w = 4 is picked (the highest live row; w = 2 is within 0.005 and
-# the tie goes to the larger w anyway). Its gate row:
-"$PY" bench/ped2_train.py ablate --config "$CV/stage9_window4.json" --variants full-no-gmm --members 5 \
-    --train-features "$WORK/features/$CHOSEN/train" --test-features "$WORK/features/$CHOSEN/test" \
-    --root "$PED2_ROOT" --out "$WORK/ablation_stage9" --seeds "$(seq -s, 42 66)"
+# the tie goes to the larger w anyway). Its gate row, then its group 42-46 through the live window:
+gate_row stage9 "$CV/stage9_window4.json"
 # Result: AUC 94.8 +/- 1.0, AnoAUC 81.7 +/- 3.6 against the gate's 95.6 / 84.6, so it is not shipped and the
-# rest of its ladder was not run. For the record, its group 42-46 through the live window on the test split
-# (0.980 live against 0.957 offline).
-"$PY" -m bench.live_streams --parts auc --checkpoint "$WORK/ablation_stage9/full-no-gmm/ensemble_42-46.pt"
+# rest of its ladder was not run. For the record, its group 42-46 through the live window on the test split:
+# 0.980 live against 0.957 offline.

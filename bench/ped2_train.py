@@ -163,9 +163,10 @@ def score_held_out(
         )
         return {"snippets": score_features(model, features_t).scores.tolist(), "live_snippets": live.tolist()}
 
-    held_out = [{"name": r.name, "label": r.label, **scores(features.load(r))} for r in records]
-    normal = [features.load(r) for r in records if not r.label]
-    anomalous = [features.load(r) for r in records if r.label]
+    loaded = [features.load(r) for r in records]
+    held_out = [{"name": r.name, "label": r.label, **scores(x)} for r, x in zip(records, loaded, strict=True)]
+    normal = [x for r, x in zip(records, loaded, strict=True) if not r.label]
+    anomalous = [x for r, x in zip(records, loaded, strict=True) if r.label]
     spliced = [scores(x) | {"labels": y.tolist()} for x, y in spliced_videos(normal, anomalous)]
     return held_out, spliced
 

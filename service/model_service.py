@@ -86,11 +86,11 @@ class ModelService:
                 self.metrics.set_acceleration(engine.acceleration)
             self.metrics.model_ready.set(1)
             identity = engine.identity
-            members = getattr(identity, "ensemble_members", 1)
+            members = identity.ensemble_members
             logger.info(
                 "model ready in %.1fs: checkpoint %s (%s), backbone %s, trained=%s",
                 time.perf_counter() - started,
-                getattr(identity, "checkpoint", None),
+                identity.checkpoint,
                 f"seed ensemble of {members} heads" if members > 1 else "one head",
                 identity.backbone.key(),
                 identity.trained,
