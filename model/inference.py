@@ -193,7 +193,10 @@ class VideoInfo(BaseModel):
     frame_count: int | None = Field(
         description="frames counted in the data (packets before decoding, then frames)"
     )
-    width: int = Field(description="picture size of the first frame; later sizes are letterboxed into it")
+    width: int = Field(
+        description="picture size of the first frame as displayed (its display rotation applied, "
+        "decode.display_rotation); later sizes are letterboxed into it"
+    )
     height: int
     duration_s: float | None = Field(description="media time from the first frame to the end of the last")
 

@@ -60,6 +60,11 @@ class DecodeReport(BaseModel):
         default_factory=list,
         description="discontinuities in the stream's timestamps; the media clock runs on across them",
     )
+    display_rotation: Literal[0, 90, 180, 270] = Field(
+        default=0,
+        description="counter-clockwise degrees the first frame was turned to show it upright (its display "
+        "matrix or display-orientation SEI); width, height and geometry changes are the displayed sizes",
+    )
     clock: Clock = Field(
         default="timestamps",
         description="what places frames in time: their own timestamps, the stream's frame rate, or an assumed "

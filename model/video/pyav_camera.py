@@ -62,7 +62,8 @@ def _reason(exc: av.FFmpegError) -> str:
 class PyAVCameraSource(PyAVSource):
     """A live network stream decoded by PyAV; `read_frames(n)` gives up to n frames with media times and damage.
 
-    Frames are RGB uint8 `[k, H, W, 3]` of the first frame's size (later sizes letterboxed, listed in
+    Frames are RGB uint8 `[k, H, W, 3]` of the first frame's displayed size (turned upright by their display
+    rotation, `report.display_rotation`; later sizes letterboxed, listed in
     `report.geometry_changes`); `times_s` are seconds from the first frame on a monotonic media clock; `damaged`
     marks frames FFmpeg flagged corrupt or that follow lost frames (`report.damaged_frames`,
     `report.lost_frames`, both summed in `report.decode_errors`). `k < n` means the stream ended.
@@ -130,13 +131,15 @@ class PyAVCameraSource(PyAVSource):
             raise
         self.last_frame_mono = time.monotonic()
         self._pending: av.VideoFrame | None = first
-        self.width, self.height = first.width, first.height
+        # A camera's display-orientation SEI (or a display matrix) turns its frames as it does a file's.
+        self._orient(first)
         average, nominal = stream_rate(self._stream.average_rate), stream_rate(self._stream.guessed_rate)
         codec_rate = stream_rate(context.framerate)
         self.fps = nominal or average or codec_rate or fallback_fps
         self.frame_count = None
         timed = self._stream.time_base is not None
         self.report = DecodeReport(frames_announced=None, clock="timestamps" if timed else "frame_rate")
+        self._note_rotation()
         # Gaps count as lost frames only in a stream whose measured rate is its nominal one.
         constant = (
             count_lost_frames

@@ -5,8 +5,11 @@ The input is identified by its bytes (FFmpeg's format probe), never by its name,
 own presentation timestamp on a monotonic `MediaClock`, damaged frames are kept but flagged (FFmpeg's
 `output_corrupt` and the frame's corrupt flag), lost frames are counted from timestamp gaps in constant-rate
 streams (in AVI such a gap is a null frame, a repeat of the previous picture, and counted as repeated), and a
-picture-size change is letterboxed into the first frame's size and recorded. The container's frame count,
-duration and rate are hints only: limits and progress use the decoded frames and the bytes read.
+picture-size change is letterboxed into the first frame's size and recorded. A frame with a display rotation
+(the container's display matrix or an H.264/HEVC display-orientation SEI, given by PyAV as `frame.rotation` and
+left to the caller to apply) is turned upright with `np.rot90`, so a portrait phone video comes out portrait;
+sizes are those displayed. The container's frame count, duration and rate are hints only: limits and progress use the decoded
+frames and the bytes read.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ NOT_VIDEO_DEMUXERS = frozenset({"image2", "tty"})
 # MPEG-TS/PS timestamps are 33-bit counts of 1/90000 s and wrap after about 26.5 hours.
 MPEG_WRAP_S = 2**33 / 90000
 _LOG_LOCK = threading.Lock()
+DISPLAY_MATRIX = av.sidedata.sidedata.Type.DISPLAYMATRIX
 
 
 class NotVideoError(VideoDecodeError):
@@ -97,6 +101,24 @@ def stream_rate(value: Fraction | None) -> float | None:
     return plausible_fps(float(value), None) if value else None
 
 
+def quarter_turns(frame: av.VideoFrame, current: int = 0) -> int:
+    """Counter-clockwise quarter turns (0-3) that show `frame` upright, from its display matrix; `current` for a
+    frame without one. FFmpeg attaches a container's display matrix to every frame, but an H.264/HEVC
+    display-orientation SEI only to the frame that carries it (a camera sends it with key frames), while it holds
+    for the frames after it: so the last rotation seen holds until a frame brings another.
+
+    An angle between quarter turns (no camera writes one) is rounded to the nearest; a mirroring in the matrix is
+    not applied."""
+    if DISPLAY_MATRIX not in frame.side_data:
+        return current
+    return round(frame.rotation / 90) % 4
+
+
+def turned_size(width: int, height: int, turns: int) -> tuple[int, int]:
+    """(width, height) of a picture once turned by `turns` quarter turns."""
+    return (height, width) if turns % 2 else (width, height)
+
+
 def gaps_are_repeats(container: av.container.InputContainer) -> bool:
     """AVI (Video for Windows) codes an unchanged picture as an empty chunk, which FFmpeg's demuxer skips: the next
     frame's timestamp then jumps by design, and the header's frame count includes the repeats."""
@@ -108,7 +130,9 @@ class PyAVSource(VideoSource):
 
     Opening decodes the first frame: `NotVideoError` when the bytes are not video, `VideoDecodeError` when a
     video yields no frame. `max_pixels` refuses any decoded frame larger than that (width x height), including
-    after a mid-stream size change. Frames of another size than the first are letterboxed into the first size.
+    after a mid-stream size change. Frames are turned upright by their display rotation (`width`/`height` are the
+    displayed size, `report.display_rotation` the turn); frames of another displayed size than the first are
+    letterboxed into the first size.
     """
 
     def __init__(
@@ -145,7 +169,7 @@ class PyAVSource(VideoSource):
             self._container.close()
             raise
         self._pending: av.VideoFrame | None = first
-        self.width, self.height = first.width, first.height
+        self._orient(first)
         announced = self._stream.frames
         # Constant rate when the average equals the nominal rate (a phone's VFR video averages something else).
         average, nominal = stream_rate(self._stream.average_rate), stream_rate(self._stream.guessed_rate)
@@ -159,6 +183,7 @@ class PyAVSource(VideoSource):
         self.fps = fps
         self.frame_count = announced if announced > 0 else None
         self.report = DecodeReport(frames_announced=self.frame_count, clock=clock)  # type: ignore[arg-type]
+        self._note_rotation()
         constant = average is not None and nominal is not None and abs(average - nominal) < 0.01 * nominal
         wrap = MPEG_WRAP_S if self._stream.time_base == Fraction(1, 90000) else None
         self._clock = MediaClock(1.0 / fps, constant_rate=constant, wrap_s=wrap)
@@ -234,18 +259,39 @@ class PyAVSource(VideoSource):
                 r.frames_announced,
             )
 
+    def _orient(self, first: av.VideoFrame) -> None:
+        """The source's size: the first frame's as displayed (its display rotation applied)."""
+        self._turns = quarter_turns(first)
+        self.width, self.height = turned_size(first.width, first.height, self._turns)
+
+    def _note_rotation(self) -> None:
+        self.report.display_rotation = 90 * self._turns  # type: ignore[assignment]
+        if self._turns:
+            log.info(
+                "%s: frames carry a display rotation of %d degrees: turned upright to %dx%d",
+                self.uri,
+                90 * self._turns,
+                self.width,
+                self.height,
+            )
+
     def _store(self, frame: av.VideoFrame, out: np.ndarray) -> None:
-        geometry = (frame.width, frame.height)
+        # Sizes as displayed: a rotation that changes mid-stream is a size change like any other.
+        self._turns = quarter_turns(frame, self._turns)
+        geometry = turned_size(frame.width, frame.height, self._turns)
         if geometry != self._geometry:
             self._check_size(*geometry)
             self._geometry = geometry
-            change = GeometryChange(frame=self.report.frames_decoded, width=frame.width, height=frame.height)
+            change = GeometryChange(frame=self.report.frames_decoded, width=geometry[0], height=geometry[1])
             self.report.geometry_changes.append(change)
             log.info("%s: picture size changes to %dx%d at frame %d", self.uri, *geometry, change.frame)
+        rgb = frame.to_ndarray(format="rgb24")
+        if self._turns:
+            rgb = np.rot90(rgb, self._turns)  # a view: the copy into `out` below is the only one
         if geometry == (self.width, self.height):
-            out[:] = frame.to_ndarray(format="rgb24")
+            out[:] = rgb
         else:
-            letterbox_into(frame.to_ndarray(format="rgb24"), out)
+            letterbox_into(np.ascontiguousarray(rgb), out)
 
     def read_frames(self, n: int) -> FrameBatch:
         out = np.empty((max(n, 0), self.height, self.width, 3), dtype=np.uint8)
