@@ -52,7 +52,7 @@ from model.shift_kernels import REFERENCE
 from model.video.decode_report import DecodeReport
 from model.video.pyav_source import count_video_packets
 from model.video.snippets import SnippetBatch, SnippetSpec, iter_snippet_batches
-from model.video.source import VideoDecodeError, VideoSource, open_source
+from model.video.source import DEFAULT_FOLDER_FPS, VideoDecodeError, VideoSource, open_source
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +168,9 @@ class EngineConfig(BaseModel):
     max_pixels: int | None = Field(
         None, ge=1, description="refuse videos with larger frames (width x height)"
     )
+    folder_fps: float = Field(
+        DEFAULT_FOLDER_FPS, gt=0, le=1000, description="frame rate of frame folders (images carry no timing)"
+    )
 
 
 class ModelInfo(BaseModel):
@@ -205,6 +208,13 @@ class SnippetScore(BaseModel):
     index: int
     start_s: float = Field(description="media time of the snippet's first frame (its own timestamp)")
     end_s: float = Field(description="media time of the snippet's last frame")
+    # Optional only so that results stored before frame indices were reported still read back.
+    start_frame: int | None = Field(
+        None, description="index (from 0) of the snippet's first decoded frame, the frame at start_s"
+    )
+    end_frame: int | None = Field(
+        None, description="index of the snippet's last decoded frame (inclusive), the frame at end_s"
+    )
     score: float
     categories: dict[str, float]
     degraded: bool = Field(default=False, description="a frame of this snippet was damaged or lost")
@@ -536,7 +546,7 @@ class AnalysisEngine:
         )
 
     def _open(self, path: str | Path) -> VideoSource:
-        source = open_source(path, max_pixels=self.config.max_pixels)
+        source = open_source(path, folder_fps=self.config.folder_fps, max_pixels=self.config.max_pixels)
         c = self.config
         if c.max_pixels and source.width * source.height > c.max_pixels:
             source.close()
@@ -674,6 +684,8 @@ class AnalysisEngine:
                 index=i,
                 start_s=float(start_s[i]),
                 end_s=float(end_s[i]),
+                start_frame=int(encoded.start_frames[i]),
+                end_frame=int(encoded.end_frames[i]) - 1,  # end_frames is one past the last
                 score=float(scores_np[i]),
                 categories=dict(zip(names, local_np[i].tolist(), strict=True)),
                 degraded=bool(degraded[i]),
