@@ -1,0 +1,137 @@
+"""A bounded memory bank of region descriptors with nearest-neighbour search (scikit-learn).
+
+Vectors are region descriptors with the region's position appended (scaled by `position_weight`), so a query is
+compared with what was seen at and near the same place: a bicycle's speed on a walkway is far from every walking
+speed seen there, while a car's speed on the road next to it is not.
+
+Bound: at most `max_vectors` are kept, by bottom-k sampling (Cohen & Kaplan, PODC 2007) of whole snippets: every
+snippet's vectors share a priority from a fixed hash of the snippet's number, and the lowest priorities stay. The
+sample is uniform over every snippet ever added, incremental, and deterministic for the same footage in the same
+order. Pinned snippets (an operator's false alarms) get priority 0 and are never dropped.
+
+Search: a scikit-learn `NearestNeighbors` index over the bulk of the bank plus an exact numpy search over the
+vectors added since it was built; the index is rebuilt once that recent part exceeds `REBUILD_FRACTION` of it, so
+adding a snippet costs no index build.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.neighbors import NearestNeighbors
+
+REBUILD_FRACTION = 0.05
+REBUILD_MIN = 2048
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser (Steele et al., OOPSLA 2014) of uint64 `x`: a fixed, well-mixed hash."""
+    with np.errstate(over="ignore"):
+        z = (x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
+        z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
+        z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
+        return z ^ (z >> np.uint64(31))
+
+
+class MemoryBank:
+    """Vectors `[N, d]` float32 with bounded size and k-nearest-neighbour distances."""
+
+    def __init__(self, dim: int, max_vectors: int) -> None:
+        if max_vectors < 1:
+            raise ValueError(f"max_vectors must be >= 1, got {max_vectors}")
+        self.dim = dim
+        self.max_vectors = max_vectors
+        self.vectors = np.zeros((0, dim), np.float32)
+        self.priorities = np.zeros(0, np.uint64)
+        self.groups = np.zeros(0, np.int64)  # the snippet number of each vector
+        self.regions = np.zeros(0, np.int16)  # the region of each vector
+        self.added = 0  # snippets ever added (the next snippet number)
+        self._index: NearestNeighbors | None = None
+        self._indexed = 0  # vectors[:_indexed] are in the index
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(a.nbytes for a in (self.vectors, self.priorities, self.groups, self.regions)))
+
+    @property
+    def snippets(self) -> int:
+        return len(np.unique(self.groups))
+
+    def add(self, vectors: np.ndarray, pinned: bool = False) -> None:
+        """Append snippets' region vectors `[S, R, d]`; then drop the snippets of highest priority beyond
+        `max_vectors` vectors. Raises `ValueError` for another shape."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 3 or vectors.shape[2] != self.dim:
+            raise ValueError(f"expected [S, R, {self.dim}] vectors, got {list(vectors.shape)}")
+        s, r = vectors.shape[:2]
+        numbers = np.arange(self.added, self.added + s, dtype=np.int64)
+        # Priority 0 is reserved for pinned snippets.
+        priorities = np.zeros(s, np.uint64) if pinned else np.maximum(splitmix64(numbers), np.uint64(1))
+        self.added += s
+        self.vectors = np.concatenate([self.vectors, vectors.reshape(s * r, self.dim)])
+        self.priorities = np.concatenate([self.priorities, np.repeat(priorities, r)])
+        self.groups = np.concatenate([self.groups, np.repeat(numbers, r)])
+        self.regions = np.concatenate([self.regions, np.tile(np.arange(r, dtype=np.int16), s)])
+        if len(self.vectors) > self.max_vectors:
+            # Whole snippets go, those of highest (priority, number) first; every snippet has R vectors.
+            numbers, first = np.unique(self.groups, return_index=True)
+            order = np.lexsort((numbers, self.priorities[first]))
+            whole = numbers[order[: max(1, self.max_vectors // r)]]
+            keep = np.flatnonzero(np.isin(self.groups, whole))
+            self.vectors, self.priorities = self.vectors[keep], self.priorities[keep]
+            self.groups, self.regions = self.groups[keep], self.regions[keep]
+            self._index = None  # positions moved
+            self._indexed = 0
+
+    def _refresh(self) -> None:
+        recent = len(self.vectors) - self._indexed
+        if self._index is None or recent > max(REBUILD_MIN, REBUILD_FRACTION * self._indexed):
+            self._index = (
+                NearestNeighbors(n_neighbors=1, algorithm="kd_tree").fit(self.vectors)
+                if len(self.vectors)
+                else None
+            )
+            self._indexed = len(self.vectors)
+
+    def distances(self, queries: np.ndarray, k: int = 1) -> np.ndarray:
+        """`[m, d]` -> `[m]` mean Euclidean distance to the k nearest bank vectors. Raises `ValueError` when the
+        bank is empty."""
+        if not len(self.vectors):
+            raise ValueError("the memory bank is empty")
+        self._refresh()
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        k = min(k, len(self.vectors))
+        parts = []
+        if self._index is not None and self._indexed:
+            parts.append(self._index.kneighbors(queries, n_neighbors=min(k, self._indexed))[0])
+        recent = self.vectors[self._indexed :]
+        if len(recent):
+            d2 = (queries**2).sum(1)[:, None] - 2.0 * queries @ recent.T + (recent**2).sum(1)[None, :]
+            d = np.sqrt(np.maximum(d2, 0.0))
+            parts.append(np.sort(d, axis=1)[:, :k])
+        nearest = np.sort(np.concatenate(parts, axis=1), axis=1)[:, :k]
+        return nearest.mean(axis=1)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {
+            "vectors": self.vectors,
+            "priorities": self.priorities,
+            "groups": self.groups,
+            "regions": self.regions,
+            "added": np.array(self.added),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray], max_vectors: int) -> MemoryBank:
+        vectors = np.asarray(state["vectors"], np.float32)
+        bank = cls(vectors.shape[1], max_vectors)
+        bank.vectors, bank.priorities = vectors, np.asarray(state["priorities"], np.uint64)
+        bank.groups, bank.regions = (
+            np.asarray(state["groups"], np.int64),
+            np.asarray(state["regions"], np.int16),
+        )
+        bank.added = int(state["added"])
+        return bank
