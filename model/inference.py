@@ -46,6 +46,7 @@ from model.config import RefineVADConfig
 from model.ensemble import HeadModel, RefineVADEnsemble
 from model.events import Event, EventPolicy, detect_events
 from model.refinevad import RefineVAD
+from model.scene import SceneDescriptor, SceneModel, SceneStatus, fuse
 from model.scene_familiarity import SceneCheck, SceneFamiliarity
 from model.scoring import VideoScores, score_features
 from model.shift_kernels import REFERENCE
@@ -164,6 +165,11 @@ class EngineConfig(BaseModel):
     export_cache_dir: Path | None = Field(
         None, description="where TorchScript/ONNX exports of the head are cached"
     )
+    scene_check_min_snippets: int = Field(
+        8,
+        ge=1,
+        description="snippets the scene-familiarity check needs before the head's scores count (events)",
+    )
     max_frames: int | None = Field(None, ge=1, description="refuse videos with more decoded frames")
     max_pixels: int | None = Field(
         None, ge=1, description="refuse videos with larger frames (width x height)"
@@ -215,7 +221,17 @@ class SnippetScore(BaseModel):
     end_frame: int | None = Field(
         None, description="index of the snippet's last decoded frame (inclusive), the frame at end_s"
     )
-    score: float
+    score: float = Field(
+        description="the fused score events use (model.scene.fusion): the head's alone while the camera has no "
+        "calibrated scene model"
+    )
+    # Optional only so that results stored before scene models existed still read back.
+    head_score: float | None = Field(None, description="RefineVAD's anomaly score of the snippet")
+    scene_score: float | None = Field(
+        None,
+        description="the camera's scene novelty (model.scene; 0.5 = as rare as the camera's 1 % most unusual "
+        "normal footage); null without a calibrated scene model (no camera given, or still learning)",
+    )
     categories: dict[str, float]
     degraded: bool = Field(default=False, description="a frame of this snippet was damaged or lost")
 
@@ -234,6 +250,10 @@ class AnalysisResult(BaseModel):
         None, description="is the footage like the training footage (None: the model is not calibrated)"
     )
     scene_warning: str | None = Field(None, description="set when the scene is unfamiliar")
+    camera: str | None = Field(None, description="the camera whose scene model scored the video (`?camera=`)")
+    camera_scene: SceneStatus | None = Field(
+        None, description="that camera's scene model as it scored the video (state `learning`: no scene_score)"
+    )
     timings: dict[str, float]
     frames: int
     num_snippets: int
@@ -256,6 +276,7 @@ class EncodedVideo(NamedTuple):
     frames: int
     decode: DecodeReport
     timings: dict[str, float]
+    regions: np.ndarray | None = None  # [T, R, d] scene region descriptors (model.scene), when asked for
 
 
 class HeadOutputs(NamedTuple):
@@ -381,6 +402,7 @@ class AnalysisEngine:
         # Which path serves each stage and why (set by from_config's start-up checks).
         self.acceleration: AccelerationReport | None = None
         self.scene: SceneFamiliarity | None = None
+        self.scene_descriptor = SceneDescriptor()
 
     @property
     def withholds_unfamiliar(self) -> bool:
@@ -589,11 +611,16 @@ class AnalysisEngine:
         path: str | Path,
         progress: Callable[[float], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        describe_scene: bool = False,
     ) -> EncodedVideo:
-        """Decode and encode a video. Raises `VideoDecodeError` when it cannot be decoded or has more decoded
+        """Decode and encode a video (and describe its snippets' regions for a scene model, with
+        `describe_scene`). Raises `VideoDecodeError` when it cannot be decoded or has more decoded
         frames than `max_frames`, `AnalysisCancelled` when `should_stop` says so."""
         timings = {"decode_s": 0.0, "backbone_s": 0.0}
         features: list[torch.Tensor] = []
+        regions: list[np.ndarray] = []
+        if describe_scene:
+            timings["scene_s"] = 0.0
         placement: dict[str, list[np.ndarray]] = {name: [] for name in _PLACEMENT}
         with self._open(path) as source:
             batches = _Prefetch(
@@ -622,6 +649,10 @@ class AnalysisEngine:
                     with torch.inference_mode():
                         features.append(self.backbone.encode_snippets(batch.frames))
                     timings["backbone_s"] += time.perf_counter() - t0
+                    if describe_scene:
+                        t0 = time.perf_counter()
+                        regions.append(self.scene_descriptor.describe(batch.frames))
+                        timings["scene_s"] += time.perf_counter() - t0
                     for name, parts in placement.items():
                         parts.append(getattr(batch, name))
                     fraction = source.progress
@@ -659,7 +690,16 @@ class AnalysisEngine:
             frames_done,
             report,
             timings,
+            np.concatenate(regions) if describe_scene else None,
         )
+
+    def head_trusted(self, familiar: np.ndarray) -> np.ndarray:
+        """`[T]` familiarity of each snippet's trailing window -> `[T]` whether the head's score may count: the
+        window was familiar and held at least `scene_check_min_snippets` snippets (a check over the first
+        snippet or two of a stream cannot judge a view; live judges the same way)."""
+        trusted = np.asarray(familiar, bool).copy()
+        trusted[: max(0, self.config.scene_check_min_snippets - 1)] = False
+        return trusted
 
     def analyze(
         self,
@@ -667,8 +707,12 @@ class AnalysisEngine:
         progress: Callable[[float], None] | None = None,
         frame_scores: bool = False,
         should_stop: Callable[[], bool] | None = None,
+        camera: SceneModel | None = None,
+        camera_id: str | None = None,
     ) -> AnalysisResult:
-        encoded = self.encode(path, progress, should_stop)
+        """Score a video; with `camera` (a scene model) its snippets also get that camera's `scene_score`, fused
+        into `score` (model.scene.fusion)."""
+        encoded = self.encode(path, progress, should_stop, describe_scene=camera is not None)
         features, info, frames, timings = encoded.features, encoded.info, encoded.frames, encoded.timings
         t0 = time.perf_counter()
         video = self.run_head(features)
@@ -679,6 +723,25 @@ class AnalysisEngine:
         timings["head_s"] = time.perf_counter() - t0
         names = self.category_names
         start_s, end_s, degraded = encoded.start_s, encoded.end_s, encoded.degraded
+        scene, warning, no_evidence = None, None, degraded
+        trusted = None
+        if self.scene is not None:
+            scene, familiar = self.scene.check_video(features)
+            trusted = self.head_trusted(familiar)
+            warning = scene_warning(scene, self.withholds_unfamiliar)
+            if warning:
+                log.warning("%s: %s", path, warning)
+        scene_scores = None
+        if camera is not None and encoded.regions is not None:
+            scene_scores = camera.score(encoded.regions)
+        head_np = scores_np
+        if scene_scores is None:
+            # As live: a snippet the head cannot judge (view unfamiliar, or too few snippets to tell) is no
+            # evidence, like a damaged one.
+            if trusted is not None and self.withholds_unfamiliar:
+                no_evidence = degraded | ~trusted
+        else:
+            scores_np = fuse(head_np, scene_scores, trusted if self.withholds_unfamiliar else None)
         snippets = [
             SnippetScore(
                 index=i,
@@ -687,6 +750,8 @@ class AnalysisEngine:
                 start_frame=int(encoded.start_frames[i]),
                 end_frame=int(encoded.end_frames[i]) - 1,  # end_frames is one past the last
                 score=float(scores_np[i]),
+                head_score=float(head_np[i]),
+                scene_score=None if scene_scores is None else float(scene_scores[i]),
                 categories=dict(zip(names, local_np[i].tolist(), strict=True)),
                 degraded=bool(degraded[i]),
             )
@@ -695,15 +760,6 @@ class AnalysisEngine:
         per_frame = None
         if frame_scores:
             per_frame = np.repeat(scores_np, self.spec.frames_per_snippet)[:frames].tolist()
-        scene, warning, no_evidence = None, None, degraded
-        if self.scene is not None:
-            scene, familiar = self.scene.check_video(features)
-            # As live: a snippet whose trailing window is unfamiliar is no evidence, like a damaged one.
-            if self.withholds_unfamiliar:
-                no_evidence = degraded | ~familiar
-            warning = scene_warning(scene, self.withholds_unfamiliar)
-            if warning:
-                log.warning("%s: %s", path, warning)
         events = detect_events(scores_np, start_s, end_s, local_np, names, self.config.events, no_evidence)
         if progress is not None:
             progress(1.0)
@@ -719,6 +775,8 @@ class AnalysisEngine:
             untrained_warning=self.untrained_warning,
             scene=scene,
             scene_warning=warning,
+            camera=camera_id,
+            camera_scene=None if camera is None else camera.status(),
             timings=timings,
             frames=frames,
             num_snippets=len(snippets),

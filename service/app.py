@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from model.version import package_version
-from service.api import analyze, event_media, events, health, jobs, streams
+from service.api import analyze, event_media, events, health, jobs, scene, streams
 from service.auth import API_KEY_HEADER, ApiKeyAuth
 from service.context import ServiceContext
 from service.errors import install_error_handlers
@@ -40,6 +40,7 @@ ROUTERS = (
     jobs.router,
     streams.router,
     streams.live_router,
+    scene.router,
     events.router,
     event_media.router,
     web.router,
@@ -87,6 +88,7 @@ def build_context(settings: ServiceSettings, metrics: ServiceMetrics) -> Service
         ctx.live = ClusterStreams(settings, db, model, metrics, workers)
     else:
         ctx.live = LiveStreamManager(settings, db, model, metrics)
+        ctx.jobs.scenes = ctx.live.scenes
     ctx.components.append(ctx.live)
     return ctx
 
@@ -154,6 +156,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         BodyLimitMiddleware,
         max_bytes=settings.max_json_kb * 1024,
         exempt=frozenset({"/analyze"}),
+        exempt_suffixes=("/scene/footage",),
         idle_timeout_s=settings.upload_idle_timeout_s,
     )
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)

@@ -42,6 +42,7 @@ from model.video.source import VideoDecodeError
 from service.event_media.file_snapshots import event_snapshots
 from service.metrics import ServiceMetrics
 from service.model_service import ModelService
+from service.scene.registry import SceneRegistry
 from service.storage import DEFAULT_LEASE_S, EventRecord, JobRecord, JobStore, StorageError
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class Analyzer(Protocol):
         progress: Callable[[float], None],
         frame_scores: bool,
         should_stop: Callable[[], bool],
+        camera: str | None = None,
     ) -> AnalysisResult: ...
 
 
@@ -104,6 +106,8 @@ class JobManager:
         uploads of jobs taken over are fetched into it)."""
         self.store = store
         self.analyzer = analyzer or self._analyze_here
+        # The cameras' scene models, for `?camera=` (set by the app once live streams exist).
+        self.scenes: SceneRegistry | None = None
         self.model = model
         self.metrics = metrics
         self.workers = workers
@@ -333,6 +337,8 @@ class JobManager:
                 progress=lambda fraction: self._on_progress(running, fraction),
                 frame_scores=job.frame_scores,
                 should_stop=running.cancel.is_set,
+                # Only when asked for: a cluster's remote analyzer predates scene models.
+                **({"camera": job.camera} if job.camera else {}),
             )
         except AnalysisCancelled:
             pass  # the cancel flag says why
@@ -426,9 +432,19 @@ class JobManager:
         progress: Callable[[float], None],
         frame_scores: bool,
         should_stop: Callable[[], bool],
+        camera: str | None = None,
     ) -> AnalysisResult:
+        scene = None
+        if camera is not None and self.scenes is not None:
+            # A copy: the live scheduler keeps adapting the camera's model meanwhile.
+            scene = self.scenes.snapshot(camera)
         return self.model.engine().analyze(
-            path, progress=progress, frame_scores=frame_scores, should_stop=should_stop
+            path,
+            progress=progress,
+            frame_scores=frame_scores,
+            should_stop=should_stop,
+            camera=scene,
+            camera_id=camera,
         )
 
     def _snapshots(self, job: JobRecord, result: AnalysisResult, upload: Path) -> str | None:

@@ -45,6 +45,7 @@ def engine_config(settings: ServiceSettings) -> EngineConfig:
         # Hysteresis: an event closes a little below the score that opened it.
         events=EventPolicy(enter_threshold=threshold, exit_threshold=max(0.0, threshold - 0.1)),
         scene_check=settings.scene_check,
+        scene_check_min_snippets=settings.scene_check_min_snippets,
         max_frames=settings.max_video_frames,
         max_pixels=settings.max_video_pixels,
         **optional,

@@ -146,6 +146,29 @@ class ServiceSettings(BaseSettings):
         "flag it and raise no events from it; report = flag only; off = no check",
     )
 
+    # Per-camera scene models (model.scene).
+    scene_models: bool = Field(
+        default=True, description="each live camera learns its own normal and its snippets get a scene_score"
+    )
+    scene_learn_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="seconds of a camera's footage (live or uploaded as normal) learned before its scene is "
+        "calibrated: 5 minutes see a view's ordinary activity several times over and still calibrate a new "
+        "camera within its first hour",
+    )
+    scene_max_mb: float = Field(
+        default=64.0,
+        gt=0,
+        description="bound of one camera's memory bank in MB (bottom-k sampling beyond it)",
+    )
+    scene_check_min_snippets: int = Field(
+        default=8,
+        ge=1,
+        description="snippets a stream's scene-familiarity check needs before its scores may open events "
+        "(offline alike): 12.8 s at 10 fps with 16-frame snippets",
+    )
+
     # File analysis.
     max_upload_mb: float = Field(default=512.0, gt=0)
     upload_idle_timeout_s: float = Field(

@@ -314,6 +314,8 @@ def _job_columns() -> list[sa.Column]:
         # seconds) its claim holds unless renewed. An expired lease lets another replica take the job over.
         sa.Column("owner", sa.Text),
         sa.Column("lease_expires_at", sa.Double),
+        # jobs_v4: the camera whose scene model scores the video (`POST /analyze?camera=`).
+        sa.Column("camera", sa.Text),
     ]
 
 
@@ -363,12 +365,13 @@ DEFAULT_LEASE_S = 30.0
 
 _JOB_COLUMNS_V2 = ("snapshots", "snapshots_json")
 _JOB_COLUMNS_V3 = ("owner", "lease_expires_at")
+_JOB_COLUMNS_V4 = ("camera",)
 
 
 def _jobs_v1(op: Operations) -> None:
     op.create_table(
         "jobs",
-        *(column for column in _job_columns() if column.name not in (*_JOB_COLUMNS_V2, *_JOB_COLUMNS_V3)),
+        *(column for column in _job_columns() if column.name not in (*_JOB_COLUMNS_V2, *_JOB_COLUMNS_V3, *_JOB_COLUMNS_V4)),
         sa.CheckConstraint(f"status IN ({', '.join(repr(s) for s in JOB_STATUSES)})", name="jobs_status"),
     )
     op.create_index("jobs_by_status", "jobs", ["status", "created_at"])
@@ -426,10 +429,17 @@ def _jobs_v3(op: Operations) -> None:
         op.execute("ALTER TABLE job_uploads ALTER COLUMN data SET STORAGE EXTERNAL")
 
 
+def _jobs_v4(op: Operations) -> None:
+    for column in _job_columns():
+        if column.name in _JOB_COLUMNS_V4:
+            op.add_column("jobs", column)
+
+
 JOBS_MIGRATIONS: tuple[tuple[str, Sequence[MigrationStep]], ...] = (
     ("jobs_v1", (_jobs_v1,)),
     ("jobs_v2", (_jobs_v2,)),
     ("jobs_v3", (_jobs_v3,)),
+    ("jobs_v4", (_jobs_v4,)),
 )
 EVENTS_MIGRATIONS: tuple[tuple[str, Sequence[MigrationStep]], ...] = (
     ("events_v1", (_events_v1,)),
@@ -467,6 +477,7 @@ class JobRecord(BaseModel):
     note: str | None = None
     attempts: int = 0
     owner: str | None = None
+    camera: str | None = None
     lease_expires_at: float | None = None
 
     @property

@@ -46,6 +46,7 @@ class MemoryBank:
         self.groups = np.zeros(0, np.int64)  # the snippet number of each vector
         self.regions = np.zeros(0, np.int16)  # the region of each vector
         self.added = 0  # snippets ever added (the next snippet number)
+        self._snippets = 0
         self._index: NearestNeighbors | None = None
         self._indexed = 0  # vectors[:_indexed] are in the index
 
@@ -58,7 +59,7 @@ class MemoryBank:
 
     @property
     def snippets(self) -> int:
-        return len(np.unique(self.groups))
+        return self._snippets
 
     def add(self, vectors: np.ndarray, pinned: bool = False) -> None:
         """Append snippets' region vectors `[S, R, d]`; then drop the snippets of highest priority beyond
@@ -75,12 +76,14 @@ class MemoryBank:
         self.priorities = np.concatenate([self.priorities, np.repeat(priorities, r)])
         self.groups = np.concatenate([self.groups, np.repeat(numbers, r)])
         self.regions = np.concatenate([self.regions, np.tile(np.arange(r, dtype=np.int16), s)])
+        self._snippets += s
         if len(self.vectors) > self.max_vectors:
             # Whole snippets go, those of highest (priority, number) first; every snippet has R vectors.
             numbers, first = np.unique(self.groups, return_index=True)
             order = np.lexsort((numbers, self.priorities[first]))
             whole = numbers[order[: max(1, self.max_vectors // r)]]
             keep = np.flatnonzero(np.isin(self.groups, whole))
+            self._snippets = len(whole)
             self.vectors, self.priorities = self.vectors[keep], self.priorities[keep]
             self.groups, self.regions = self.groups[keep], self.regions[keep]
             self._index = None  # positions moved
@@ -134,4 +137,5 @@ class MemoryBank:
             np.asarray(state["regions"], np.int16),
         )
         bank.added = int(state["added"])
+        bank._snippets = len(np.unique(bank.groups))
         return bank

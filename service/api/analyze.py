@@ -61,7 +61,7 @@ _UPLOAD_BODY = {
     openapi_extra=_UPLOAD_BODY,
     responses={
         202: {"model": Job, "description": "accepted; analysed in the background"},
-        **errors(400, 408, 409, 413, 415, 422, 500, 503, 507),
+        **errors(400, 404, 408, 409, 413, 415, 422, 500, 503, 507),
     },
 )
 async def analyze(
@@ -69,9 +69,16 @@ async def analyze(
     frame_scores: bool = Query(default=False, description="also return one score per frame"),
     snapshots: bool = Query(default=False, description="also return a JPEG of each event's peak"),
     background: bool = Query(default=False, description="always answer 202 at once, whatever the length"),
+    camera: str | None = Query(
+        default=None,
+        max_length=200,
+        description="a stream id: score the video with that camera's scene model too (scene_score, fused score)",
+    ),
     ctx: ServiceContext = Depends(get_context),
 ) -> Response:
     engine = ctx.model.engine()  # 503 before reading a byte when there is no model
+    if camera is not None and (ctx.live is None or not ctx.live.exists(camera)):
+        raise ApiError(404, "stream_not_found", f"no stream with id {camera!r} (the `camera` to score with)")
     settings = ctx.settings
     job_id = uuid.uuid4().hex
     spool = settings.upload_dir
@@ -124,6 +131,7 @@ async def analyze(
         frame_scores=frame_scores,
         snapshots=snapshots,
         video_json=video.model_dump_json(),
+        camera=camera,
     )
     try:
         # Off the event loop: a write may wait for a database locked by another process.

@@ -41,6 +41,8 @@ from service.publishers.dispatcher import Dispatcher
 from service.publishers.mqtt import MqttPublisher
 from service.publishers.webhook import WebhookPublisher
 from service.publishers.websocket import WebSocketPublisher
+from service.scene.registry import SceneRegistry, scene_settings
+from service.scene.store import SceneStore
 from service.settings import ServiceSettings
 from service.storage import Database
 
@@ -132,8 +134,14 @@ class LiveStreamManager:
                     tls_ca=settings.mqtt_tls_ca,
                 )
             )
+        # Each camera's own normal (model.scene), in the database so it survives restarts and moves.
+        self.scenes: SceneRegistry | None = None
+        if settings.scene_models:
+            self.scenes = SceneRegistry(
+                SceneStore(db), scene_settings(settings.scene_learn_s, settings.scene_max_mb)
+            )
         self.scheduler = LiveScheduler(
-            model, self.dispatcher, self.event_store, self.metrics, settings.live_window
+            model, self.dispatcher, self.event_store, self.metrics, settings.live_window, self.scenes
         )
         self._records: dict[str, StreamRecord] = {}
         self._adding = 0  # registrations being stored (counted against the stream limit)
@@ -281,6 +289,8 @@ class LiveStreamManager:
         if record is None:
             return False  # removed by a concurrent request meanwhile
         self._stop_stream(stream_id)
+        if self.scenes is not None:
+            await asyncio.to_thread(self.scenes.forget, stream_id)
         logger.info("stream %s (%s) removed", stream_id, record.name)
         return True
 
@@ -306,6 +316,9 @@ class LiveStreamManager:
         for stream_id in stopped:
             self._records.pop(stream_id, None)
             self._stop_stream(stream_id)
+            if self.scenes is not None:
+                # Saved for whichever worker runs it next.
+                self.scenes.release(stream_id)
         if started:
             self._adopt(started)
         for stream_id in started:

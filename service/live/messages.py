@@ -66,9 +66,21 @@ class SnippetMessage(BaseModel):
     captured_at: float = Field(description="wall clock (Unix seconds) when the snippet's last frame was read")
     wall_clock: float = Field(description="wall clock (Unix seconds) when this message was produced")
     latency_s: float = Field(description="from the capture of the snippet's last frame to this message")
-    score: float
+    score: float = Field(
+        description="the fused score events use (model.scene.fusion); the head's alone while the camera's scene "
+        "model is learning"
+    )
+    head_score: float | None = Field(default=None, description="RefineVAD's anomaly score of the snippet")
+    scene_score: float | None = Field(
+        default=None,
+        description="the camera's scene novelty (model.scene; 0.5 = as rare as its 1 % most unusual normal "
+        "footage); null while the camera's scene model is learning or scene models are off",
+    )
     categories: dict[str, float] = Field(description="category distribution of the window ending here")
-    dominant_category: str | None
+    dominant_category: str | None = Field(
+        description="the head's most likely category; null when only the camera's scene model finds the snippet "
+        "unusual (something the head does not name: unusual for this camera, without a category)"
+    )
     gap: GapInfo | None = Field(default=None, description="what was skipped just before this snippet")
     degraded: bool = Field(
         default=False, description="a frame of this snippet was damaged or lost; it cannot open an event"

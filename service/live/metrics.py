@@ -19,6 +19,8 @@ PIPELINE_FAMILIES = frozenset(
         "refinevad_live_batch_snippets",
         "refinevad_live_scheduler_errors",
         "refinevad_live_publisher_errors",
+        "refinevad_scene_cameras",
+        "refinevad_scene_bank_bytes",
     }
 )
 
@@ -45,6 +47,12 @@ class LiveMetrics:
         )
         self.streams = Gauge("refinevad_live_streams", "registered streams, by state", ["state"], registry=r)
         self.clients = Gauge("refinevad_live_websocket_clients", "connected WebSocket clients", registry=r)
+        self.scene_cameras = Gauge(
+            "refinevad_scene_cameras", "cameras by scene-model state (model.scene)", ["state"], registry=r
+        )
+        self.scene_bank_bytes = Gauge(
+            "refinevad_scene_bank_bytes", "bytes held by the cameras' scene memory banks", registry=r
+        )
         self.clients_dropped = Counter(
             "refinevad_live_websocket_clients_dropped",
             "WebSocket clients dropped for falling behind",

@@ -31,6 +31,7 @@ import torch
 
 from model.events import EventPolicy
 from model.inference import AnalysisEngine
+from model.scene import fuse
 from model.scene_familiarity import SceneCheck
 from service.live.events import LiveEventStore, StreamEvents
 from service.live.messages import EndReason, EventNotice, GapInfo, SnippetMessage, StateMessage
@@ -40,10 +41,12 @@ from service.live.window import FeatureWindows
 from service.model_service import ModelService
 from service.publishers.base import EventChanged, SnippetsScored, StateChanged
 from service.publishers.dispatcher import Dispatcher
+from service.scene.registry import SceneRegistry
 
 logger = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 0.5
+SCENE_METRICS_INTERVAL_S = 5.0
 # Reader states that mean no more scores are coming for now, and why an open event ends then.
 _ENDED_BY_STATE: dict[str, EndReason] = {
     "stalled": "source_stalled",
@@ -68,6 +71,7 @@ class LiveStream:
     last_latency_s: float | None = None
     last_score: float | None = None
     last_scene: SceneCheck | None = None
+    previous_scene_score: float | None = None  # the scene score of `previous`, for its final message
     rate_processed: RateMeter = field(default_factory=RateMeter)
     published_state: tuple[str, str | None] | None = None
 
@@ -80,8 +84,11 @@ class LiveScheduler:
         event_store: LiveEventStore,
         metrics: LiveMetrics,
         window: int,
+        scenes: SceneRegistry | None = None,
     ) -> None:
+        """`scenes`: the cameras' scene models (None: scene models off)."""
         self.model = model
+        self.scenes = scenes
         self.dispatcher = dispatcher
         self.event_store = event_store
         self.metrics = metrics
@@ -94,6 +101,7 @@ class LiveScheduler:
         self._thread = threading.Thread(target=self._run, name="live-scheduler", daemon=True)
         self._windows: FeatureWindows | None = None
         self.cycles = 0
+        self._scene_metrics_at = 0.0
 
     # -- registry (any thread) -----------------------------------------------------------------------------
     def add(self, stream: LiveStream) -> None:
@@ -150,12 +158,31 @@ class LiveScheduler:
                 if items:
                     self._process(engine, items)
                     self.cycles += 1
+                if self.scenes is not None:
+                    self.scenes.flush()
+                    self._scene_metrics()
             except Exception:
                 self.metrics.errors.inc()
                 logger.exception("live scheduler cycle failed; continuing")
         self._release_removed()
+        if self.scenes is not None:
+            self.scenes.flush(force=True)
         for stream in self.streams():
             self._finish_events(stream, "service_stopped")
+
+    def _scene_metrics(self) -> None:
+        assert self.scenes is not None
+        now = time.monotonic()
+        if now - self._scene_metrics_at < SCENE_METRICS_INTERVAL_S:
+            return
+        self._scene_metrics_at = now
+        counts = self.scenes.states()
+        for state in ("learning", "calibrated"):
+            self.metrics.scene_cameras.labels(state=state).set(counts[state])
+        with self._lock:
+            running = set(self._streams)
+        self.metrics.scene_cameras.labels(state="none").set(max(0, len(running) - counts["cameras"]))
+        self.metrics.scene_bank_bytes.set(counts["bytes"])
 
     def _release_removed(self) -> None:
         with self._lock:
@@ -254,9 +281,18 @@ class LiveScheduler:
             items.append((stream, snippet))
         return items
 
-    def _encode(self, engine: AnalysisEngine, snippets: list[Snippet]) -> tuple[torch.Tensor, np.ndarray]:
-        """Features `[k, D]` and a mask of the snippets that encoded; one backbone call per frame shape."""
+    def _encode(
+        self, engine: AnalysisEngine, snippets: list[Snippet]
+    ) -> tuple[torch.Tensor, np.ndarray, np.ndarray | None]:
+        """Features `[k, D]`, a mask of the snippets that encoded and, with scene models, their region
+        descriptors `[k, R, d]`; one backbone (and descriptor) call per frame shape."""
         features = torch.zeros(len(snippets), engine.backbone.dim, device=engine.device)
+        descriptor = engine.scene_descriptor
+        regions = (
+            None
+            if self.scenes is None
+            else np.zeros((len(snippets), descriptor.regions, descriptor.dim), np.float32)
+        )
         ok = np.ones(len(snippets), dtype=bool)
         shapes: dict[tuple[int, ...], list[int]] = {}
         for i, snippet in enumerate(snippets):
@@ -265,6 +301,9 @@ class LiveScheduler:
             try:
                 batch = _stacked([snippets[i].frames for i in indices], engine.device)
                 features[indices] = engine.backbone.encode_snippets(batch).to(features.dtype)
+                if regions is not None:
+                    host = batch.numpy() if isinstance(batch, torch.Tensor) else batch
+                    regions[indices] = descriptor.describe(host)
             except Exception:
                 # Isolate the culprit: encode this group one snippet at a time.
                 logger.exception(
@@ -273,19 +312,21 @@ class LiveScheduler:
                 for i in indices:
                     try:
                         features[i] = engine.backbone.encode_snippets(snippets[i].frames[None])[0]
+                        if regions is not None:
+                            regions[i] = descriptor.describe(snippets[i].frames[None])[0]
                     except Exception as exc:
                         ok[i] = False
                         logger.warning(
                             "stream %s: snippet %d skipped: %s", snippets[i].stream_id, snippets[i].index, exc
                         )
-        return features, ok
+        return features, ok, regions
 
     @torch.inference_mode()
     def _process(self, engine: AnalysisEngine, items: list[tuple[LiveStream, Snippet]]) -> None:
         assert self._windows is not None
         snippets = [snippet for _, snippet in items]
         t0 = time.perf_counter()
-        features, ok = self._encode(engine, snippets)
+        features, ok, regions = self._encode(engine, snippets)
         t1 = time.perf_counter()
         self.metrics.service.backbone_latency.labels(source="live").observe(t1 - t0)
         self.metrics.batch_size.observe(len(items))
@@ -293,6 +334,7 @@ class LiveScheduler:
             keep = np.flatnonzero(ok)
             items = [items[i] for i in keep]
             features = features[torch.as_tensor(keep, device=features.device)]
+            regions = None if regions is None else regions[keep]
             if not items:
                 return
         slots = np.array([stream.slot for stream, _ in items], dtype=np.int64)
@@ -326,8 +368,13 @@ class LiveScheduler:
             self.metrics.service.snippets.labels(source="live").inc(k)
             self.metrics.service.frames.labels(source="live").inc(k * frames)
             names = engine.category_names
+            min_snippets = engine.config.scene_check_min_snippets
             for b, (stream, snippet) in enumerate(items):
                 check = previous_check = None
+                scene_score = None
+                if self.scenes is not None and regions is not None:
+                    scored = self.scenes.score(stream.id, regions[b : b + 1])
+                    scene_score = None if scored is None else float(scored[0])
                 if scene is not None:
                     check = scene.verdict(float(distances[b]), min(int(counts[b]), scene.window))
                     if not np.isnan(previous_distances[b]):
@@ -336,17 +383,22 @@ class LiveScheduler:
                         )
                     if not check.familiar:
                         self.metrics.unfamiliar_snippets.inc()
-                # An unfamiliar scene's scores are no evidence either way, like a damaged snippet's.
-                withheld = (
-                    previous_check is not None and not previous_check.familiar and engine.withholds_unfamiliar
-                )
+                # The head's score counts once its familiarity check has judged enough snippets of a view it
+                # knows (offline: AnalysisEngine.head_trusted). Otherwise it is no evidence either way, like a
+                # damaged snippet's, unless the camera's own scene model scores the snippet instead.
+                trusted_previous = _trusted(previous_check, min_snippets, engine.withholds_unfamiliar)
+                trusted_newest = _trusted(check, min_snippets, engine.withholds_unfamiliar)
+                previous_scene = stream.previous_scene_score
+                withheld = not trusted_previous and previous_scene is None
                 distribution = dict(zip(names, weights[b].tolist(), strict=True))
                 dominant = names[int(np.argmax(weights[b]))]
+                threshold = stream.policy.enter_threshold
                 out_items: list[tuple[int, str]] = []
                 final: SnippetMessage | None = None
                 notices: list[EventNotice] = []
                 prev = stream.previous
                 if prev is not None and not np.isnan(previous[b]) and stream.events is not None:
+                    final_score = _fused(float(previous[b]), previous_scene, trusted_previous)
                     if withheld and stream.events.active:
                         # The model can no longer judge this view: an open event ends at its last high snippet.
                         ended = stream.events.finish("scene_unfamiliar")
@@ -356,23 +408,47 @@ class LiveScheduler:
                         prev.start_s,
                         prev.end_s,
                         prev.captured_at,
-                        float(previous[b]),
+                        final_score,
                         weights[b],
                         degraded=prev.degraded or withheld,
                         outage_s=prev.gap.outage_s if prev.gap is not None else 0.0,
                     )
                     final = self._message(
-                        prev, "final", float(previous[b]), distribution, dominant, notices, previous_check
+                        prev,
+                        "final",
+                        (final_score, float(previous[b]), previous_scene),
+                        distribution,
+                        _named(dominant, float(previous[b]), previous_scene, threshold, trusted_previous),
+                        notices,
+                        previous_check,
                     )
                     out_items.append((prev.index, final.model_dump_json()))
+                newest_score = _fused(float(newest[b]), scene_score, trusted_newest)
                 message = self._message(
-                    snippet, "provisional", float(newest[b]), distribution, dominant, [], check
+                    snippet,
+                    "provisional",
+                    (newest_score, float(newest[b]), scene_score),
+                    distribution,
+                    _named(dominant, float(newest[b]), scene_score, threshold, trusted_newest),
+                    [],
+                    check,
                 )
+                if self.scenes is not None and regions is not None and not snippet.degraded:
+                    self.scenes.observe(
+                        stream.id,
+                        regions[b],
+                        _snippet_seconds(snippet, frames),
+                        newest_score,
+                        head_flags=trusted_newest and float(newest[b]) >= threshold,
+                        start_s=snippet.start_s,
+                        end_s=snippet.end_s,
+                    )
+                stream.previous_scene_score = scene_score
                 out_items.append((snippet.index, message.model_dump_json()))
                 latency = time.monotonic() - snippet.captured_mono
                 self.metrics.latency.observe(latency)
                 stream.last_latency_s = latency
-                stream.last_score = float(newest[b])
+                stream.last_score = newest_score
                 stream.last_scene = check
                 stream.previous = snippet
                 stream.snippets_processed += 1
@@ -394,13 +470,14 @@ class LiveScheduler:
     def _message(
         snippet: Snippet,
         status: str,
-        score: float,
+        scores: tuple[float, float, float | None],
         distribution: dict[str, float],
-        dominant: str,
+        dominant: str | None,
         notices: list[EventNotice],
         scene: SceneCheck | None = None,
     ) -> SnippetMessage:
         now = time.time()
+        score, head_score, scene_score = scores
         return SnippetMessage(
             stream_id=snippet.stream_id,
             index=snippet.index,
@@ -411,6 +488,8 @@ class LiveScheduler:
             wall_clock=now,
             latency_s=round(now - snippet.captured_at, 4),
             score=score,
+            head_score=head_score,
+            scene_score=scene_score,
             categories=distribution,
             dominant_category=dominant,
             gap=GapInfo.of(snippet.gap),
@@ -418,6 +497,30 @@ class LiveScheduler:
             scene=scene,
             events=notices,
         )
+
+
+def _trusted(check: SceneCheck | None, min_snippets: int, withholds: bool) -> bool:
+    """Whether the head's score counts at a snippet with this familiarity verdict (None: no check)."""
+    if check is None or not withholds:
+        return True
+    return check.familiar and check.snippets >= min_snippets
+
+
+def _fused(head: float, scene: float | None, trusted: bool) -> float:
+    return float(fuse(np.array([head]), None if scene is None else np.array([scene]), np.array([trusted]))[0])
+
+
+def _named(dominant: str, head: float, scene: float | None, threshold: float, trusted: bool) -> str | None:
+    """The head's category, or None where only the scene model finds the snippet unusual."""
+    if scene is not None and scene >= threshold and not (trusted and head >= threshold):
+        return None
+    return dominant
+
+
+def _snippet_seconds(snippet: Snippet, frames: int) -> float:
+    """Footage a snippet covers: first to last frame time plus one frame interval."""
+    span = max(0.0, snippet.end_s - snippet.start_s)
+    return span * frames / (frames - 1) if frames > 1 else span
 
 
 def _stacked(frames: list[np.ndarray], device: torch.device) -> np.ndarray | torch.Tensor:

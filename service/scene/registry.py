@@ -1,0 +1,212 @@
+"""The service's scene models: one per camera, loaded from and saved to the database, learned from live footage
+and uploads, adapted continuously, and corrected by operators' false alarms.
+
+Continuous adaptation cannot learn the anomaly it should report: a calibrated camera's snippet joins its bank only
+`adapt_delay` snippets later, and only if its fused score and those of every snippet around it since stayed below
+`adapt_below` (0.3, against the 0.5 event threshold). While a camera is still learning, every undamaged snippet is
+learned, except those the head (when it knows the view) scores at or above the event threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from model.scene import SceneModel, SceneSettings, SceneStatus
+from service.scene.store import SceneStore
+
+logger = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_S = 30.0
+RECENT_SNIPPETS = 600  # 16 min at 10 fps with 16-frame snippets; 3.6 MB per camera
+VECTOR_BYTES = 4 * 33 + 8 + 8 + 2  # a region vector and its priority, snippet number and region
+
+
+@dataclass
+class _Camera:
+    model: SceneModel
+    dirty: bool = False
+    pending: deque = field(default_factory=deque)  # (regions [R, d], fused score, seconds)
+    # The newest snippets' (start_s, end_s, regions), so an operator's false alarm can be learned.
+    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_SNIPPETS))
+
+
+def scene_settings(learn_s: float, max_mb: float) -> SceneSettings:
+    return SceneSettings(learn_s=learn_s, max_vectors=max(48, int(max_mb * 1024 * 1024 / VECTOR_BYTES)))
+
+
+class SceneRegistry:
+    """Thread-safe: the live scheduler and API requests use it at once."""
+
+    def __init__(self, store: SceneStore, settings: SceneSettings) -> None:
+        self.store = store
+        self.settings = settings
+        self._cameras: dict[str, _Camera] = {}
+        self._lock = threading.RLock()
+        self._last_flush = time.monotonic()
+
+    def _camera(self, stream_id: str, create: bool = True) -> _Camera | None:
+        camera = self._cameras.get(stream_id)
+        if camera is not None:
+            return camera
+        data = self.store.load(stream_id)
+        if data is not None:
+            try:
+                camera = _Camera(SceneModel.from_bytes(data, self.settings))
+            except ValueError as exc:
+                logger.warning("stream %s: stored scene model not used (%s); learning again", stream_id, exc)
+        if camera is None:
+            if not create:
+                return None
+            camera = _Camera(SceneModel(self.settings))
+        self._cameras[stream_id] = camera
+        return camera
+
+    def model(self, stream_id: str) -> SceneModel | None:
+        """The camera's scene model, or None when it has none (neither learning nor calibrated)."""
+        with self._lock:
+            camera = self._camera(stream_id, create=False)
+            return None if camera is None else camera.model
+
+    def snapshot(self, stream_id: str) -> SceneModel:
+        """A copy of the camera's scene model to score a file with (a new, learning one when it has none)."""
+        with self._lock:
+            camera = self._camera(stream_id, create=False)
+            if camera is None:
+                return SceneModel(self.settings)
+            return SceneModel.from_bytes(camera.model.to_bytes(), self.settings)
+
+    def status(self, stream_id: str) -> SceneStatus:
+        with self._lock:
+            camera = self._camera(stream_id, create=False)
+            if camera is None:
+                return SceneStatus(
+                    state="none",
+                    snippets_learned=0,
+                    footage_s=0.0,
+                    learn_s=self.settings.learn_s,
+                    progress=0.0,
+                    bank_vectors=0,
+                    bank_snippets=0,
+                    bank_bytes=0,
+                    pinned_snippets=0,
+                    threshold=None,
+                    updated_at=None,
+                )
+            return camera.model.status()
+
+    def learn(self, stream_id: str, regions: np.ndarray, seconds: float, save: bool = True) -> SceneStatus:
+        """Learn footage known to be normal (an upload): `[S, R, d]` lasting `seconds`; saved at once."""
+        with self._lock:
+            camera = self._camera(stream_id)
+            assert camera is not None
+            camera.model.learn(regions, seconds)
+            camera.dirty = True
+            if save:
+                self._save(stream_id, camera)
+            return camera.model.status()
+
+    def mark_normal(self, stream_id: str, regions: np.ndarray) -> None:
+        """An operator's false alarm: its snippets join the bank at once, pinned; saved at once."""
+        with self._lock:
+            camera = self._camera(stream_id)
+            assert camera is not None
+            camera.model.mark_normal(regions)
+            camera.dirty = True
+            self._save(stream_id, camera)
+
+    def learn_false_alarm(self, stream_id: str, start_s: float, end_s: float) -> int:
+        """Learn the held snippets of `[start_s, end_s]` (media seconds) as normal, pinned; returns how many
+        (0 when the footage is no longer held: older than `RECENT_SNIPPETS` or from before a restart)."""
+        with self._lock:
+            camera = self._camera(stream_id, create=False)
+            if camera is None:
+                return 0
+            held = [r for a, b, r in camera.recent if b >= start_s and a <= end_s]
+            if held:
+                self.mark_normal(stream_id, np.stack(held))
+            return len(held)
+
+    def forget(self, stream_id: str) -> bool:
+        """Forget the camera's scene (it was moved): returns whether there was one."""
+        with self._lock:
+            had = self._cameras.pop(stream_id, None) is not None
+            return self.store.delete(stream_id) or had
+
+    def score(self, stream_id: str, regions: np.ndarray) -> np.ndarray | None:
+        """`[S, R, d]` -> scene scores `[S]`, or None while the camera is learning or has no scene."""
+        with self._lock:
+            camera = self._camera(stream_id, create=False)
+            return None if camera is None else camera.model.score(regions)
+
+    def observe(
+        self,
+        stream_id: str,
+        regions: np.ndarray,
+        seconds: float,
+        fused: float,
+        head_flags: bool,
+        start_s: float = 0.0,
+        end_s: float = 0.0,
+    ) -> None:
+        """A live snippet `[R, d]` was scored: learn it (learning), or queue it for adaptation (calibrated).
+        `head_flags`: the head, on a view it knows, scored it at or above the event threshold."""
+        with self._lock:
+            camera = self._camera(stream_id)
+            assert camera is not None
+            camera.recent.append((start_s, end_s, regions))
+            model = camera.model
+            if model.state == "learning":
+                if not head_flags:
+                    model.learn(regions[None], seconds)
+                    camera.dirty = True
+                return
+            s = self.settings
+            camera.pending.append((regions, fused, seconds))
+            if len(camera.pending) <= s.adapt_delay:
+                return
+            oldest = camera.pending.popleft()
+            if max(item[1] for item in (oldest, *camera.pending)) < s.adapt_below:
+                model.learn(oldest[0][None], oldest[2])
+                camera.dirty = True
+
+    def _save(self, stream_id: str, camera: _Camera) -> None:
+        self.store.save(stream_id, camera.model.state, camera.model.to_bytes())
+        camera.dirty = False
+
+    def flush(self, force: bool = False) -> None:
+        """Save changed scene models (every `FLUSH_INTERVAL_S`, or now with `force`). A failing write is logged
+        and retried at the next flush; nothing learned is dropped."""
+        if not force and time.monotonic() - self._last_flush < FLUSH_INTERVAL_S:
+            return
+        self._last_flush = time.monotonic()
+        with self._lock:
+            dirty = [(sid, camera) for sid, camera in self._cameras.items() if camera.dirty]
+        for stream_id, camera in dirty:
+            try:
+                with self._lock:
+                    self._save(stream_id, camera)
+            except Exception:
+                logger.exception("stream %s: saving its scene model failed; retrying later", stream_id)
+
+    def release(self, stream_id: str) -> None:
+        """Save and drop the in-memory copy (the stream moved to another worker or stopped)."""
+        with self._lock:
+            camera = self._cameras.pop(stream_id, None)
+            if camera is not None and camera.dirty:
+                self._save(stream_id, camera)
+
+    def states(self) -> dict[str, int]:
+        """Cameras in memory per scene state, their count (`cameras`) and their banks' bytes (`bytes`)."""
+        with self._lock:
+            counts = {"learning": 0, "calibrated": 0, "bytes": 0, "cameras": len(self._cameras)}
+            for camera in self._cameras.values():
+                status = camera.model.status()
+                counts[status.state] += 1
+                counts["bytes"] += status.bank_bytes
+            return counts
