@@ -255,7 +255,7 @@ def _analyze_all(
                     raise VideoDecodeError(item.error)
                 result = engine.analyze(item.uri, progress=progress, frame_scores=args.frame_scores)
             except (VideoDecodeError, ValueError, OSError) as exc:
-                log.error("%s: skipped: %s", item.uri, exc)
+                log.error("skipped %s: %s", item.name, exc)
                 outcomes.append(
                     InputOutcome(
                         input=item.uri,
@@ -298,7 +298,8 @@ def _summary_table(outcomes: list[InputOutcome]) -> str:
                 )
             )
         else:
-            rows.append((o.name, "-", "-", "-", "-", "-", "-", f"{o.seconds:.1f}", f"FAILED: {o.error}"))
+            reason = (o.error or "").removeprefix(f"{o.input}: ")  # the row names the input already
+            rows.append((o.name, "-", "-", "-", "-", "-", "-", f"{o.seconds:.1f}", f"FAILED: {reason}"))
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
     lines = []
     for row in [header, *rows]:
