@@ -4,11 +4,16 @@ FastAPI reads a JSON body whole into memory before validating it, so without thi
 process hold any amount of data. A declared Content-Length over the limit is refused at once, without reading a
 byte; a body without one (chunked) is read only up to the limit, and a body that stalls is cut off (408). Upload routes (`POST /analyze`) stream to disk
 under their own, much larger limit and are not touched.
+
+`UploadPace` holds the pace rules an upload body must keep (used by `service.uploads` and enforced at the
+connection by `service.http_protocol.BodyClock`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,6 +23,47 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
+@dataclass(frozen=True)
+class UploadPace:
+    """How fast an upload must arrive: some data every `idle_timeout_s`; on average at least
+    `min_bytes_per_s` once `grace_s` have passed since its first body byte (0 = no minimum); and all of it within
+    `max_duration_s` of that byte. Times in seconds."""
+
+    idle_timeout_s: float = 30.0
+    min_bytes_per_s: float = 16 * 1024
+    grace_s: float = 30.0
+    max_duration_s: float = 3600.0
+
+    def next_limit(
+        self, first_byte_at: float | None, last_byte_at: float, received: int
+    ) -> tuple[float, str]:
+        """When the body breaks a limit if nothing more arrives, and which: (monotonic time, "idle" | "slow" |
+        "deadline"). `first_byte_at` None (no body byte yet): only the idle limit, counted from `last_byte_at`
+        (the end of the request head)."""
+        idle = (last_byte_at + self.idle_timeout_s, "idle")
+        if first_byte_at is None:
+            return idle
+        # When the average rate would fall below the minimum.
+        slow_after = (
+            max(self.grace_s, received / self.min_bytes_per_s) if self.min_bytes_per_s > 0 else math.inf
+        )
+        return min(
+            idle, (first_byte_at + slow_after, "slow"), (first_byte_at + self.max_duration_s, "deadline")
+        )
+
+    def violation(self, reason: str, elapsed_s: float, received: int) -> tuple[str, str]:
+        """The 408 answer's (code, message) for a broken limit; `elapsed_s` since the first body byte."""
+        if reason == "deadline":
+            return "upload_deadline", f"the upload took longer than the limit of {self.max_duration_s:g} s"
+        if reason == "slow":
+            return (
+                "upload_too_slow",
+                f"the upload is too slow: {received} bytes in {elapsed_s:.0f} s, below the minimum of "
+                f"{self.min_bytes_per_s:g} bytes/s",
+            )
+        return "upload_timeout", f"the upload stalled: no data for {self.idle_timeout_s:g} s"
+
+
 class BodyLimitMiddleware:
     def __init__(
         self,
@@ -25,14 +71,22 @@ class BodyLimitMiddleware:
         max_bytes: int = DEFAULT_MAX_BODY_BYTES,
         exempt: frozenset[str] = frozenset(),
         idle_timeout_s: float = 30.0,
+        exempt_suffixes: tuple[str, ...] = (),
     ) -> None:
+        """`exempt` paths and paths ending in `exempt_suffixes` are upload routes with limits of their own."""
         self.app = app
+        self.exempt_suffixes = exempt_suffixes
         self.max_bytes = max_bytes
         self.exempt = exempt
         self.idle_timeout_s = idle_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS or scope["path"] in self.exempt:
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in _BODY_METHODS
+            or scope["path"] in self.exempt
+            or scope["path"].endswith(self.exempt_suffixes)
+        ):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")

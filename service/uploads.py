@@ -8,7 +8,9 @@ Qt translations. Whether the bytes are a video is decided afterwards by probing 
 
 A client must keep the upload moving: besides the idle timeout (nothing received for a while), an upload whose
 average rate falls below a minimum once a grace period is over, or that outlasts a total deadline, is cut off with
-408 and its spool file removed, so a slow drip cannot hold a connection and disk space forever.
+408 and its spool file removed, so a slow drip cannot hold a connection and disk space forever. The limits count
+from the body's first byte, part headers included, and are kept by the connection itself under `refinevad serve`
+(see `_chunks`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import asyncio
 import contextlib
 import errno
 import logging
-import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -26,9 +27,11 @@ from typing import BinaryIO
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from service.errors import ApiError
+from service.http_protocol import body_clock
+from service.request_limits import UploadPace
 
 logger = logging.getLogger(__name__)
 
@@ -40,17 +43,6 @@ MAX_PART_HEADER = 16 * 1024
 MAX_BOUNDARY = 70  # RFC 2046
 # Writing the spool file fails with these when the disk, a quota or the process's file size limit is reached.
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-
-
-@dataclass(frozen=True)
-class UploadPace:
-    """How fast an upload must arrive: some data every `idle_timeout_s`; on average at least
-    `min_bytes_per_s` once `grace_s` have passed; and all of it within `max_duration_s`."""
-
-    idle_timeout_s: float = 30.0
-    min_bytes_per_s: float = 16 * 1024
-    grace_s: float = 30.0
-    max_duration_s: float = 3600.0
 
 
 @dataclass
@@ -170,52 +162,42 @@ def too_large(max_bytes: int) -> ApiError:
 
 async def _chunks(request: Request, pace: UploadPace) -> AsyncIterator[bytes]:
     """The body's chunks, cut off with 408 when the client stalls, drips too slowly or runs past the deadline (a
-    slow-loris client must not hold a connection and a spool file forever)."""
+    slow-loris client must not hold a connection and a spool file forever).
+
+    Under `refinevad serve` the connection keeps the pace (`service.http_protocol.BodyClock`): counted from the
+    body's first byte as it arrives, by a timer that needs neither a chunk to arrive nor this task to be
+    scheduled; it answers 408 and closes, and this raises the same error for the app's side. Elsewhere (another
+    ASGI server) the pace is kept here, around each wait for a chunk."""
+    clock = body_clock(request.scope)
+    if clock is not None:
+        clock.enforce(pace)
+        try:
+            async for chunk in request.stream():
+                yield chunk
+        except ClientDisconnect:
+            if clock.broken is None:
+                raise
+            raise ApiError(408, *clock.broken, headers={"Connection": "close"}) from None
+        return
     stream = request.stream().__aiter__()
-    started = time.monotonic()
+    started = last = time.monotonic()
     received = 0
     while True:
-        elapsed = time.monotonic() - started
-        # When the average rate would fall below the minimum if nothing more arrived.
-        slow_at = max(pace.grace_s, received / pace.min_bytes_per_s) if pace.min_bytes_per_s > 0 else math.inf
-        # The nearest of the three limits decides how long to wait, and which one a timeout breaks.
-        wait, reason = min(
-            (pace.idle_timeout_s, "idle"),
-            (slow_at - elapsed, "slow"),
-            (pace.max_duration_s - elapsed, "deadline"),
-        )
+        # The nearest limit decides how long to wait, and which one a timeout breaks.
+        at, reason = pace.next_limit(started, last, received)
         try:
+            wait = at - time.monotonic()
             if wait <= 0:
                 raise TimeoutError
             chunk = await asyncio.wait_for(anext(stream), wait)
         except StopAsyncIteration:
             return
         except TimeoutError:
-            raise _pace_error(pace, reason, time.monotonic() - started, received) from None
+            code, message = pace.violation(reason, time.monotonic() - started, received)
+            raise ApiError(408, code, message, headers={"Connection": "close"}) from None
+        last = time.monotonic()
         received += len(chunk)
         yield chunk
-
-
-def _pace_error(pace: UploadPace, reason: str, elapsed: float, received: int) -> ApiError:
-    headers = {"Connection": "close"}
-    if reason == "deadline":
-        return ApiError(
-            408,
-            "upload_deadline",
-            f"the upload took longer than the limit of {pace.max_duration_s:g} s",
-            headers=headers,
-        )
-    if reason == "slow":
-        return ApiError(
-            408,
-            "upload_too_slow",
-            f"the upload is too slow: {received} bytes in {elapsed:.0f} s, below the minimum of "
-            f"{pace.min_bytes_per_s:g} bytes/s",
-            headers=headers,
-        )
-    return ApiError(
-        408, "upload_timeout", f"the upload stalled: no data for {pace.idle_timeout_s:g} s", headers=headers
-    )
 
 
 async def receive_video_upload(
