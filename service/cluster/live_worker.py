@@ -3,11 +3,11 @@
 to the shared store instead of to local WebSocket clients.
 
 When a worker's process or node dies, the API replicas see it in Ray's actor state and re-assign its streams to
-the surviving workers (`ClusterStreams.fail_over`), which take them up at their next `sync`: snippet indices go on
-from the last stored one, live events (and clips) the lost worker left open are marked interrupted (failed), never
-stored twice. Ray restarts the lost worker (`max_restarts=-1`) once a node has its GPU share free; the new
-incarnation runs what the store assigns it then (nothing, after a re-assignment; everything, when it was the only
-worker), rebuilt the same way.
+the surviving workers (`ClusterStreams.fail_over`), which take them up at their next `sync` (pushed to them at
+once): snippet indices go on from the last stored one, live events (and clips) the lost worker left open are
+marked interrupted (failed), never stored twice. Ray restarts a worker whose process died on its own node; one
+whose node died is created again on the next free node (`placement`). Either comes up empty and gets streams back
+as the replicas rebalance (or everything, when it was the only worker), rebuilt the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 from service.cluster.messages import MessageLog, StoredMessage
 from service.live.hub import LiveHub
 from service.live.manager import LiveStreamManager
+from service.live.store import StreamRecord
 from service.metrics import ServiceMetrics
 from service.model_service import ModelService
 from service.settings import ServiceSettings
@@ -136,7 +137,7 @@ class LiveWorker:
             self.model,
             self.metrics,
             hub=self.hub,
-            owned=lambda: self.manager.store.of_worker(index),
+            owned=self._owned,
             first_snippet=self.log.next_snippet,
             # Clips are encoded here before they go to the store: a directory per worker, so a restarted worker
             # clears only its own leftovers, not those of another worker on the same machine.
@@ -150,6 +151,15 @@ class LiveWorker:
         self._call(self.manager.start())
         self._sync_task = asyncio.run_coroutine_threadsafe(self._sync_forever(), self._loop)
         logger.info("live worker %d started on this node", index)
+
+    def _owned(self) -> list[StreamRecord]:
+        """The streams the store assigns to this worker. One it stopped before (moved away, now back) is
+        readmitted first: the dispatcher drops what removed streams publish."""
+        records = self.manager.store.of_worker(self.index)
+        for record in records:
+            if not self.manager.exists(record.id):
+                self.manager.dispatcher.readmit(record.id)
+        return records
 
     def _call(self, coroutine: Any, timeout: float = 60.0) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
@@ -166,14 +176,21 @@ class LiveWorker:
     async def _sync(self) -> tuple[list[str], list[str]]:
         started, stopped = await asyncio.to_thread(self.manager.sync)
         for stream_id in stopped:
-            # Removed through an API replica: what was written after it deleted the messages goes too.
-            await asyncio.to_thread(self.log.delete_stream, stream_id)
+            # Removed through an API replica: what was written after it deleted the messages goes too. A stream
+            # that moved to another worker (rebalanced) keeps them: they are its history there.
+            if await asyncio.to_thread(self.manager.store.get, stream_id) is None:
+                await asyncio.to_thread(self.log.delete_stream, stream_id)
         return started, stopped
 
     # -- called through Ray --------------------------------------------------------------------------------
     def sync(self) -> tuple[list[str], list[str]]:
         """Start and stop streams to match the store now (after a registration or removal)."""
         return self._call(self._sync())
+
+    def ready(self) -> bool:
+        """Whether the model is loaded here (streams moved here start scoring at once). A read: called in the
+        `reads` concurrency group."""
+        return self.model.ready
 
     def views(self) -> dict[str, dict[str, Any]]:
         """Each running stream's view (`StreamView` as JSON), by id."""

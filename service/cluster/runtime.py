@@ -1,6 +1,6 @@
-"""Joining the Ray cluster, and the Ray-side pieces: the live workers (named, detached actors, one per GPU, that
-Ray restarts wherever there is room), their state as Ray's GCS knows it, and file analysis as Ray tasks (queued by
-Ray across the cluster, re-run by Ray when the node running one dies)."""
+"""Joining the Ray cluster, and the Ray-side pieces: the live workers (named, detached actors, one per node: see
+`placement`), and file analysis as Ray tasks (queued by Ray across the cluster, re-run by Ray when the node
+running one dies)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,20 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import ray
 
 from model.inference import AnalysisCancelled, AnalysisResult
-from service.cluster.live_worker import LiveWorker
 from service.metrics import ServiceMetrics
 from service.model_service import ModelService
 from service.settings import ServiceSettings
 from service.storage import Database, JobStore, StorageError
+
+if TYPE_CHECKING:
+    from service.cluster.placement import LiveWorkers
 
 logger = logging.getLogger(__name__)
 
@@ -46,61 +48,26 @@ def connect(address: str) -> None:
     )
 
 
-# A live worker takes more than half a GPU, so Ray's own GPU accounting never puts two on one GPU (two nodes of
-# one GPU each get one worker each, deterministically), and a job's share fits beside it on the same GPU.
+# A live worker takes more than half a GPU, so no two ever share one GPU, and a job's share fits beside it.
 LIVE_WORKER_GPUS = 0.6
 JOB_GPUS = 0.4
 
 
-def _gpus(setting: float | None, share: float) -> float:
+def gpu_share(setting: float | None, share: float) -> float:
     """The GPUs to reserve: the setting, else `share` when the cluster has GPUs at all, else none."""
     if setting is not None:
         return setting
     return share if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
-def live_workers(settings: ServiceSettings) -> list[Any]:
-    """Handles of the live workers, created by whichever API replica asks first (Ray's named actors make this
-    idempotent across replicas). Detached: they outlive the replica; Ray restarts them forever, wherever their
-    GPU share is free (with one GPU per machine, only once a machine joins or comes back)."""
-    # Set on the class: Ray takes concurrency groups there only, not in `.options()`.
-    actor = ray.remote(concurrency_groups={READS_GROUP: 2})(LiveWorker)
-    gpus = _gpus(settings.cluster_live_gpus, LIVE_WORKER_GPUS)
-    return [
-        actor.options(
-            name=f"live-worker-{index}",
-            namespace=NAMESPACE,
-            get_if_exists=True,
-            lifetime="detached",
-            max_restarts=-1,
-            max_task_retries=-1,
-            num_cpus=0,
-            num_gpus=gpus,
-            # Across machines first when one has several GPUs (and best effort on a cluster without GPUs).
-            scheduling_strategy="SPREAD",
-        ).remote(settings, index)
-        for index in range(settings.cluster_live_workers)
-    ]
+def live_workers(settings: ServiceSettings) -> LiveWorkers:
+    """The live workers as this API replica sees them, placed one per node (`placement.LiveWorkers`): the first
+    replica to look creates them; they are detached and outlive it."""
+    from service.cluster.placement import LiveWorkers
 
-
-def actor_states(handles: Sequence[Any]) -> list[str]:
-    """Each actor's state in Ray's GCS actor table: `ALIVE`, `PENDING_CREATION` (first placement),
-    `RESTARTING` (its process or node died; Ray is restarting it), `DEAD`; `UNKNOWN` if it cannot be read.
-
-    This is Ray's own failure detection (node health checks, worker process monitoring), read from the GCS
-    directly: `ray.util.state` would ask the dashboard, which this cluster runs without; calling the actor
-    would only queue the call while it restarts (`max_task_retries=-1`)."""
-    from ray._private import state
-
-    found = []
-    for handle in handles:
-        try:
-            info = state.actors(actor_id=handle._actor_id.hex())
-        except Exception as exc:  # a GCS hiccup: nothing is concluded from it
-            logger.warning("actor state unavailable: %s", exc)
-            info = {}
-        found.append(str(info.get("State", "UNKNOWN")) if info else "UNKNOWN")
-    return found
+    workers = LiveWorkers(settings)
+    workers.refresh()
+    return workers
 
 
 def task_copies_dir(settings: ServiceSettings) -> Path:
@@ -184,7 +151,7 @@ class RemoteAnalyzer:
         self.store = store
         self._task = ray.remote(analyze_on_cluster).options(
             num_cpus=1,
-            num_gpus=_gpus(settings.cluster_job_gpus, JOB_GPUS),
+            num_gpus=gpu_share(settings.cluster_job_gpus, JOB_GPUS),
             max_retries=settings.cluster_job_retries,
         )
 

@@ -2,10 +2,11 @@
 workers (Ray actors), their messages read back from the store and fanned out to this replica's WebSocket clients
 by the same `LiveHub` a single node uses. Any replica serves any stream.
 
-Every replica also watches the live workers' state in Ray (`runtime.actor_states`): the streams of a worker Ray
-reports restarting or dead (its process or machine died) are re-assigned in the store to the least loaded live
-workers, which already have the model loaded and resume them within seconds; the lost worker, once Ray has
-restarted it, gets new streams like any other.
+Every replica also watches the live workers' state in Ray and places them one per node (`placement.LiveWorkers`):
+the streams of a worker Ray reports restarting or dead (its process or machine died) are re-assigned in the store
+to the least loaded live workers, which already have the model loaded and resume them within seconds (the new
+owners are told at once). When a worker is up again (restarted, or created on a node that joined) and its model is
+loaded, streams move back to it until every worker runs within one stream of the others (`placement.rebalance`).
 
 The replica's GET /metrics shows the live workers' pipeline and model metrics, labelled `worker`, gathered from
 them at each scrape (`worker_metrics`); the replica's own idle copies of the pipeline's metrics are left out."""
@@ -22,7 +23,8 @@ import ray
 from prometheus_client import Counter, Gauge
 
 from service.cluster.messages import MessageLog
-from service.cluster.runtime import READS_GROUP, actor_states
+from service.cluster.placement import NOT_PLACED, LiveWorkers, rebalance
+from service.cluster.runtime import READS_GROUP
 from service.live.hub import LiveHub
 from service.live.manager import LiveStreamManager
 from service.live.metrics import PIPELINE_FAMILIES
@@ -38,9 +40,11 @@ logger = logging.getLogger(__name__)
 
 _RELAY_INTERVAL_S = 0.1
 _VIEW_TIMEOUT_S = 2.0
-_WATCH_INTERVAL_S = 0.5
-# Ray's actor states of a worker whose process or node died: its streams move at once.
-_LOST = frozenset({"RESTARTING", "DEAD"})
+_WATCH_INTERVAL_S = 0.25
+# How long a rebalance waits for the old owners to stop the moved streams before the new owners start them.
+_HANDOFF_TIMEOUT_S = 10.0
+# Ray's actor states of a worker whose process or node died, or that has no node: its streams move at once.
+_LOST = frozenset({"RESTARTING", "DEAD", NOT_PLACED})
 # A worker Ray has not placed yet (PENDING_CREATION: starting, or no GPU share free anywhere) keeps its streams
 # this long, so a cluster that is starting up keeps its spread, then they move too.
 _UNPLACED = frozenset({"PENDING_CREATION", "DEPENDENCIES_UNREADY"})
@@ -88,7 +92,7 @@ class ClusterStreams(LiveStreamManager):
         db: Database,
         model: ModelService,
         metrics: ServiceMetrics,
-        workers: list[Any],
+        workers: LiveWorkers,
     ) -> None:
         log = MessageLog(db)
         super().__init__(settings, db, model, metrics)
@@ -149,7 +153,7 @@ class ClusterStreams(LiveStreamManager):
     def fail_over(self) -> list[StreamRecord]:
         """Re-read the workers' states from Ray; move the streams of lost workers to serving ones (any replica
         may do this at any time: `StreamStore.reassign` lets one move them). Returns the streams moved here."""
-        self.worker_states = actor_states(self.workers)
+        self.worker_states = self.workers.refresh()
         now = time.monotonic()
         for index, state in enumerate(self.worker_states):
             if state in _UNPLACED:
@@ -162,8 +166,9 @@ class ClusterStreams(LiveStreamManager):
             if state in _LOST or now - self._unplaced_since.get(index, now) > _UNPLACED_GRACE_S
         ]
         serving = self._serving()
-        # The cheap read first: a worker that stays down (no GPU free for it) costs no lock every time.
+        # The cheap read first: a worker that stays down (no node free for it) costs no lock every time.
         if not lost or not serving or self.store.count_of_workers(lost) == 0:
+            self._rebalance()
             return []
         moved = self.store.reassign(lost, serving)
         if moved:
@@ -177,6 +182,28 @@ class ClusterStreams(LiveStreamManager):
         for worker in sorted({record.worker for record in moved if record.worker is not None}):
             self._push(worker)
         return moved
+
+    def _rebalance(self) -> None:
+        """Spread the streams over the workers that are up with their model loaded (one joined, or is back)."""
+        ready = self.workers.ready()
+        if len(ready) < 2:
+            return
+        moves = rebalance(self.store.db, ready)
+        if not moves:
+            return
+        logger.warning(
+            "live workers %s rebalanced: %d streams moved (%s)",
+            ready,
+            len(moves),
+            ", ".join(f"{m.stream_id}: worker {m.old} -> {m.new}" for m in moves),
+        )
+        # The old owners stop the streams first (closing what they had open), then the new ones start them.
+        stopping = [h.sync.remote() for w in sorted({m.old for m in moves}) if (h := self.workers.handle(w))]
+        if stopping:
+            with contextlib.suppress(ray.exceptions.RayError):
+                ray.wait(stopping, num_returns=len(stopping), timeout=_HANDOFF_TIMEOUT_S)
+        for worker in sorted({m.new for m in moves}):
+            self._push(worker)
 
     async def _follow(self) -> None:
         while True:
@@ -192,14 +219,19 @@ class ClusterStreams(LiveStreamManager):
 
     def _push(self, worker: int | None) -> None:
         """Tell the worker to re-read its streams now (it also does so periodically, should this be lost)."""
-        if worker is not None and 0 <= worker < len(self.workers):
-            self.workers[worker].sync.remote()
+        handle = None if worker is None else self.workers.handle(worker)
+        if handle is not None:
+            handle.sync.remote()
 
     async def add(self, request: StreamCreate) -> StreamView:
         record = self._new_record(request, len(await asyncio.to_thread(self.store.all)))
-        self.worker_states = await asyncio.to_thread(actor_states, self.workers)
-        # To a serving worker; while none is (the cluster is starting), to any: it runs it once up.
-        serving = self._serving() or list(range(len(self.workers)))
+        self.worker_states = await asyncio.to_thread(self.workers.refresh)
+        # To a serving worker; while none is (the cluster is starting), to any placed one: it runs it once up.
+        serving = (
+            self._serving()
+            or [index for index, state in enumerate(self.worker_states) if state not in _LOST]
+            or list(range(len(self.workers)))
+        )
         record = await asyncio.to_thread(self.store.add_to_least_loaded, record, serving)
         logger.info(
             "stream %s (%s) registered on live worker %s: %s",
@@ -227,7 +259,8 @@ class ClusterStreams(LiveStreamManager):
     def _worker_views(self, workers: set[int]) -> dict[str, dict[str, Any]]:
         # A worker Ray knows is not up would only queue the call until it is.
         serving = self._reachable()
-        refs = {w: self.workers[w].views.remote() for w in workers if w in serving}
+        handles = {w: self.workers.handle(w) for w in workers if w in serving}
+        refs = {w: handle.views.remote() for w, handle in handles.items() if handle is not None}
         if not refs:
             return {}
         ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=_VIEW_TIMEOUT_S)
@@ -244,9 +277,10 @@ class ClusterStreams(LiveStreamManager):
         serving = self._reachable()
         refs = {}
         for index in serving:
-            with contextlib.suppress(Exception):
-                worker = self.workers[index]
-                refs[index] = worker.metrics_text.options(concurrency_group=READS_GROUP).remote()
+            worker = self.workers.handle(index)
+            if worker is not None:
+                with contextlib.suppress(Exception):
+                    refs[index] = worker.metrics_text.options(concurrency_group=READS_GROUP).remote()
         ready: set[Any] = set()
         if refs:
             try:
@@ -277,11 +311,12 @@ class ClusterStreams(LiveStreamManager):
         """The stream's newest frame, from the live worker that reads it; None when it has none yet, or it is not
         up or does not answer within `_VIEW_TIMEOUT_S`."""
         record = self.store.get(stream_id)
-        if record is None or record.worker is None or not 0 <= record.worker < len(self.workers):
+        if record is None or record.worker is None:
             return None
-        if record.worker not in self._reachable():
+        worker = self.workers.handle(record.worker)
+        if worker is None or record.worker not in self._reachable():
             return None  # the call would only queue until the worker is back
-        ref = self.workers[record.worker].latest_jpeg.options(concurrency_group=READS_GROUP).remote(stream_id)
+        ref = worker.latest_jpeg.options(concurrency_group=READS_GROUP).remote(stream_id)
         try:
             return ray.get(ref, timeout=_VIEW_TIMEOUT_S)
         except (ray.exceptions.RayError, TimeoutError) as exc:

@@ -123,12 +123,7 @@ class StreamStore:
             ).all()
             for stream_id, old in rows:
                 new = _least_loaded(counts, survivors)
-                updated = conn.execute(
-                    sa.update(STREAMS)
-                    .where(STREAMS.c.id == stream_id, STREAMS.c.worker == old)
-                    .values(worker=new)
-                ).rowcount
-                if updated:
+                if move_stream(conn, stream_id, old, new):
                     counts[new] = counts.get(new, 0) + 1
                     moved.append(stream_id)
         if not moved:
@@ -166,6 +161,16 @@ class StreamStore:
     def delete(self, stream_id: str) -> bool:
         with self.db.transaction() as conn:
             return conn.execute(sa.delete(STREAMS).where(STREAMS.c.id == stream_id)).rowcount > 0
+
+
+def move_stream(conn: sa.Connection, stream_id: str, old: int, new: int) -> bool:
+    """Cluster mode: assign the stream to live worker `new` if it is still `old`'s; whether it moved."""
+    return (
+        conn.execute(
+            sa.update(STREAMS).where(STREAMS.c.id == stream_id, STREAMS.c.worker == old).values(worker=new)
+        ).rowcount
+        > 0
+    )
 
 
 def _assignment_counts(conn: sa.Connection, db: Database) -> dict[int, int]:

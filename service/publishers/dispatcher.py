@@ -45,6 +45,12 @@ class Dispatcher:
             except Exception:
                 logger.exception("publisher %s failed to stop cleanly", publisher.name)
 
+    def readmit(self, stream_id: str) -> None:
+        """A removed stream runs here again (a cluster worker given back a stream it ran before): its scores and
+        states are passed on again."""
+        with self._removed_lock:
+            self._removed.pop(stream_id, None)
+
     def publish(self, message: Outgoing) -> None:
         with self._removed_lock:
             if isinstance(message, StreamRemoved):
