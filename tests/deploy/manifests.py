@@ -55,6 +55,13 @@ def check_ray_cluster(cluster: dict[str, Any]) -> None:
     assert "nvidia.com/gpu" not in head["resources"]["limits"]
 
 
+def check_handover(cluster: dict[str, Any], live_workers: int) -> None:
+    """Live workers are pinned one per node: as many as the GPU group keeps pods at least, and at least two, so a
+    dying node's streams have another worker to go to at once."""
+    (gpu_group,) = cluster["workerGroupSpecs"]
+    assert live_workers == gpu_group["minReplicas"] >= 2, (live_workers, gpu_group["minReplicas"])
+
+
 def settings_of(container: dict[str, Any], cluster_address: str) -> ServiceSettings:
     """The cluster-mode settings a container's `env` makes: every name is a setting, the database URL comes
     from a Secret (never a plain value), and the plain values validate."""

@@ -4,7 +4,14 @@ valid cluster configuration."""
 
 from __future__ import annotations
 
-from tests.deploy.manifests import REPO, check_ray_cluster, documents, project_image, settings_of
+from tests.deploy.manifests import (
+    REPO,
+    check_handover,
+    check_ray_cluster,
+    documents,
+    project_image,
+    settings_of,
+)
 
 MANIFEST = REPO / "deploy" / "kuberay.yaml"
 
@@ -31,7 +38,7 @@ def test_api_replicas_join_the_head_service_with_a_valid_configuration() -> None
     address = args[args.index("--cluster") + 1]
     # KubeRay names the head's Service `<RayCluster name>-head-svc`; the GCS listens on 6379.
     assert address == f"{docs['RayCluster']['metadata']['name']}-head-svc:6379"
-    assert settings_of(api, address).cluster_live_workers >= 1
+    check_handover(docs["RayCluster"]["spec"], settings_of(api, address).cluster_live_workers)
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert (
         deployment["spec"]["template"]["metadata"]["labels"]

@@ -10,7 +10,7 @@ import importlib.util
 import pytest
 import yaml
 
-from tests.deploy.manifests import REPO, check_ray_cluster, documents, groups, settings_of
+from tests.deploy.manifests import REPO, check_handover, check_ray_cluster, documents, groups, settings_of
 
 MANIFEST = REPO / "deploy" / "kuberay-rayservice.yaml"
 
@@ -75,5 +75,5 @@ def test_every_ray_container_has_a_valid_cluster_configuration() -> None:
     for group in groups(cluster):
         (container,) = group["template"]["spec"]["containers"]
         # Inside the cluster the Serve replicas find it themselves; any address validates the rest.
-        assert settings_of(container, "auto").cluster_live_workers >= 1
+        check_handover(cluster, settings_of(container, "auto").cluster_live_workers)
         assert "REFINEVAD_CLUSTER_ADDRESS" not in {item["name"] for item in container["env"]}
