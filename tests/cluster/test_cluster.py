@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
+from tests.cluster import failover_probe as probe
 from tests.cluster.conftest import ClusterStack
 from tests.ray_cluster import listening_addresses, peer_addresses
 from tests.reliability.conftest import wait_for
@@ -128,16 +129,6 @@ def _actors(stack: ClusterStack, indices: tuple[int, ...] = (0, 1)) -> dict[int,
     return {int(index): info for index, info in result.items()}
 
 
-def _actor_state(stack: ClusterStack, index: int) -> str:
-    """A live worker's state in Ray's GCS actor table (ALIVE, RESTARTING, ...)."""
-    state = stack.ray.driver(
-        "from ray._private import state\n"
-        f"result = state.actors(ray.get_actor('live-worker-{index}')._actor_id.hex())['State']"
-    )
-    assert isinstance(state, str)
-    return state
-
-
 def _assigned(database_url: str) -> dict[str, int]:
     with psycopg.connect(database_url) as conn:
         return dict(conn.execute("SELECT id, worker FROM streams").fetchall())
@@ -156,7 +147,7 @@ def test_a_dead_node_loses_no_stream_snippet_event_or_job(
         assert cb.get("/streams").json()["total"] == 6
         wait_for(lambda: all(_finals_stored(url, sid) for sid in ids), 120, "every stream to score")
         actors = _actors(stack)
-        # Each live worker holds more than half of a node's only GPU: Ray puts one on each node, always.
+        # The live workers are pinned one per node.
         assert len({info["node_id"] for info in actors.values()}) == 2, actors
         worker_node = stack.ray.node_id_of(stack.worker)
         victim = next(i for i, info in actors.items() if info["node_id"] == worker_node)
@@ -177,23 +168,23 @@ def test_a_dead_node_loses_no_stream_snippet_event_or_job(
             with open_live(b, sid) as ws:
                 received[sid] = [m["index"] for m in next_snippets(ws, 1, timeout=30, status="final")]
         events_before = _stream_events(url)
-        last_before = {sid: max(_finals_stored(url, sid)) for sid in victims}
+        stored_before = probe.messages(url)
+        last_before = probe.last_indices(url, victims)
 
+        killed_at = time.time()
         killed = stack.worker.kill()
-        killed_at = time.monotonic()
         report("killed_processes", len(killed))
-
-        def resumed() -> bool:
-            return all(max(_finals_stored(url, sid)) > last_before[sid] for sid in victims)
-
-        wait_for(resumed, 120, "the dead node's streams to score again", interval=0.2)
-        failover_s = time.monotonic() - killed_at
-        report("streams_scoring_again_after_s", failover_s)
-        assert failover_s < 15, f"the dead node's streams scored again only {failover_s:.1f}s after the kill"
-        # The surviving worker, model already loaded, took them over; the lost one waits for a free GPU share.
+        resumed = probe.wait_resumed(url, last_before, killed_at, timeout=60)
+        scored_s, final_s = max(resumed.scored_s.values()), max(resumed.final_s.values())
+        report("streams_scored_again_after_s", scored_s)
+        report("streams_final_scores_again_after_s", final_s)
+        # Handed over, not restarted: the surviving worker, model loaded, scores them within seconds (here with
+        # a file job running beside it on this 2-core machine).
+        assert scored_s < 10, f"the dead node's streams were scored again only {scored_s:.1f}s after the kill"
         assert {sid: _assigned(url)[sid] for sid in victims} == dict.fromkeys(victims, survivor)
         assert sorted(_actors(stack, (survivor,))[survivor]["streams"]) == sorted(ids)
-        assert _actor_state(stack, victim) == "RESTARTING"
+        # Fewer nodes than workers now: the lost worker has no actor until a node joins (never two on one node).
+        assert probe.workers(stack.ray)[victim] == {"state": "NOT_PLACED", "node": None}
         # A replica's /metrics leaves the lost worker out, and says so; the survivor's pipeline is there.
         metrics = _metrics(cb)
         lost, alive = frozenset({("worker", str(victim))}), frozenset({("worker", str(survivor))})
@@ -228,12 +219,24 @@ def test_a_dead_node_loses_no_stream_snippet_event_or_job(
             assert final["status"] == "succeeded", final
             assert final["result"]["frames"] == 6 * 180
 
-        # A machine joins: Ray restarts the lost worker there, empty; the next stream goes to it (least loaded).
+        # A machine joins: the lost worker is placed there, and once its model is loaded half the streams
+        # spread back to it and score there.
         rejoined = stack.ray.add_node("worker2", num_cpus=1, num_gpus=1)
-        wait_for(lambda: _actor_state(stack, victim) == "ALIVE", 120, "the lost worker to restart")
-        assert _actors(stack, (victim,))[victim]["streams"] == []
-        assert _actors(stack, (victim,))[victim]["node_id"] == stack.ray.node_id_of(rejoined)
+        joined_at = time.time()
+        wait_for(
+            lambda: probe.spread_back(url, victim, joined_at), 180, "streams to spread back", interval=0.5
+        )
+        report("spread_back_after_join_s", time.time() - joined_at)
+        placed = probe.workers(stack.ray)
+        assert placed[victim] == {"state": "ALIVE", "node": stack.ray.node_id_of(rejoined)}
+        assert placed[survivor]["node"] == stack.ray.node_id_of(stack.head)
+        counts = [list(_assigned(url).values()).count(w) for w in (0, 1)]
+        assert counts == [3, 3], counts
+        # Nothing stored before the kill was lost or changed, no stream's numbering has a gap, nothing twice.
+        time.sleep(2)
+        assert (
+            probe.integrity_problems(stored_before, probe.messages(url), events_before, _stream_events(url))
+            == []
+        )
         late = ca.post("/streams", json={"url": stack.camera.url, "name": "late"}).json()
-        assert _assigned(url)[late["id"]] == victim
-        wait_for(lambda: bool(_finals_stored(url, late["id"])), 120, "the new stream to score on it")
-        assert sorted(_actors(stack, (survivor,))[survivor]["streams"]) == sorted(ids)
+        wait_for(lambda: bool(_finals_stored(url, late["id"])), 120, "the new stream to score")
