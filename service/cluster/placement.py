@@ -164,6 +164,9 @@ class LiveWorkers:
 
     def ready(self) -> list[int]:
         """The ALIVE workers whose model is loaded (as of the last refresh; asked without waiting)."""
+        current = {h._actor_id.hex() for h in self._handles if h is not None}
+        self._asking = {a: ref for a, ref in self._asking.items() if a in current}
+        self._ready &= current
         found = []
         for index, state in enumerate(self.states):
             handle = self._handles[index]
@@ -192,7 +195,7 @@ class LiveWorkers:
         """Alive nodes that can host a live worker (its GPU share fits the node's GPUs), oldest first."""
         found = []
         for node in ray.nodes():
-            if not node.get("Alive") or node.get("state", "ALIVE") != "ALIVE":
+            if not node.get("Alive"):
                 continue
             if self.gpus > 0 and node.get("Resources", {}).get("GPU", 0) < self.gpus:
                 continue
