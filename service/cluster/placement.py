@@ -103,6 +103,14 @@ def rebalance(db: Database, serving: Sequence[int]) -> list[Move]:
     a time. Returns the moves made."""
     if len(serving) < 2:
         return []
+    # A read without the lock first: balanced is the usual case, and every replica asks several times a second.
+    counted = db.query(
+        sa.select(STREAMS.c.worker, sa.func.count())
+        .where(STREAMS.c.worker.in_(list(serving)))
+        .group_by(STREAMS.c.worker)
+    )
+    if not balance_moves({int(worker): int(n) for worker, n in counted}, serving):
+        return []
     made: list[Move] = []
     with db.transaction() as conn:
         if db.dialect == "postgresql":

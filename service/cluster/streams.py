@@ -42,7 +42,7 @@ _RELAY_INTERVAL_S = 0.1
 _VIEW_TIMEOUT_S = 2.0
 _WATCH_INTERVAL_S = 0.25
 # How long a rebalance waits for the old owners to stop the moved streams before the new owners start them.
-_HANDOFF_TIMEOUT_S = 10.0
+_HANDOFF_TIMEOUT_S = 5.0
 # Ray's actor states of a worker whose process or node died, or that has no node: its streams move at once.
 _LOST = frozenset({"RESTARTING", "DEAD", NOT_PLACED})
 # A worker Ray has not placed yet (PENDING_CREATION: starting, or no GPU share free anywhere) keeps its streams
