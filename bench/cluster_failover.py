@@ -5,7 +5,7 @@ spread back to it; repeated `--kills` times.
 
 Run from the repository root (needs PostgreSQL and GStreamer's RTSP server, as the cluster tests do)::
 
-    .venv/bin/python -m bench.cluster_failover --kills 5      # about 6 minutes on a 2-core CPU
+    .venv/bin/python -m bench.cluster_failover --kills 5      # about 8 minutes on a 2-core CPU
 
 Everything runs on this machine, on loopback: PostgreSQL, a Ray head and one worker node (one CPU and one
 advertised GPU each: one live worker on each), one API replica (`refinevad serve --cluster`), and the real test
