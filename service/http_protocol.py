@@ -12,8 +12,10 @@ with them (multipart part headers included). An app that calls `clock.enforce(pa
 `UploadPace` limits kept by a timer of this connection, from the body's first byte: when one breaks, the
 connection answers 408 itself and closes, and the app's `receive` returns `http.disconnect`. The limits so hold
 while the request's task waits for something else (a dependency, the thread pool, a slow handler) and however
-the app's own waits are arranged. (A pipelined request queued behind another is not read until its turn; its
-clock starts when its bytes are read.) JSON bodies are limited by
+the app's own waits are arranged. A watchdog thread backs the timer up for when the event loop itself is blocked:
+a limit left broken for 2 s is enforced from there by shutting the socket down (bytes waiting in the kernel count
+as received). (A pipelined request queued behind another is not read until its turn; its clock starts when its
+bytes are read.) JSON bodies are limited by
 `service.request_limits.BodyLimitMiddleware`.
 
 Use: `uvicorn.run(app, http=functools.partial(HeadTimeoutProtocol, head_timeout_s=10))`, or the import string
@@ -23,7 +25,14 @@ Use: `uvicorn.run(app, http=functools.partial(HeadTimeoutProtocol, head_timeout_
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
+import logging
+import socket
+import sys
+import termios
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -38,6 +47,11 @@ BODY_CLOCK = "refinevad.body_clock"
 # While the server itself is not reading (flow control: the app is behind, or a pipelined request waits its turn),
 # the idle and rate limits are not the client's to break; they are looked at again this often.
 _PAUSED_RECHECK_S = 1.0
+# The watchdog thread looks this often, and acts on a limit the event loop has left broken for this long.
+_WATCHDOG_INTERVAL_S = 0.5
+_WATCHDOG_SLACK_S = 2.0
+
+logger = logging.getLogger(__name__)
 
 
 class BodyClock:
@@ -45,7 +59,7 @@ class BodyClock:
     (monotonic seconds), and, once `enforce` is called, the pace it must keep.
 
     `broken` is None until the connection cut the request for breaking the pace, then (code, message) of the
-    408 it answered."""
+    408 it answered (or, when the event loop was too busy to answer, of the close)."""
 
     def __init__(self, protocol: HeadTimeoutProtocol, cycle: RequestResponseCycle) -> None:
         self._protocol = protocol
@@ -58,6 +72,10 @@ class BodyClock:
         self.pace: UploadPace | None = None
         self.broken: tuple[str, str] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        # A duplicate of the connection's socket for the watchdog thread, and the lock it is used under.
+        self._sock: socket.socket | None = None
+        self._unread_since: float | None = None
+        self._lock = threading.Lock()
 
     def enforce(self, pace: UploadPace) -> None:
         """Keep `pace` from the body's first byte (bytes that came before this call count from when they came);
@@ -67,7 +85,12 @@ class BodyClock:
             # Nothing read yet (e.g. a pipelined request the server had not started reading): the idle limit
             # counts from now, not from a wait that was the server's.
             self.last_byte_at = time.monotonic()
-        self.cancel()
+        self._stop_timer()
+        raw = self._protocol.transport.get_extra_info("socket")
+        if self._sock is None and raw is not None and not self.complete:
+            with contextlib.suppress(OSError):
+                self._sock = raw.dup()
+                _WATCHDOG.add(self)
         self._check()
 
     def on_body(self, size: int) -> None:
@@ -82,32 +105,139 @@ class BodyClock:
         self.cancel()
 
     def cancel(self) -> None:
+        """Stop watching (the body is complete or the connection is gone)."""
+        self._stop_timer()
+        _WATCHDOG.discard(self)
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+
+    def _stop_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _check(self) -> None:
-        self._timer = None
+    def _watched(self) -> bool:
         cycle = self._cycle
-        pace = self.pace
-        if pace is None or self.complete or self.broken or cycle.response_started or cycle.disconnected:
-            return
-        now = time.monotonic()
+        return not (
+            self.pace is None or self.complete or self.broken or cycle.response_started or cycle.disconnected
+        )
+
+    def _first_byte(self) -> float | None:
+        return self.first_byte_at if self.first_byte_at is not None else self._unread_since
+
+    def _next_limit(self, now: float, unread: int = 0) -> tuple[float, str]:
+        """When the nearest limit breaks, and which; `unread`: bytes waiting in the kernel, not yet read."""
+        assert self.pace is not None
+        first = self._first_byte()
         if self._protocol.flow.read_paused:
             # The server is the one not reading: only the total deadline counts meanwhile.
-            self.last_byte_at = now
             at, reason = now + _PAUSED_RECHECK_S, "paused"
-            if self.first_byte_at is not None and self.first_byte_at + pace.max_duration_s < at:
-                at, reason = self.first_byte_at + pace.max_duration_s, "deadline"
-        else:
-            at, reason = pace.next_limit(self.first_byte_at, self.last_byte_at, self.received)
+            if first is not None and first + self.pace.max_duration_s < at:
+                at, reason = first + self.pace.max_duration_s, "deadline"
+            return at, reason
+        last = now if unread else self.last_byte_at
+        return self.pace.next_limit(first, last, self.received + unread)
+
+    def _violation(self, now: float, reason: str, received: int) -> tuple[str, str]:
+        assert self.pace is not None
+        first = self._first_byte()
+        elapsed = now - (first if first is not None else self.head_done_at)
+        return self.pace.violation(reason, elapsed, received)
+
+    def _check(self) -> None:
+        """On the event loop: cut the request if a limit is broken, else look again when the nearest is due."""
+        self._timer = None
+        if not self._watched():
+            return
+        now = time.monotonic()
+        at, reason = self._next_limit(now)
+        if self._protocol.flow.read_paused:
+            self.last_byte_at = now
         if at > now:
-            # Bytes arriving meanwhile move the limits on; this looks again when the nearest one is due.
+            # Bytes arriving meanwhile move the limits on.
             self._timer = self._protocol.loop.call_later(at - now, self._check)
             return
-        elapsed = now - (self.first_byte_at if self.first_byte_at is not None else self.head_done_at)
-        self.broken = pace.violation(reason, elapsed, self.received)
-        self._protocol.cut_request(cycle, 408, *self.broken)
+        with self._lock:
+            if self.broken:
+                return
+            self.broken = self._violation(now, reason, self.received)
+        self._protocol.cut_request(self._cycle, 408, *self.broken)
+        self.cancel()
+
+    def watchdog_check(self, now: float) -> bool:
+        """From the watchdog thread: when a limit has been broken for `_WATCHDOG_SLACK_S` and the event loop has
+        not cut the request (it is busy or blocked), shut the connection's socket down from here; bytes still
+        in the kernel count as received, and as activity. True when this clock needs no more watching."""
+        with self._lock:
+            if self._sock is None or not self._watched():
+                return True
+            try:
+                unread = _unread_bytes(self._sock)
+                if unread and self._unread_since is None:
+                    # The loop has read no body byte yet: the body is taken to begin when this first saw one.
+                    self._unread_since = now
+                at, reason = self._next_limit(now, unread)
+                if at + _WATCHDOG_SLACK_S > now:
+                    return False
+                self.broken = self._violation(now, reason, self.received + unread)
+                # shutdown, not close: the event loop still owns the descriptor; it sees the end of the stream
+                # when it runs again, and the app's receive returns http.disconnect.
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                return True
+        logger.warning(
+            "%s %s: %s; the event loop did not answer within %gs, so the connection was shut down",
+            self._cycle.scope["method"],
+            self._cycle.scope["path"],
+            self.broken[1],
+            _WATCHDOG_SLACK_S,
+        )
+        return True
+
+
+def _unread_bytes(sock: socket.socket) -> int:
+    """Bytes the kernel holds for `sock` that nobody has read yet (0 where the platform cannot say)."""
+    try:
+        buf = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return 0
+    return int.from_bytes(buf, sys.byteorder, signed=True)
+
+
+class _Watchdog:
+    """One daemon thread per process that looks at every enforced BodyClock twice a second, so that a pace
+    holds even while the event loop is blocked (it needs only the GIL, which blocking calls release)."""
+
+    def __init__(self) -> None:
+        self._clocks: set[BodyClock] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, clock: BodyClock) -> None:
+        with self._lock:
+            self._clocks.add(clock)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="upload-pace-watchdog", daemon=True)
+                self._thread.start()
+
+    def discard(self, clock: BodyClock) -> None:
+        with self._lock:
+            self._clocks.discard(clock)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(_WATCHDOG_INTERVAL_S)
+            with self._lock:
+                clocks = list(self._clocks)
+            now = time.monotonic()
+            for clock in clocks:
+                if clock.watchdog_check(now):
+                    self.discard(clock)
+
+
+_WATCHDOG = _Watchdog()
 
 
 def body_clock(scope: Mapping[str, Any]) -> BodyClock | None:
