@@ -1,4 +1,11 @@
-"""`refinevad extract`: snippet features of videos or of the Ped2 dataset into feature stores."""
+"""`refinevad extract`: snippet features of videos or of the Ped2 dataset into feature stores.
+
+The backbone takes the path the service takes (`model.acceleration.check_backbone` with the service's default
+policy): a reduced-precision (fp16 on CUDA) or runtime-computed backbone (ONNX Runtime for the EfficientNet-Lite0
+appearance network on CPUs) extracts only after its features matched the eager fp32 reference at start-up, so
+stored features are the ones the service computes at serving time. `--eager` extracts with the eager fp32
+reference itself.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import logging
 import os
 from pathlib import Path
 
+import exporters.appearance_onnx  # noqa: F401  (registers the ONNX Runtime backbone runtime, as the service has)
 from model.acceleration import AccelerationPolicy, check_backbone
 from model.backbones.registry import BackboneConfig, load_backbone
 from model.extraction import ExtractionReport, VideoInput, extract_to_store
@@ -73,7 +81,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     bb.add_argument("--clip-checkpoint", type=Path, help="local open_clip checkpoint file (works offline)")
     bb.add_argument("--cache-dir", type=Path, help="open_clip download cache")
-    bb.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
+    bb.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "fp16", "bf16"],
+        default="auto",
+        help="auto: fp16 on CUDA, fp32 on CPUs; a reduced precision serves only if it matches fp32 at start-up",
+    )
+    bb.add_argument(
+        "--eager",
+        action="store_true",
+        help="extract with the eager fp32 reference (no reduced precision, no ONNX Runtime), not the "
+        "accelerated path the service uses",
+    )
     bb.add_argument(
         "--batch-size", type=int, default=defaults["batch_size"].default, help="frames per forward"
     )
@@ -122,13 +141,19 @@ def _video_inputs(paths: list[str], label: int, category: str | None) -> list[Vi
 
 def run(args: argparse.Namespace) -> int:
     pretrained = None if str(args.clip_pretrained).lower() == "none" else args.clip_pretrained
+    if args.eager and args.precision not in ("auto", "fp32"):
+        log.error(
+            "--eager extracts with the fp32 reference; it cannot be combined with --precision %s",
+            args.precision,
+        )
+        return 2
     overrides = {"clip_checkpoint": args.clip_checkpoint} if args.clip_checkpoint else {}
     config = BackboneConfig(
         name=args.backbone,
         clip_arch=args.clip_arch,
         clip_pretrained=pretrained,
         cache_dir=args.cache_dir,
-        precision=args.precision,
+        precision="fp32" if args.eager else args.precision,
         batch_size=args.batch_size,
         motion_threads=args.motion_threads,
         appearance_size=args.appearance_size,
@@ -165,11 +190,21 @@ def run(args: argparse.Namespace) -> int:
     except (RuntimeError, ValueError, FileNotFoundError) as exc:
         log.error("cannot load the %s backbone: %s", config.name, exc)
         return 2
-    # A reduced-precision backbone (fp16 on CUDA) extracts only after matching its fp32 reference.
-    _, backbone = check_backbone(
-        backbone, spec.sampled_frames_per_snippet, AccelerationPolicy().backbone_rtol
+    # As the service: an accelerated path extracts only after matching the fp32 reference on this device.
+    policy = AccelerationPolicy()
+    path, backbone = check_backbone(
+        backbone,
+        spec.sampled_frames_per_snippet,
+        policy.backbone_rtol,
+        [] if args.eager else policy.backbone_runtimes,
     )
-    log.info("backbone %s on %s", backbone.identity.key(), backbone.device)
+    log.info(
+        "backbone %s on %s, served by %s (%s)",
+        backbone.identity.key(),
+        backbone.device,
+        path.path,
+        path.reason,
+    )
 
     failed = 0
     for out, inputs, categories in jobs:
