@@ -368,7 +368,8 @@ class LiveScheduler:
             self.metrics.service.snippets.labels(source="live").inc(k)
             self.metrics.service.frames.labels(source="live").inc(k * frames)
             names = engine.category_names
-            min_snippets = engine.config.scene_check_min_snippets
+            # A final score's check covers at most window - 1 snippets: a shorter live window lowers the bar.
+            min_snippets = max(1, min(engine.config.scene_check_min_snippets, self.window - 1))
             for b, (stream, snippet) in enumerate(items):
                 check = previous_check = None
                 scene_score = None

@@ -39,6 +39,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
         live_read_timeout_s=READ_TIMEOUT_S,
         live_stall_after_s=1.0,
         live_probe_interval_s=0.5,
+        # These clips are a few snippets long and test how events end: events may open from the first snippet.
+        scene_check_min_snippets=1,
     ).start()
     yield proc
     proc.stop()

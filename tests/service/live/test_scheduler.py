@@ -154,7 +154,8 @@ def test_an_unfamiliar_window_is_flagged_and_withholds_its_events(
     )
     saved = engine.scene, engine.config
     engine.scene = SceneFamiliarity(calibration, engine.device)
-    engine.config = engine.config.model_copy(update={"scene_check": mode})
+    # One snippet suffices here; test_no_event_before_the_check_has_enough_snippets covers the minimum.
+    engine.config = engine.config.model_copy(update={"scene_check": mode, "scene_check_min_snippets": 1})
     try:
         hub = Recorder()
         store = LiveEventStore(Database(tmp_path / "db.sqlite"))
@@ -182,6 +183,37 @@ def test_an_unfamiliar_window_is_flagged_and_withholds_its_events(
     assert metrics.unfamiliar_snippets._value.get() == (0 if familiar else 3)
 
 
+def test_no_event_before_the_check_has_enough_snippets(tmp_path, engine: AnalysisEngine) -> None:
+    """The leak of issue 28: an event opened in a stream's first 3.2 s, before the familiarity check could judge.
+    Any evidence opens an event here, on a familiar view, yet none opens before the check has 3 snippets."""
+    dim = engine.backbone.dim
+    calibration = SceneCalibration(
+        mean=[0.0] * dim, std=[1.0] * dim, threshold=1e12, margin=10.0, training_clip_distances={}
+    )
+    saved = engine.scene, engine.config
+    engine.scene = SceneFamiliarity(calibration, engine.device)
+    engine.config = engine.config.model_copy(
+        update={"scene_check": "withhold_events", "scene_check_min_snippets": 3}
+    )
+    try:
+        hub = Recorder()
+        store = LiveEventStore(Database(tmp_path / "db.sqlite"))
+        scheduler = _scheduler(hub, store, engine, LiveMetrics(ServiceMetrics()))
+        stream = _stream(scheduler, engine, store)
+        rng = np.random.default_rng(3)
+        opened_at = None
+        for i in range(7):
+            scheduler._process(engine, [(stream, _snippet(engine, i, rng))])
+            if opened_at is None and stream.events.detector.active:
+                opened_at = i
+    finally:
+        engine.scene, engine.config = saved
+    starts = [n for m in hub.sent for n in m["events"] if n["type"] == "start"]
+    # The final score of snippet 2 (sent with snippet 3) is the first the check judged over 3 snippets.
+    assert opened_at == 3 and len(starts) == 1
+    assert next(m["index"] for m in hub.sent if m["events"]) == 2
+
+
 def test_an_open_event_ends_when_the_view_becomes_unfamiliar(tmp_path, engine: AnalysisEngine) -> None:
     dim = engine.backbone.dim
 
@@ -192,7 +224,9 @@ def test_an_open_event_ends_when_the_view_becomes_unfamiliar(tmp_path, engine: A
         return SceneFamiliarity(calibration, engine.device)
 
     saved = engine.scene, engine.config
-    engine.config = engine.config.model_copy(update={"scene_check": "withhold_events"})
+    engine.config = engine.config.model_copy(
+        update={"scene_check": "withhold_events", "scene_check_min_snippets": 1}
+    )
     hub = Recorder()
     store = LiveEventStore(Database(tmp_path / "db.sqlite"))
     scheduler = _scheduler(hub, store, engine)
