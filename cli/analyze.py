@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 import exporters.backends  # noqa: F401  (registers the exported head backends with the engine)
 from cli.analyze_inputs import SUMMARY_NAME, AnalysisInput, expand
 from model.backbones.registry import BackboneName
+from model.scene import SceneModel
 from model.video.source import DEFAULT_FOLDER_FPS
 
 if TYPE_CHECKING:
@@ -85,6 +86,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--frame-scores", action="store_true", help="include per-frame scores in the JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--camera",
+        help="a live stream's id: score with that camera's scene model (scene_score and the fused score), read "
+        "from the service's database (REFINEVAD_DATA_DIR / REFINEVAD_DATABASE_URL, or --data-dir)",
+    )
+    p.add_argument(
+        "--data-dir", type=Path, help="the service's data directory, for --camera (default: its setting)"
+    )
     p.set_defaults(func=run)
 
 
@@ -181,6 +190,13 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         log.error("cannot load the model: %s", exc)
         return 2
+    camera = None
+    if args.camera:
+        try:
+            camera = load_camera(args.camera, args.data_dir)
+        except (ValueError, LookupError) as exc:
+            log.error("cannot use camera %r: %s", args.camera, exc)
+            return 2
     loaded_s = time.perf_counter() - started
     if args.json_dir is not None:
         args.json_dir.mkdir(parents=True, exist_ok=True)
@@ -191,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
         if single:
             kept.append((item, result))
 
-    outcomes = _analyze_all(engine, inputs, args, report)
+    outcomes = _analyze_all(engine, inputs, args, report, camera)
     for item, result in kept:  # one input, as before: its full report (or its JSON on stdout)
         _print_or_write(args, item, result)
     ok = sum(o.ok for o in outcomes)
@@ -220,11 +236,38 @@ def run(args: argparse.Namespace) -> int:
     return 1 if ok else 2
 
 
+def load_camera(stream_id: str, data_dir: Path | None) -> SceneModel:
+    """The stored scene model of a camera, as the service keeps it. Raises `LookupError` when it has none."""
+    from service.scene.registry import scene_settings
+    from service.scene.store import SceneStore
+    from service.settings import ServiceSettings
+    from service.storage import Database
+
+    settings = ServiceSettings(**({"data_dir": data_dir} if data_dir is not None else {}))
+    db = Database(settings.database_target)
+    try:
+        data = SceneStore(db).load(stream_id)
+    finally:
+        db.close()
+    if data is None:
+        raise LookupError(f"no scene model stored for {stream_id!r} in {settings.data_dir}")
+    model = SceneModel.from_bytes(data, scene_settings(settings.scene_learn_s, settings.scene_max_mb))
+    if model.state != "calibrated":
+        log.warning(
+            "camera %s is still learning (%.0f of %.0f s of footage): no scene scores",
+            stream_id,
+            model.footage_s,
+            model.settings.learn_s,
+        )
+    return model
+
+
 def _analyze_all(
     engine: AnalysisEngine,
     inputs: list[AnalysisInput],
     args: argparse.Namespace,
     report: Callable[[AnalysisInput, AnalysisResult], None],
+    camera: SceneModel | None = None,
 ) -> list[InputOutcome]:
     """Every input in turn on the one engine, behind a progress bar (inputs done plus the current one's bytes);
     each result goes to `report` and, with --json-dir, to its file as soon as it is done. An input that cannot
@@ -253,7 +296,13 @@ def _analyze_all(
             try:
                 if item.error:
                     raise VideoDecodeError(item.error)
-                result = engine.analyze(item.uri, progress=progress, frame_scores=args.frame_scores)
+                result = engine.analyze(
+                    item.uri,
+                    progress=progress,
+                    frame_scores=args.frame_scores,
+                    camera=camera,
+                    camera_id=args.camera,
+                )
             except (VideoDecodeError, ValueError, OSError) as exc:
                 log.error("skipped %s: %s", item.name, exc)
                 outcomes.append(
