@@ -160,7 +160,7 @@ def test_a_dead_node_loses_no_stream_snippet_event_or_job(
         jobs = [upload_video(ca, video).json()["id"] for _ in range(2)]
         wait_for(
             lambda: all(cb.get(f"/jobs/{j}").json()["progress"] > 0 for j in jobs),
-            120,
+            240,  # each job's Ray worker process loads the model first: minutes on a busy 2-core machine
             "both jobs to run",
         )
         received: dict[str, list[int]] = {}
