@@ -62,6 +62,7 @@ def test_wal_and_migrations_run_once(db: Database) -> None:
         "jobs_v1",
         "jobs_v2",
         "jobs_v3",
+        "jobs_v4",
         "extra_v1",
     ]
 
@@ -377,6 +378,7 @@ def test_sqlite_database_of_the_previous_release_opens_unchanged(tmp_path: Path)
             "events_live_v3",
             "jobs_v2",
             "jobs_v3",
+            "jobs_v4",
         ]
         assert jobs.claim_next().id == "old"
     finally:
