@@ -694,11 +694,15 @@ class AnalysisEngine:
         )
 
     def head_trusted(self, familiar: np.ndarray) -> np.ndarray:
-        """`[T]` familiarity of each snippet's trailing window -> `[T]` whether the head's score may count: the
-        window was familiar and held at least `scene_check_min_snippets` snippets (a check over the first
-        snippet or two of a stream cannot judge a view; live judges the same way)."""
+        """`[T]` familiarity of each snippet's trailing window -> `[T]` whether the head's score may count.
+
+        A check over the first snippet or two of a view cannot judge it: the first snippets take the verdict
+        of the window over the first `scene_check_min_snippets` snippets (all of them in a shorter video). Live
+        cannot look ahead, so there the head's scores count only from that snippet on (no event before it)."""
         trusted = np.asarray(familiar, bool).copy()
-        trusted[: max(0, self.config.scene_check_min_snippets - 1)] = False
+        k = min(self.config.scene_check_min_snippets, len(trusted)) - 1
+        if k > 0:
+            trusted[:k] = trusted[k]
         return trusted
 
     def analyze(
