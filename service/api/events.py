@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import weakref
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -14,9 +16,25 @@ from service.context import ServiceContext, get_context
 from service.errors import ApiError
 from service.live.events import EventFilter
 from service.live.schemas import EventList, EventView, event_view
+from service.scene.store import FeedbackStore
+from service.storage import Database
 
 # An event id in a path: SQLite's integer range, so an absurd id is a 422, not a database error.
 EventId = Annotated[int, Path(ge=0, le=2**63 - 1, description="the event's id")]
+
+# One FeedbackStore per database: its migrations run once, not on every request.
+_feedback_stores: weakref.WeakKeyDictionary[Database, FeedbackStore] = weakref.WeakKeyDictionary()
+_feedback_lock = threading.Lock()
+
+
+def feedback_store(db: Database) -> FeedbackStore:
+    """The database's operator verdicts (created, with its table, on first use)."""
+    with _feedback_lock:
+        store = _feedback_stores.get(db)
+        if store is None:
+            store = _feedback_stores[db] = FeedbackStore(db)
+        return store
+
 
 router = APIRouter(
     prefix="/events", tags=["events"], dependencies=[Depends(require_api_key)], responses=errors(*AUTH_ERRORS)
@@ -59,9 +77,14 @@ async def list_events(
             offset=offset,
         )
     )
-    media = ctx.live.media.store.of_events([r["id"] for r in rows]) if ctx.live.media is not None else {}
+    ids = [r["id"] for r in rows]
+    media = ctx.live.media.store.of_events(ids) if ctx.live.media is not None else {}
+    verdicts = feedback_store(ctx.db).of_events(ids)
     return EventList(
-        items=[event_view(r, media.get(r["id"])) for r in rows], total=total, limit=limit, offset=offset
+        items=[event_view(r, media.get(r["id"]), verdicts.get(r["id"])) for r in rows],
+        total=total,
+        limit=limit,
+        offset=offset,
     )
 
 
@@ -73,7 +96,7 @@ async def get_event(event_id: EventId, ctx: ServiceContext = Depends(get_context
     if row is None:
         raise ApiError(404, "event_not_found", f"no event with id {event_id}")
     media = ctx.live.media.store.get(event_id) if ctx.live.media is not None else None
-    return event_view(row, media)
+    return event_view(row, media, feedback_store(ctx.db).of_events([event_id]).get(event_id))
 
 
 @router.delete(

@@ -371,6 +371,9 @@ class LiveStreamManager:
             "clients": self.hub.subscriber_count(stream_id),
             "events": EventPolicyView(**policy.model_dump()),
         }
+        if self.scenes is not None:
+            scene = self.scenes.status(stream_id)
+            base |= {"scene_state": scene.state, "scene_progress": round(scene.progress, 3)}
         if running is None:
             return StreamView(
                 **base,

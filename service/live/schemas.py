@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from model.scene import SceneState
 from model.scene_familiarity import SceneCheck
 from service.live.readers import StreamState
 
@@ -92,6 +93,14 @@ class StreamView(BaseModel):
         description="the scene-familiarity verdict at the newest snippet (None: not scored yet, or the model is "
         "not calibrated); while unfamiliar its scores open or extend no event (unless SCENE_CHECK=report)",
     )
+    scene_state: SceneState | None = Field(
+        default=None,
+        description="the camera's own scene model (model.scene): `none` (nothing learned yet), `learning`, "
+        "`calibrated`; null when scene models are off",
+    )
+    scene_progress: float | None = Field(
+        default=None, ge=0, le=1, description="learning progress 0-1 (1 once calibrated); null when off"
+    )
     clients: int = Field(description="connected WebSocket clients")
     events: EventPolicyView
 
@@ -130,6 +139,10 @@ class EventView(BaseModel):
     clip_status: str | None = Field(
         default=None, description="`recording`, `ready`, `failed` or `expired` (retention); None = no clip"
     )
+    verdict: Literal["false_alarm", "confirmed"] | None = Field(
+        default=None, description="an operator's verdict (`POST /events/{id}/feedback`); null: none given"
+    )
+    verdict_category: str | None = Field(default=None, description="the kind the operator named, if any")
 
 
 class EventList(BaseModel):
@@ -139,8 +152,9 @@ class EventList(BaseModel):
     offset: int
 
 
-def event_view(row: dict[str, Any], media: Any = None) -> EventView:
-    """`media`: the event's `service.event_media.store.MediaRecord`, if it has one."""
+def event_view(row: dict[str, Any], media: Any = None, feedback: dict[str, Any] | None = None) -> EventView:
+    """`media`: the event's `service.event_media.store.MediaRecord`, if it has one; `feedback`: its row of
+    `service.scene.store.FeedbackStore`, if an operator gave a verdict."""
     from service.schemas import timestamp
 
     event_id = row["id"]
@@ -166,4 +180,6 @@ def event_view(row: dict[str, Any], media: Any = None) -> EventView:
         dominant_category=row["dominant_category"],
         categories=row["categories"],
         end_reason=row.get("end_reason"),
+        verdict=feedback["verdict"] if feedback is not None else None,
+        verdict_category=feedback["category"] if feedback is not None else None,
     )
