@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+from cli.train_feedback import add_arguments as add_feedback_arguments
+from cli.train_feedback import run_from_feedback
 from model.backbones.identity import BackboneIdentity
 from model.config import RefineVADConfig
 from model.data.datasets import FeatureSet
@@ -76,8 +78,6 @@ def json_argument(text: str | None) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    features = feature_set_from_args(args)
-    train_config = TrainConfig.model_validate(json_argument(args.train_config))
     overrides = {
         "seed": args.seed,
         "epochs": args.epochs,
@@ -87,6 +87,16 @@ def run(args: argparse.Namespace) -> int:
         "val_fraction": args.val_fraction,
         "device": args.device,
     }
+    if args.from_feedback is not None:
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return run_from_feedback(args, json_argument(args.train_config) | given)
+    if args.features is None and args.list is None:
+        log.error(
+            "give the training videos: --features STORE, --list CSV --root DIR or --from-feedback DATA_DIR"
+        )
+        return 2
+    features = feature_set_from_args(args)
+    train_config = TrainConfig.model_validate(json_argument(args.train_config))
     train_config = train_config.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     train_config = TrainConfig.model_validate(train_config.model_dump())
     model_fields = {"feature_dim": features.feature_dim, "category_names": list(features.category_names)}
@@ -120,10 +130,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Trains with AdamW, warm-up + cosine schedule and balanced normal/anomalous batches; selects the best "
             "epoch and stops early on a validation split held out from the TRAINING videos. Writes OUT/best.pt, "
-            "OUT/last.pt (resumable) and OUT/history.json."
+            "OUT/last.pt (resumable) and OUT/history.json. With --from-feedback DATA_DIR: fine-tunes a checkpoint "
+            "for one site on its operators' verdicts (confirmed events anomalous, false alarms normal), read "
+            "from the service's database, and writes the model the service serves to OUT/best.pt."
         ),
     )
-    add_feature_arguments(parser, "training")
+    add_feature_arguments(parser, "training", required=False)
+    add_feedback_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="output folder for checkpoints")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--seed", type=int)

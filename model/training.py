@@ -23,6 +23,7 @@ optimizer, scheduler, RNG state, history and the running SWA average, what `--re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -262,6 +263,20 @@ def _config_fingerprint(train: TrainConfig, model: RefineVADConfig) -> dict[str,
     }
 
 
+def state_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over a state dict's names, dtypes, shapes and values (fp32 on the CPU), in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu()
+        digest.update(f"{name}:{tensor.dtype}:{list(tensor.shape)}".encode())
+        digest.update(
+            tensor.float().contiguous().numpy().tobytes()
+            if tensor.is_floating_point()
+            else tensor.contiguous().numpy().tobytes()
+        )
+    return digest.hexdigest()
+
+
 def feature_moments(
     features: FeatureSet, records: Sequence[VideoRecord]
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -288,12 +303,18 @@ def train(
     stop_after_epochs: int | None = None,
     validation_frame_labels: Mapping[str, np.ndarray] | None = None,
     metadata: Mapping[str, Any] | None = None,
+    init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train on `features` (split into train/validation by `config.val_fraction`) and write checkpoints.
 
     `model_config` defaults to RefineVADConfig with the feature set's dim and categories; its `feature_dim` and
     `category_names` must match the feature set. `stop_after_epochs` ends this call early (as an interruption
     would); `resume=True` then continues from `last.pt` with the same schedule.
+
+    `init_state` fine-tunes: the run starts from these weights (a single RefineVAD head's state dict of
+    `model_config`, e.g. a trained checkpoint's) and keeps their input standardisation instead of refitting it
+    on `features` (the weights were learned on that scale, and a fine-tuning set may be a few clips). Raises
+    `RuntimeError` (from `load_state_dict`) when the weights do not fit `model_config`.
     """
     config = config or TrainConfig()
     model_config = model_config or RefineVADConfig(
@@ -313,6 +334,9 @@ def train(
     if config.threads:
         torch.set_num_threads(config.threads)
     fingerprint = _config_fingerprint(config, model_config)
+    if init_state is not None:
+        # A resumed fine-tune must continue from the same starting weights.
+        fingerprint["init_sha256"] = state_digest(init_state)
 
     train_records, val_records = split_train_validation(
         list(features.records), config.val_fraction, config.seed
@@ -350,7 +374,9 @@ def train(
     model = RefineVAD(model_config).to(device)
     # Its own generator, so the live-window term leaves the other random draws of a seeded run as they were.
     prefix_generator = torch.Generator().manual_seed(config.seed)
-    if isinstance(model.input_norm, FeatureStandardizer):
+    if init_state is not None:
+        model.load_state_dict(dict(init_state))
+    elif isinstance(model.input_norm, FeatureStandardizer):
         model.input_norm.fit(*feature_moments(features, train_records))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = len(batches)
