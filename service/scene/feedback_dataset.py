@@ -343,9 +343,8 @@ def build_feedback_store(
                     try:
                         features, frames, fps = encode(path)
                     except VideoDecodeError as exc:
-                        skipped[item.event_id] = f"its clip cannot be decoded ({exc})".replace(
-                            str(path), "clip"
-                        )
+                        reason = str(exc).replace(f"{path}: ", "").replace(str(path), "the clip")
+                        skipped[item.event_id] = f"its clip cannot be decoded ({reason})"
                         bar.update()
                         continue
                 store.add(entry.model_copy(update={"num_frames": frames, "fps": fps}), features)

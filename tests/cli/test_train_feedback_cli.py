@@ -10,10 +10,12 @@ import torch
 
 from cli.main import main
 from model.checkpoint import load_checkpoint_payload
-from model.inference import DEFAULT_CHECKPOINT, AnalysisEngine, EngineConfig
+from model.inference import DEFAULT_CHECKPOINT, AnalysisEngine
 from service.event_media.store import MediaStore
 from service.live.events import LiveEventStore
+from service.model_service import engine_config
 from service.scene.store import FeedbackStore
+from service.settings import ServiceSettings
 from service.storage import Database
 from tests.footage import encode_ped2_clip
 
@@ -109,7 +111,10 @@ def test_feedback_fine_tunes_a_checkpoint_the_engine_serves(tmp_path, capsys):
     # The scene check of the result describes this site's clips.
     assert len(metadata["scene_familiarity"]["training_clip_distances"]) == 5
 
-    engine = AnalysisEngine.from_config(EngineConfig(checkpoint=best, device="cpu"))
+    # As the service builds its engine with REFINEVAD_MODEL_CHECKPOINT=OUT/best.pt.
+    settings = ServiceSettings(data_dir=data_dir, model_checkpoint=best, device="cpu")
+    engine = AnalysisEngine.from_config(engine_config(settings))
+    assert engine.identity.checkpoint == "best.pt"
     assert engine.identity.trained and engine.identity.ensemble_members == 5
     assert engine.category_names == ["Biking", "Skateboarding", "Vehicle"]
     features = torch.from_numpy(np.load(out / "features" / "features" / f"event-{ids[0]}.npy"))
