@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from model.backbones.identity import BackboneIdentity
 from model.checkpoint import load_checkpoint_payload
 from model.data.datasets import FeatureSet
-from model.fine_tune import FINE_TUNE_DEFAULTS, fine_tune, fine_tune_config
+from model.fine_tune import fine_tune, fine_tune_config
 from model.inference import AnalysisEngine, resolve_checkpoint
 from service.model_service import engine_config
 from service.scene.feedback_dataset import (
@@ -208,6 +208,3 @@ def run_from_feedback(args: argparse.Namespace, overrides: dict) -> int:
     }
     print(json.dumps(summary, indent=1))
     return 0
-
-
-__all__ = ["FINE_TUNE_DEFAULTS", "TRAINED_FROM", "add_arguments", "run_from_feedback"]

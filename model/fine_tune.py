@@ -5,9 +5,9 @@ training objective (loss weights, batch size, splicing, validation criterion, sc
 `train_config`), and changes only the schedule: `FINE_TUNE_DEFAULTS` (a few epochs at a lower rate, no warm-up,
 the best epoch on the held-out videos kept, no early stop), then the caller's overrides.
 
-A seed ensemble (`model.ensemble`) is fine-tuned member by member, each from its own weights with its own seed,
-and combined again (`model.checkpoint.combine_checkpoints`): `OUT/best.pt` is the ensemble, `OUT/members/<i>/`
-each member's run. A single head's run writes `OUT/best.pt` itself. Either way the scene-familiarity check stored
+A seed ensemble (`model.ensemble`) is fine-tuned member by member, each from its own weights with its own seed
+(the base's member seeds; the config's seed only where the base records none), and combined again
+(`model.checkpoint.combine_checkpoints`): `OUT/best.pt` is the ensemble, `OUT/members/<i>/` each member's run. A single head's run writes `OUT/best.pt` itself. Either way the scene-familiarity check stored
 in the result is fitted on the new videos (the footage the head is now meant for; `model.scene_familiarity`).
 """
 
