@@ -170,7 +170,7 @@ def run_from_feedback(args: argparse.Namespace, overrides: dict) -> int:
         finally:
             engine.backbone.close()
         database = db.describe()
-    except (FeedbackDatasetError, StorageError) as exc:
+    except (ValueError, StorageError) as exc:  # FeedbackDatasetError, or OUT/features of another backbone
         log.error("cannot build the training set: %s", exc)
         return 2
     finally:
