@@ -9,8 +9,10 @@ connection is closed.
 Bodies: every request gets a `BodyClock` (in `scope["extensions"][BODY_CLOCK]`) that counts its body bytes as the
 connection receives them, whether or not the app has started reading, and whatever the app's parser is doing
 with them (multipart part headers included). An app that calls `clock.enforce(pace)` (uploads do) has the
-`UploadPace` limits kept by a timer of this connection, from the body's first byte: when one breaks, the
-connection answers 408 itself and closes, and the app's `receive` returns `http.disconnect`. The limits so hold
+`UploadPace` limits kept by a timer of this connection, from the body's first byte: when one breaks, `broken`
+is set and the app's pending `receive` returns, so that the app can clean up and answer 408; if it has not
+started an answer 1 s later, the connection answers 408 itself and closes (the app's `receive` then returns
+`http.disconnect` and its sends are dropped). The limits so hold
 while the request's task waits for something else (a dependency, the thread pool, a slow handler) and however
 the app's own waits are arranged. A watchdog thread backs the timer up for when the event loop itself is blocked:
 a limit left broken for 2 s is enforced from there by shutting the socket down (bytes waiting in the kernel count
@@ -47,6 +49,8 @@ BODY_CLOCK = "refinevad.body_clock"
 # While the server itself is not reading (flow control: the app is behind, or a pipelined request waits its turn),
 # the idle and rate limits are not the client's to break; they are looked at again this often.
 _PAUSED_RECHECK_S = 1.0
+# After a limit breaks, the app has this long to answer the 408 itself before the connection does.
+_APP_ANSWER_S = 1.0
 # The watchdog thread looks this often, and acts on a limit the event loop has left broken for this long.
 _WATCHDOG_INTERVAL_S = 0.5
 _WATCHDOG_SLACK_S = 2.0
@@ -163,8 +167,15 @@ class BodyClock:
             if self.broken:
                 return
             self.broken = self._violation(now, reason, self.received)
-        self._protocol.cut_request(self._cycle, 408, *self.broken)
         self.cancel()
+        # The app's pending `receive` returns now; an app that checks `broken` answers the 408 itself, after
+        # its own clean-up. One that does not (busy elsewhere, not reading) is answered by the connection.
+        self._cycle.message_event.set()
+        self._protocol.loop.call_later(_APP_ANSWER_S, self._answer_for_app)
+
+    def _answer_for_app(self) -> None:
+        assert self.broken is not None
+        self._protocol.cut_request(self._cycle, 408, *self.broken)
 
     def watchdog_check(self, now: float) -> bool:
         """From the watchdog thread: when a limit has been broken for `_WATCHDOG_SLACK_S` and the event loop has

@@ -166,19 +166,23 @@ async def _chunks(request: Request, pace: UploadPace) -> AsyncIterator[bytes]:
 
     Under `refinevad serve` the connection keeps the pace (`service.http_protocol.BodyClock`): counted from the
     body's first byte as it arrives, by a timer that needs neither a chunk to arrive nor this task to be
-    scheduled; it answers 408 and closes, and this raises the same error for the app's side. Elsewhere (another
-    ASGI server) the pace is kept here, around each wait for a chunk."""
+    scheduled; it wakes the wait here, which raises the 408 (the connection answers it itself when the app does
+    not, e.g. busy elsewhere). Elsewhere (another ASGI server) the pace is kept here, around each wait for a
+    chunk."""
     clock = body_clock(request.scope)
     if clock is not None:
         clock.enforce(pace)
-        try:
-            async for chunk in request.stream():
-                yield chunk
-        except ClientDisconnect:
-            if clock.broken is None:
-                raise
-            raise ApiError(408, *clock.broken, headers={"Connection": "close"}) from None
-        return
+        while True:
+            # The connection wakes this receive when a limit breaks.
+            message = await request.receive()
+            if clock.broken is not None:
+                raise ApiError(408, *clock.broken, headers={"Connection": "close"})
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            if body := message.get("body", b""):
+                yield body
+            if not message.get("more_body", False):
+                return
     stream = request.stream().__aiter__()
     started = last = time.monotonic()
     received = 0
