@@ -7,8 +7,10 @@ the best epoch on the held-out videos kept, no early stop), then the caller's ov
 
 A seed ensemble (`model.ensemble`) is fine-tuned member by member, each from its own weights with its own seed
 (the base's member seeds; the config's seed only where the base records none), and combined again
-(`model.checkpoint.combine_checkpoints`): `OUT/best.pt` is the ensemble, `OUT/members/<i>/` each member's run. A single head's run writes `OUT/best.pt` itself. Either way the scene-familiarity check stored
-in the result is fitted on the new videos (the footage the head is now meant for; `model.scene_familiarity`).
+(`model.checkpoint.combine_checkpoints`): `OUT/best.pt` is the ensemble, `OUT/members/<i>/` each member's run
+(its `best.pt` and history; its `last.pt` is removed). A single head's run writes `OUT/best.pt` itself. Either
+way the scene-familiarity check stored in the result is fitted on the new videos (the footage the head is now
+meant for; `model.scene_familiarity`).
 """
 
 from __future__ import annotations
@@ -124,4 +126,7 @@ def fine_tune(
             )
         )
     best = combine_checkpoints([r.best_checkpoint for r in results], out / "best.pt", extra)
+    for r in results:
+        # Optimizer state for a resume nothing offers (the ensemble is combined from best.pt): 3x a head's size.
+        r.last_checkpoint.unlink(missing_ok=True)
     return FineTuneResult(best, results)

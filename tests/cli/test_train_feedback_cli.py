@@ -97,6 +97,7 @@ def test_feedback_fine_tunes_a_checkpoint_the_engine_serves(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     best = out / "best.pt"
     assert summary["best_checkpoint"] == str(best) and summary["members"] == 5  # the shipped seed ensemble
+    assert (out / "members" / "4" / "best.pt").is_file() and not (out / "members" / "4" / "last.pt").exists()
     feedback = summary["feedback"]
     assert feedback["confirmed_events"] == 2 and feedback["false_alarm_events"] == 1
     assert feedback["normal_footage_pieces"] == 2  # 64 frames = 4 snippets, pieces of 3.2 s = 2 snippets
