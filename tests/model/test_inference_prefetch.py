@@ -25,13 +25,14 @@ def _prefetch_threads() -> list[threading.Thread]:
 
 def test_features_equal_a_plain_decode_loop(tmp_path, engine: AnalysisEngine) -> None:
     video = encode_ped2_clip(tmp_path / "clip.mp4", max_frames=100)
-    features, starts, ends, *_, frames, _, timings = engine.encode(video)
+    features, starts, ends, *_, frames, _, timings, regions = engine.encode(video)
     with open_source(video) as source:
         batches = list(iter_snippet_batches(source, engine.spec, 8))
     expected = torch.cat([engine.backbone.encode_snippets(b.frames) for b in batches])
     torch.testing.assert_close(features, expected, rtol=0, atol=0)
     assert frames == 100 and ends[-1] == 100 and list(starts[:2]) == [0, 16]
     assert set(timings) == {"decode_s", "backbone_s"}
+    assert regions is None  # region descriptors only when a scene model asks for them
     assert not _prefetch_threads()
 
 
