@@ -1,10 +1,13 @@
 """The web page in a real headless Chromium against the real service with live (replayed Ped2) streams: the stream
 list shows its state and a camera thumbnail, the score timeline is filled from the replay buffer on open and then
 with provisional and final points, category bars appear, and recent events show their stream, category, peak,
-snapshot and a clip that plays. What the page draws is checked on screenshots, not only in the DOM."""
+snapshot and a clip that plays; each camera's scene state, the timeline's axes and its three scores (fused, head,
+scene), operators' verdicts on events and forgetting a camera's scene. What the page draws is checked on
+screenshots, not only in the DOM."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -22,6 +25,9 @@ from tests.service.live.service_process import API_KEY, ServiceProcess
 pytestmark = pytest.mark.integration
 
 EVENTS_CLIP = str(PED2_ROOT / "testing" / "frames" / "02")
+# Normal footage: the lobby camera learns it as its scene (the head, flagging anomalous footage, would keep a
+# camera learning).
+LOBBY_CLIP = str(PED2_ROOT / "training" / "frames" / "01")
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
@@ -31,11 +37,15 @@ webdriver = pytest.importorskip("selenium.webdriver")
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     root = tmp_path_factory.mktemp("web")
-    proc = ServiceProcess(root / "data", root / "service.log").start()
+    # 8 s of footage calibrate a camera's scene, so the page shows it calibrated within the test; events may open
+    # from the first snippet (the 18 s clips would otherwise leave little time after the scene check's 12.8 s).
+    proc = ServiceProcess(
+        root / "data", root / "service.log", scene_learn_s=8, scene_check_min_snippets=1
+    ).start()
     with proc.client() as client:
-        url = str(PED2_ROOT / "testing" / "frames" / "04")
         assert (
-            client.post("/streams", json={"url": url, "name": "lobby cam", "loop": True}).status_code == 201
+            client.post("/streams", json={"url": LOBBY_CLIP, "name": "lobby cam", "loop": True}).status_code
+            == 201
         )
     yield proc
     proc.stop()
@@ -211,3 +221,131 @@ def test_page_shows_thumbnails_a_replayed_timeline_and_events_with_clips(
     frame = _image(driver.find_element("id", "clip-player").screenshot_as_png)
     assert float(frame.std()) > 10 and float(frame.mean()) > 20  # a picture, not a black box
     assert "dock cam" in driver.find_element("id", "clip-title").text
+
+
+def _click(driver, css: str) -> None:
+    """Click what `css` selects; the page rebuilds its tables every few seconds, so a found element may go stale."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(10):
+        try:
+            driver.find_element("css selector", css).click()
+            return
+        except StaleElementReferenceException:
+            time.sleep(0.1)
+    raise AssertionError(f"{css} kept going stale")
+
+
+def _colour_pixels(image: np.ndarray, rgb: str) -> int:
+    bgr = tuple(int(rgb[i : i + 2], 16) for i in (5, 3, 1))
+    return int(np.all(np.abs(image.astype(int) - bgr) < 40, axis=2).sum())
+
+
+def test_page_shows_scene_states_three_scores_axes_and_takes_verdicts(
+    service: ServiceProcess, finished_event: dict, browser
+) -> None:
+    driver = browser
+    driver.set_window_size(1400, 1400)
+    always = {"enter_threshold": 0.0, "exit_threshold": 0.0, "min_duration_s": 0.0}
+    with service.client() as client:
+        lobby = next(v for v in client.get("/streams").json()["items"] if v["name"] == "lobby cam")
+        # A stream whose event stays open while the test runs (thresholds of 0, replayed in a loop).
+        gate = client.post(
+            "/streams", json={"url": EVENTS_CLIP, "name": "gate cam", "events": always, "loop": True}
+        ).json()
+        wait_for(
+            lambda: client.get(f"/streams/{lobby['id']}").json()["scene_state"] == "calibrated",
+            60,
+            "the lobby camera to calibrate its scene",
+        )
+    driver.get(f"{service.base}/ui/")
+    driver.find_element("id", "api-key").send_keys(API_KEY)
+    driver.find_element("css selector", "#key-form button").click()
+    lobby_row = f"document.querySelector('#streams tbody tr[data-id=\"{lobby['id']}\"]')"
+    _wait_for(
+        driver,
+        f"return {lobby_row} && {lobby_row}.querySelector('td.scene').textContent === 'calibrated'",
+        20,
+        "the lobby camera shown calibrated",
+    )
+
+    # The timeline draws the fused score, the head's and the (calibrated) scene's, on labelled axes.
+    canvas = "document.querySelector('#timeline')"
+    _wait_for(driver, f"return +{canvas}.dataset.scenePoints >= 6", 30, "scene scores on the timeline")
+    data = driver.execute_script(f"return {{...{canvas}.dataset}}")
+    assert int(data["points"]) == int(data["headPoints"]) >= int(data["scenePoints"]) >= 6, data
+    assert data["scoreTicks"] == "0,0.25,0.5,0.75,1"
+    times = [float(t) for t in data["timeTicks"].split(",")]
+    assert len(times) >= 3 and times == sorted(times) and times[0] >= 0, data["timeTicks"]
+    legend = driver.execute_script(
+        "return [...document.querySelectorAll('#timeline-legend li')].map(li => [li.dataset.series, "
+        "li.classList.contains('absent')])"
+    )
+    assert legend == [["score", False], ["head", False], ["scene", False], ["threshold", False]]
+    timeline = _image(driver.find_element("id", "timeline").screenshot_as_png)
+    # Each series is drawn in its colour (the head's and the scene's thin lines partly cover one another and the
+    # fused score, which is mostly one of them).
+    for colour in ("#3b6fd8", "#e8710a", "#9334e6"):  # fused, head, scene
+        assert _colour_pixels(timeline, colour) > 20, colour
+    # The axes' labels are drawn: dark text left of the plot (scores) and below it (media time).
+    height = timeline.shape[0]
+    assert (timeline[: height - 30, :35] < 120).all(axis=2).sum() > 30
+    assert (timeline[height - 30 :, 40:] < 120).all(axis=2).sum() > 30
+    info = driver.find_element("id", "live-info").text
+    assert re.search(r"head \d\.\d{3}, scene \d\.\d{3}", info), info
+
+    # A closed event takes a verdict (its buttons are enabled); an open one does not yet.
+    closed = f"#events tbody tr[data-id='{finished_event['id']}']"
+    _wait_for(
+        driver,
+        f'return document.querySelector("{closed} button.false-alarm")?.disabled === false',
+        20,
+        "the closed event's buttons",
+    )
+    _click(driver, f"{closed} button.false-alarm")
+    _wait_for(
+        driver,
+        f"return document.querySelector(\"{closed} .verdict-text\")?.textContent === 'false alarm'",
+        15,
+        "the verdict shown",
+    )
+    assert driver.execute_script(f'return document.querySelector("{closed} button.false-alarm").disabled')
+    # The gate camera's events: while one is open, every open row's buttons are disabled.
+    opened = _wait_for(
+        driver,
+        "const open = [...document.querySelectorAll('#events tbody tr')].filter(r => "
+        "r.cells[6].textContent === 'open'); return open.length > 0 && open.every(r => "
+        "r.querySelector('button.false-alarm').disabled && r.querySelector('button.confirm').disabled) && "
+        "open[0].dataset.id",
+        40,
+        "an open event with its buttons disabled",
+    )
+    with service.client() as client:
+        event = client.get(f"/events/{finished_event['id']}").json()
+        assert (event["verdict"], event["verdict_category"]) == ("false_alarm", None)
+        assert client.get(f"/events/{opened}").json()["verdict"] is None
+
+    # "Forget scene" asks first, then the camera learns again.
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _click(driver, f"#streams tbody tr[data-id='{lobby['id']}'] button.forget-scene")
+    WebDriverWait(driver, 5).until(expected_conditions.alert_is_present()).dismiss()
+    with service.client() as client:
+        assert client.get(f"/streams/{lobby['id']}/scene").json()["state"] == "calibrated"
+        _click(driver, f"#streams tbody tr[data-id='{lobby['id']}'] button.forget-scene")
+        WebDriverWait(driver, 5).until(expected_conditions.alert_is_present()).accept()
+        wait_for(
+            lambda: client.get(f"/streams/{lobby['id']}/scene").json()["footage_s"] < 8,
+            10,
+            "the scene forgotten",
+        )
+    shown = _wait_for(
+        driver,
+        f"const t = {lobby_row}?.querySelector('td.scene').textContent; return t !== 'calibrated' && t",
+        10,
+        "the lobby camera shown learning again",
+    )
+    assert re.fullmatch(r"(unfamiliar, )?learning \d{1,2} %|none|unfamiliar", shown), shown
+    with service.client() as client:
+        assert client.delete(f"/streams/{gate['id']}").status_code == 204
