@@ -20,7 +20,8 @@ the v1 descriptor (160x120, consecutive-frame flow, 8x6 regions, 31 numbers with
 a weak-label snippet AUC of 0.830 on the Ped2 CV; this one 0.905. Direction histograms and object (connected
 component) statistics were tried and lowered it.
 
-Stateless and deterministic: a snippet's descriptor depends only on its own frames. Speeds depend on the frame
+Stateless and deterministic: a snippet's descriptor depends only on its own frames (up to float32 rounding:
+OpenCV's flow differs in the last bit of about 1 value in 1000 between calls). Speeds depend on the frame
 rate, so a camera must be learned and scored with the same snippet geometry (the scene model stores it). Grid
 statistics of flow and gradients are the classic cell-based descriptors of fixed-camera anomaly detection (Adam
 et al., PAMI 2008; Kratz & Nishino, CVPR 2009); the region's position is appended by the scene model, not here.

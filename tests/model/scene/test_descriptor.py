@@ -51,8 +51,10 @@ def test_deterministic_and_independent_of_batch() -> None:
     d = SceneDescriptor()
     frames = np.concatenate([moving_square(2.0), moving_square(6.0)])
     a, b = d.describe(frames), SceneDescriptor().describe(frames)
-    np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(a[1:], d.describe(frames[1:]))
+    # OpenCV's flow and resize differ in the last float32 bit between calls (1 in ~1000 values, seen with one
+    # thread too), so equal up to rounding.
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(a[1:], d.describe(frames[1:]), rtol=0, atol=1e-6)
 
 
 def test_fast_square_raises_its_regions_speed_features() -> None:
