@@ -15,13 +15,12 @@ from model.scene import SceneStatus
 from model.video.pyav_source import NotVideoError
 from model.video.source import VideoDecodeError
 from service.api.analyze import _UPLOAD_BODY
-from service.api.events import EventId
+from service.api.events import EventId, feedback_store
 from service.api.responses import AUTH_ERRORS, errors
 from service.auth import require_api_key
 from service.context import ServiceContext, get_context
 from service.errors import ApiError
 from service.scene.registry import SceneRegistry
-from service.scene.store import FeedbackStore
 from service.uploads import PARTIAL_SUFFIX, UploadPace, receive_video_upload
 
 logger = logging.getLogger(__name__)
@@ -176,6 +175,6 @@ async def event_feedback(
             end = row["end_s"] if row["end_s"] is not None else row["start_s"]
             learned = await asyncio.to_thread(scenes.learn_false_alarm, row["source_id"], row["start_s"], end)
     stored = await asyncio.to_thread(
-        FeedbackStore(ctx.db).put, event_id, feedback.verdict, feedback.category, learned
+        feedback_store(ctx.db).put, event_id, feedback.verdict, feedback.category, learned
     )
     return FeedbackView(**stored)
