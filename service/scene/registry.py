@@ -18,13 +18,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from model.scene import SceneModel, SceneSettings, SceneStatus
+from model.scene.descriptor import DIM
 from service.scene.store import SceneStore
 
 logger = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 30.0
-RECENT_SNIPPETS = 600  # 16 min at 10 fps with 16-frame snippets; 3.6 MB per camera
-VECTOR_BYTES = 4 * 33 + 8 + 8 + 2  # a region vector and its priority, snippet number and region
+RECENT_SNIPPETS = 600  # 16 min at 10 fps with 16-frame snippets; 4.1 MB per camera
+# A region vector (descriptor + position, float32) and its priority, snippet number and region.
+VECTOR_BYTES = 4 * (DIM + 2) + 8 + 8 + 2
 
 
 @dataclass
