@@ -252,7 +252,8 @@ class AnalysisResult(BaseModel):
     scene_warning: str | None = Field(None, description="set when the scene is unfamiliar")
     camera: str | None = Field(None, description="the camera whose scene model scored the video (`?camera=`)")
     camera_scene: SceneStatus | None = Field(
-        None, description="that camera's scene model as it scored the video (state `learning`: no scene_score)"
+        None,
+        description="that camera's scene model as it scored the video (state `learning`: no scene_score)",
     )
     timings: dict[str, float]
     frames: int

@@ -371,7 +371,11 @@ _JOB_COLUMNS_V4 = ("camera",)
 def _jobs_v1(op: Operations) -> None:
     op.create_table(
         "jobs",
-        *(column for column in _job_columns() if column.name not in (*_JOB_COLUMNS_V2, *_JOB_COLUMNS_V3, *_JOB_COLUMNS_V4)),
+        *(
+            column
+            for column in _job_columns()
+            if column.name not in (*_JOB_COLUMNS_V2, *_JOB_COLUMNS_V3, *_JOB_COLUMNS_V4)
+        ),
         sa.CheckConstraint(f"status IN ({', '.join(repr(s) for s in JOB_STATUSES)})", name="jobs_status"),
     )
     op.create_index("jobs_by_status", "jobs", ["status", "created_at"])
