@@ -1,4 +1,7 @@
-"""`refinevad extract`: snippet features of videos or of the Ped2 dataset into feature stores.
+"""`refinevad extract`: snippet features of videos, known datasets or dataset manifests into feature stores.
+
+`--dataset ped2 surv-fight ped1` and `--manifest FILE.json|csv` (any mix) write one store per split, OUT/train
+and OUT/test, carrying each video's label, category, source group and licence (`model.data.manifest`).
 
 The backbone takes the path the service takes (`model.acceleration.check_backbone` with the service's default
 policy): a reduced-precision (fp16 on CUDA) or runtime-computed backbone (ONNX Runtime for the EfficientNet-Lite0
@@ -17,6 +20,8 @@ from pathlib import Path
 import exporters.appearance_onnx  # noqa: F401  (registers the ONNX Runtime backbone runtime, as the service has)
 from model.acceleration import AccelerationPolicy, check_backbone
 from model.backbones.registry import BackboneConfig, load_backbone
+from model.data.dataset_readers import READERS, dataset_manifest, default_root
+from model.data.manifest import SPLITS, DatasetManifest, ManifestError, check_mix, read_manifest
 from model.extraction import ExtractionReport, VideoInput, extract_to_store
 from model.video.snippets import SnippetSpec
 from model.video.source import DEFAULT_FOLDER_FPS
@@ -34,11 +39,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "skipped and listed at the end (exit status 1 when any failed)."
         ),
     )
-    what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--videos", nargs="+", metavar="PATH", help="video files or frame folders")
-    what.add_argument("--dataset", choices=["ped2"], help="a known dataset layout")
-    parser.add_argument("--root", type=Path, help="dataset root (for --dataset), e.g. ../shared/data/ped2")
-    parser.add_argument("--out", type=Path, required=True, help="output store (ped2: OUT/train and OUT/test)")
+    parser.add_argument("--videos", nargs="+", metavar="PATH", help="video files or frame folders")
+    parser.add_argument(
+        "--dataset",
+        nargs="+",
+        metavar="NAME[=ROOT]",
+        help=f"known datasets ({', '.join(READERS)}), any mix; ROOT defaults to --root (one dataset) or "
+        "$REFINEVAD_SHARED_DATA/NAME",
+    )
+    parser.add_argument(
+        "--manifest",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="dataset manifests (.json or .csv, see README 'Training on your own footage'); mix with --dataset",
+    )
+    parser.add_argument("--root", type=Path, help="dataset root (for one --dataset), e.g. ../shared/data/ped2")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output store (--dataset / --manifest: OUT/train and OUT/test, one store per split that has videos)",
+    )
     parser.add_argument("--label", type=int, choices=[0, 1], default=0, help="video-level label for --videos")
     parser.add_argument("--category", help="anomaly category for --videos with --label 1")
 
@@ -139,6 +161,50 @@ def _video_inputs(paths: list[str], label: int, category: str | None) -> list[Vi
     return inputs
 
 
+def _manifests(args: argparse.Namespace) -> list[DatasetManifest]:
+    """The --dataset and --manifest manifests, checked: known names, roots given, files present, names distinct.
+    Raises ManifestError (or FileNotFoundError, KeyError) with the reason."""
+    datasets = args.dataset or []
+    manifests = []
+    for spec in datasets:
+        name, _, root_text = spec.partition("=")
+        if name not in READERS:
+            raise ManifestError(f"unknown dataset {name!r} (known: {', '.join(READERS)})")
+        root = Path(root_text) if root_text else (args.root if len(datasets) == 1 else None)
+        root = root or default_root(name)
+        if root is None:
+            raise ManifestError(
+                f"--dataset {name}: where is it? give {name}=ROOT, --root ROOT (one dataset) or set "
+                "REFINEVAD_SHARED_DATA"
+            )
+        manifests.append(dataset_manifest(name, root))
+    manifests += [read_manifest(path) for path in args.manifest or []]
+    check_mix(manifests)
+    for manifest in manifests:
+        missing = manifest.missing()
+        if missing:
+            shown = ", ".join(str(manifest.resolve(e)) for e in missing[:5])
+            raise ManifestError(
+                f"{manifest.name}: {len(missing)} of {len(manifest.entries)} videos are missing: {shown}"
+                + (" ..." if len(missing) > 5 else "")
+            )
+    return manifests
+
+
+def _manifest_jobs(manifests: list[DatasetManifest], out: Path) -> list[tuple[Path, list, list[str] | None]]:
+    """One store per split that has videos (OUT/train, OUT/test), all categories indexed alike in both."""
+    categories = sorted({c for m in manifests for c in m.category_names})
+    jobs = []
+    for split in SPLITS:
+        inputs = [item for m in manifests for item in m.extraction_inputs(split)]
+        if inputs:
+            jobs.append((out / split, inputs, categories))
+    for manifest in manifests:
+        counts = {s: len(manifest.split(s)) for s in SPLITS}
+        log.info("%s: %d train, %d test videos (%s)", manifest.name, counts["train"], counts["test"], manifest.root)
+    return jobs
+
+
 def run(args: argparse.Namespace) -> int:
     pretrained = None if str(args.clip_pretrained).lower() == "none" else args.clip_pretrained
     if args.eager and args.precision not in ("auto", "fp32"):
@@ -169,21 +235,19 @@ def run(args: argparse.Namespace) -> int:
     if args.label == 1 and args.videos and not args.category:
         log.warning("--label 1 without --category: the videos get no category")
 
+    if bool(args.videos) == bool(args.dataset or args.manifest):
+        log.error("give the videos: --videos PATH ..., or --dataset NAME ... and/or --manifest FILE ...")
+        return 2
     jobs: list[tuple[Path, list, list[str] | None]] = []
-    if args.dataset == "ped2":
-        from model.data.ped2 import Ped2Dataset
-
-        if args.root is None:
-            raise SystemExit(
-                "refinevad extract: --dataset ped2 needs --root (the folder with wvad_split.json)"
-            )
-        dataset = Ped2Dataset(args.root)
-        for split in ("train", "test"):
-            jobs.append((args.out / split, dataset.extraction_inputs(split), dataset.category_names))
-        folder_fps = dataset.fps
-    else:
+    if args.videos:
         jobs.append((args.out, _video_inputs(args.videos, args.label, args.category), None))
-        folder_fps = args.folder_fps
+    else:
+        try:
+            manifests = _manifests(args)
+        except (ManifestError, FileNotFoundError, KeyError) as exc:
+            log.error("%s", exc.args[0] if isinstance(exc, KeyError) else exc)
+            return 2
+        jobs = _manifest_jobs(manifests, args.out)
 
     try:
         backbone = load_backbone(config, _device(args.device))
@@ -214,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
             backbone,
             spec,
             snippets_per_batch=args.snippets_per_batch,
-            folder_fps=folder_fps,
+            folder_fps=args.folder_fps,
             category_names=categories,
             progress=not args.no_progress,
         )

@@ -20,14 +20,24 @@ log = logging.getLogger(__name__)
 
 
 def add_feature_arguments(
-    parser: argparse.ArgumentParser, what: str, required: bool = True, datasets: tuple[str, ...] = ()
+    parser: argparse.ArgumentParser,
+    what: str,
+    required: bool = True,
+    datasets: tuple[str, ...] = (),
+    several: bool = False,
 ) -> None:
     """--features STORE | --list CSV --root DIR (+ --crops, --dataset, --release-prefix, --backbone-json).
 
     `datasets` adds known dataset layouts to --dataset (e.g. evaluate's `ped2`), read from --root instead of a list.
+    `several` lets --features take several stores, read as one set (`FeatureSet.from_stores`).
     """
     group = parser.add_mutually_exclusive_group(required=required)
-    group.add_argument("--features", type=Path, help=f"project feature store folder with the {what} videos")
+    group.add_argument(
+        "--features",
+        type=Path,
+        nargs="+" if several else None,
+        help=f"project feature store folder{'(s)' if several else ''} with the {what} videos",
+    )
     group.add_argument("--list", type=Path, help=f"public-release CSV list (path,label) of the {what} videos")
     parser.add_argument(
         "--root",
@@ -59,7 +69,7 @@ def feature_set_from_args(args: argparse.Namespace) -> FeatureSet:
     if args.features is None and args.list is None:
         raise SystemExit("give the features: --features STORE or --list CSV --root DIR")
     if args.features is not None:
-        return FeatureSet.from_store(FeatureStore.open(args.features))
+        return _store_features(args.features)
     if args.root is None:
         raise SystemExit("--list needs --root (the local folder holding the feature files)")
     crops = [int(c) for c in args.crops.split(",")] if args.crops else None
@@ -68,6 +78,16 @@ def feature_set_from_args(args: argparse.Namespace) -> FeatureSet:
         BackboneIdentity.model_validate_json(args.backbone_json.read_text()) if args.backbone_json else None
     )
     return FeatureSet.from_release(release, backbone, source=str(args.list))
+
+
+def _store_features(paths: Path | list[Path]) -> FeatureSet:
+    """One store, or several (e.g. datasets extracted apart) as one set; a mismatch is a clear exit."""
+    if isinstance(paths, Path):
+        return FeatureSet.from_store(FeatureStore.open(paths))
+    try:
+        return FeatureSet.from_stores([FeatureStore.open(path) for path in paths])
+    except ValueError as exc:
+        raise SystemExit(f"cannot train on these stores together: {exc}") from None
 
 
 def json_argument(text: str | None) -> dict:
@@ -135,7 +155,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "from the service's database, and writes the model the service serves to OUT/best.pt."
         ),
     )
-    add_feature_arguments(parser, "training", required=False)
+    add_feature_arguments(parser, "training", required=False, several=True)
     add_feedback_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="output folder for checkpoints")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")

@@ -26,6 +26,10 @@ class VideoInput(BaseModel):
     uri: str
     label: int = Field(default=0, ge=0, le=1)
     category: str | None = None
+    group: str | None = Field(default=None, description="source group (camera, recording); None = the video")
+    licence: str | None = None
+    dataset: str | None = Field(default=None, description="the manifest the video came from")
+    folder_fps: float | None = Field(default=None, gt=0, description="frame rate if a frame folder (frames/s)")
 
 
 class ExtractionReport(BaseModel):
@@ -98,7 +102,8 @@ def extract_to_store(
     category_names: list[str] | None = None,
     progress: bool = True,
 ) -> ExtractionReport:
-    """Extract every source (name, uri, label, category) into the FeatureStore at `store_root`.
+    """Extract every source (name, uri, label, category, ...: a `VideoInput` or a tuple of its fields in order)
+    into the FeatureStore at `store_root`. Frame folders play at their input's `folder_fps`, else `folder_fps`.
 
     Videos already in the store are skipped (resume after an interruption); unreadable videos are skipped
     and reported with their reason. Other errors (e.g. out of device memory) propagate.
@@ -124,7 +129,7 @@ def extract_to_store(
             captions = None
             if backbone.text_branch:
                 captions = backbone.captions_for(item.name)
-            with open_source(item.uri, folder_fps=folder_fps) as source:
+            with open_source(item.uri, folder_fps=item.folder_fps or folder_fps) as source:
                 features, frames = encode_source(source, backbone, spec, snippets_per_batch, captions)
                 fps = source.fps
         except (VideoDecodeError, KeyError) as exc:
@@ -140,6 +145,9 @@ def extract_to_store(
             fps=fps,
             num_snippets=len(features),
             source=item.uri,
+            group=item.group,
+            licence=item.licence,
+            dataset=item.dataset,
         )
         store.add(entry, features)
         report.extracted.append(item.name)

@@ -48,6 +48,7 @@ class VideoRecord:
     category: str | None
     crops: tuple[Path, ...]  # one feature file per crop (a project store has one)
     num_frames: int | None = None
+    group: str | None = None  # source group (camera, recording); None = the video is its own group
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,42 @@ class FeatureSet:
     @classmethod
     def from_store(cls, store: FeatureStore, category_names: Sequence[str] | None = None) -> FeatureSet:
         records = tuple(
-            VideoRecord(v.name, v.label, v.category, (store.feature_path(v.name),), v.num_frames)
+            VideoRecord(v.name, v.label, v.category, (store.feature_path(v.name),), v.num_frames, v.group)
             for v in store
         )
         names = tuple(category_names or store.manifest.category_names)
         return cls(records, names, store.backbone.dim, store.backbone, str(store.root))
+
+    @classmethod
+    def from_stores(cls, stores: Sequence[FeatureStore]) -> FeatureSet:
+        """Several stores as one set (e.g. datasets extracted apart): the same backbone and snippet geometry,
+        distinct video names; categories are the sorted union. Raises ValueError naming the store at fault."""
+        if not stores:
+            raise ValueError("no feature store given")
+        if len(stores) == 1:
+            return cls.from_store(stores[0])
+        first = stores[0]
+        geometry = (first.manifest.frames_per_snippet, first.manifest.sampled_frames_per_snippet)
+        owner: dict[str, Path] = {}
+        for store in stores[1:]:
+            problem = first.backbone.mismatch(store.backbone)
+            if problem:
+                raise ValueError(f"{store.root} holds other features than {first.root}: {problem}")
+            other = (store.manifest.frames_per_snippet, store.manifest.sampled_frames_per_snippet)
+            if other != geometry:
+                raise ValueError(
+                    f"{store.root} cuts snippets of {other[0]} frames ({other[1]} sampled), {first.root} of "
+                    f"{geometry[0]} ({geometry[1]})"
+                )
+        for store in stores:
+            for video in store:
+                if video.name in owner:
+                    raise ValueError(f"video {video.name!r} is in both {owner[video.name]} and {store.root}")
+                owner[video.name] = store.root
+        sets = [cls.from_store(store) for store in stores]
+        categories = tuple(sorted({c for s in sets for c in s.category_names}))
+        records = tuple(r for s in sets for r in s.records)
+        return cls(records, categories, first.backbone.dim, first.backbone, "; ".join(s.source for s in sets))
 
     @classmethod
     def from_release(
@@ -88,6 +120,11 @@ class FeatureSet:
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def groups(self) -> dict[str, str]:
+        """Video name -> source group, in record order, for grouped cross-validation (a video without a
+        group is its own group)."""
+        return {r.name: r.group or r.name for r in self.records}
 
     def subset(self, names: Sequence[str]) -> FeatureSet:
         by_name = {r.name: r for r in self.records}

@@ -33,7 +33,12 @@ class VideoEntry(BaseModel):
     num_frames: int = Field(ge=0)
     fps: float = Field(gt=0)
     num_snippets: int = Field(ge=0)
-    source: str | None = None
+    source: str | None = Field(default=None, description="where the video was read from (path or URL)")
+    group: str | None = Field(
+        default=None, description="source group (camera, recording) for grouped cross-validation; None = the video"
+    )
+    licence: str | None = None
+    dataset: str | None = Field(default=None, description="the dataset manifest the video came from")
 
 
 class Manifest(BaseModel):
@@ -145,6 +150,10 @@ class FeatureStore:
             return self.manifest.videos[self._index[name]]
         except KeyError:
             raise KeyError(f"video {name!r} is not in the feature store at {self.root}") from None
+
+    def groups(self) -> dict[str, str]:
+        """Video name -> source group, in store order; a video without a group is its own group."""
+        return {v.name: v.group or v.name for v in self.manifest.videos}
 
     def feature_path(self, name: str) -> Path:
         return self.root / "features" / f"{safe_video_name(name)}.npy"
