@@ -54,7 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="dataset manifests (.json or .csv, see README 'Training on your own footage'); mix with --dataset",
     )
-    parser.add_argument("--root", type=Path, help="dataset root (for one --dataset), e.g. ../shared/data/ped2")
+    parser.add_argument(
+        "--root", type=Path, help="dataset root (for one --dataset), e.g. ../shared/data/ped2"
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -201,7 +203,9 @@ def _manifest_jobs(manifests: list[DatasetManifest], out: Path) -> list[tuple[Pa
             jobs.append((out / split, inputs, categories))
     for manifest in manifests:
         counts = {s: len(manifest.split(s)) for s in SPLITS}
-        log.info("%s: %d train, %d test videos (%s)", manifest.name, counts["train"], counts["test"], manifest.root)
+        log.info(
+            "%s: %d train, %d test videos (%s)", manifest.name, counts["train"], counts["test"], manifest.root
+        )
     return jobs
 
 

@@ -29,7 +29,9 @@ class VideoInput(BaseModel):
     group: str | None = Field(default=None, description="source group (camera, recording); None = the video")
     licence: str | None = None
     dataset: str | None = Field(default=None, description="the manifest the video came from")
-    folder_fps: float | None = Field(default=None, gt=0, description="frame rate if a frame folder (frames/s)")
+    folder_fps: float | None = Field(
+        default=None, gt=0, description="frame rate if a frame folder (frames/s)"
+    )
 
 
 class ExtractionReport(BaseModel):

@@ -66,7 +66,9 @@ def surv_fight_manifest(root: str | os.PathLike[str]) -> DatasetManifest:
         entries = []
         for row in reader:
             if row["fight"] not in ("0", "1"):
-                raise ManifestError(f"{table} line {reader.line_num}: fight must be 1 or 0, got {row['fight']!r}")
+                raise ManifestError(
+                    f"{table} line {reader.line_num}: fight must be 1 or 0, got {row['fight']!r}"
+                )
             fight = row["fight"] == "1"
             entries.append(
                 DatasetEntry(

@@ -35,7 +35,8 @@ class VideoEntry(BaseModel):
     num_snippets: int = Field(ge=0)
     source: str | None = Field(default=None, description="where the video was read from (path or URL)")
     group: str | None = Field(
-        default=None, description="source group (camera, recording) for grouped cross-validation; None = the video"
+        default=None,
+        description="source group (camera, recording) for grouped cross-validation; None = the video",
     )
     licence: str | None = None
     dataset: str | None = Field(default=None, description="the dataset manifest the video came from")

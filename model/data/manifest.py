@@ -61,7 +61,9 @@ class DatasetEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(min_length=1, description="video file or frame folder, relative to the root or absolute")
+    path: str = Field(
+        min_length=1, description="video file or frame folder, relative to the root or absolute"
+    )
     label: int = Field(ge=0, le=1, description="video-level label: 0 = normal, 1 = anomalous")
     category: str | None = Field(default=None, description="anomaly category; None for normal videos")
     group: str | None = Field(default=None, description="source group (camera, recording); default: name")
@@ -119,7 +121,8 @@ class DatasetManifest(BaseModel):
     fps: float = Field(DEFAULT_FOLDER_FPS, gt=0, description="frame rate of frame folders (frames/s)")
     licence: str | None = Field(default=None, description="licence of entries that name none")
     root: str | None = Field(
-        default=None, description="folder relative paths are resolved against (default: the manifest's folder)"
+        default=None,
+        description="folder relative paths are resolved against (default: the manifest's folder)",
     )
     entries: list[DatasetEntry] = Field(min_length=1)
 
@@ -128,9 +131,10 @@ class DatasetManifest(BaseModel):
         seen: dict[str, int] = {}
         for i, entry in enumerate(self.entries):
             if entry.name in seen:
+                first = seen[entry.name]
                 raise ValueError(
-                    f"entries {seen[entry.name]} and {i} ({entry.path}) are both named {entry.name!r}; "
-                    "give one of them another name"
+                    f"entries {first} ({self.entries[first].path}) and {i} ({entry.path}) are both named "
+                    f"{entry.name!r}; give one of them another name"
                 )
             seen[entry.name] = i
         for entry in self.entries:
