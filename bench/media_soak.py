@@ -55,6 +55,9 @@ def media_soak(
         "REFINEVAD_MEDIA_RING_MB": "8",
         "REFINEVAD_MEDIA_PRE_ROLL_S": "1",
         "REFINEVAD_MEDIA_POST_ROLL_S": "1",
+        # Churned streams live a few seconds: let their events open from the first snippet (the soak measures
+        # media, not the rule that waits for the scene check's 8 snippets).
+        "REFINEVAD_SCENE_CHECK_MIN_SNIPPETS": "1",
     }
     if model is not None:
         env["REFINEVAD_MODEL_CHECKPOINT"] = model
