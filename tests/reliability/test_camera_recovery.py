@@ -37,6 +37,9 @@ ENV = {
     "REFINEVAD_LIVE_OPEN_TIMEOUT_S": "3",
     "REFINEVAD_LIVE_READ_TIMEOUT_S": "3",
     "OPENCV_FFMPEG_CAPTURE_OPTIONS": "rtsp_transport;tcp|analyzeduration;500000",  # + the service default
+    # Each stretch between outages is a few snippets: events may open from the first (the 8-snippet wait for the
+    # scene check is tested in tests/service/live/test_scheduler.py).
+    "REFINEVAD_SCENE_CHECK_MIN_SNIPPETS": "1",
 }
 
 
