@@ -134,7 +134,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sn.add_argument("--sampled-frames", type=int, default=16, help="frames kept per snippet (evenly spaced)")
     sn.add_argument("--snippets-per-batch", type=int, default=8)
     sn.add_argument(
-        "--folder-fps", type=float, default=DEFAULT_FOLDER_FPS, help="frame rate of frame folders"
+        "--folder-fps",
+        type=float,
+        default=DEFAULT_FOLDER_FPS,
+        help="frame rate of frame folders given with --videos (a dataset or manifest states its own)",
     )
     sn.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
