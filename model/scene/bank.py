@@ -4,7 +4,8 @@ Vectors are region descriptors with the region's position appended (scaled by `p
 compared with what was seen at and near the same place: a bicycle's speed on a walkway is far from every walking
 speed seen there, while a car's speed on the road next to it is not.
 
-Bound: at most `max_vectors` are kept, by bottom-k sampling (Cohen & Kaplan, PODC 2007) of whole snippets: every
+Bound: at most `max_vectors` are kept (a full bank is trimmed `REBUILD_FRACTION` below it at once), by bottom-k
+sampling (Cohen & Kaplan, PODC 2007) of whole snippets: every
 snippet's vectors share a priority from a fixed hash of the snippet's number, and the lowest priorities stay. The
 sample is uniform over every snippet ever added, incremental, and deterministic for the same footage in the same
 order. Pinned snippets (an operator's false alarms) get priority 0 and are never dropped.
@@ -81,7 +82,10 @@ class MemoryBank:
             # Whole snippets go, those of highest (priority, number) first; every snippet has R vectors.
             numbers, first = np.unique(self.groups, return_index=True)
             order = np.lexsort((numbers, self.priorities[first]))
-            whole = numbers[order[: max(1, self.max_vectors // r)]]
+            # Trimmed REBUILD_FRACTION below the bound: a trim moves every vector (the index is rebuilt), and
+            # trimming back to the bound exactly would rebuild it for every snippet a full bank adapts to.
+            room = self.max_vectors // r  # whole snippets within the bound
+            whole = numbers[order[: max(1, room - int(REBUILD_FRACTION * room))]]
             keep = np.flatnonzero(np.isin(self.groups, whole))
             self._snippets = len(whole)
             self.vectors, self.priorities = self.vectors[keep], self.priorities[keep]

@@ -19,6 +19,7 @@ from service.context import ServiceContext, get_context
 from service.errors import ApiError
 from service.jobs import PRIORITY_BACKGROUND, PRIORITY_WAITING
 from service.schemas import Job
+from service.settings import ServiceSettings
 from service.storage import JobRecord
 from service.uploads import FILE_FIELD, PARTIAL_SUFFIX, UploadPace, receive_video_upload
 
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["analysis"], dependencies=[Depends(require_api_key)], responses=errors(*AUTH_ERRORS))
 
-_UPLOAD_BODY = {
+UPLOAD_BODY = {
     "requestBody": {
         "required": True,
         "content": {
@@ -49,6 +50,16 @@ _UPLOAD_BODY = {
 }
 
 
+def upload_pace(settings: ServiceSettings) -> UploadPace:
+    """The configured limits of a video upload (`/analyze` and every route that takes one)."""
+    return UploadPace(
+        idle_timeout_s=settings.upload_idle_timeout_s,
+        min_bytes_per_s=settings.upload_min_rate_kib_s * 1024,
+        grace_s=settings.upload_rate_grace_s,
+        max_duration_s=settings.upload_max_duration_s,
+    )
+
+
 @router.post(
     "/analyze",
     response_model=Job,
@@ -58,7 +69,7 @@ _UPLOAD_BODY = {
         "(`sync_max_seconds`) are analysed before the answer (200, the finished job with its result); longer "
         "ones, or any with `background=true`, get 202 with the queued job at once; poll `GET /jobs/{id}`."
     ),
-    openapi_extra=_UPLOAD_BODY,
+    openapi_extra=UPLOAD_BODY,
     responses={
         202: {"model": Job, "description": "accepted; analysed in the background"},
         **errors(400, 404, 408, 409, 413, 415, 422, 500, 503, 507),
@@ -87,12 +98,7 @@ async def analyze(
             request,
             spool / f"{job_id}{PARTIAL_SUFFIX}",
             settings.max_upload_bytes,
-            UploadPace(
-                idle_timeout_s=settings.upload_idle_timeout_s,
-                min_bytes_per_s=settings.upload_min_rate_kib_s * 1024,
-                grace_s=settings.upload_rate_grace_s,
-                max_duration_s=settings.upload_max_duration_s,
-            ),
+            upload_pace(settings),
         )
     except ApiError as exc:
         ctx.metrics.uploads_rejected.labels(reason=exc.code).inc()

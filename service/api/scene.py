@@ -14,14 +14,14 @@ from pydantic import BaseModel, Field
 from model.scene import SceneStatus
 from model.video.pyav_source import NotVideoError
 from model.video.source import VideoDecodeError
-from service.api.analyze import _UPLOAD_BODY
+from service.api.analyze import UPLOAD_BODY, upload_pace
 from service.api.events import EventId, feedback_store
 from service.api.responses import AUTH_ERRORS, errors
 from service.auth import require_api_key
 from service.context import ServiceContext, get_context
 from service.errors import ApiError
 from service.scene.registry import SceneRegistry
-from service.uploads import PARTIAL_SUFFIX, UploadPace, receive_video_upload
+from service.uploads import PARTIAL_SUFFIX, receive_video_upload
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ async def forget_scene(stream_id: str, ctx: ServiceContext = Depends(get_context
     summary="Learn a recording known to be normal",
     description="Multipart upload with the video in the field `file`, as for `POST /analyze` (same limits and "
     "errors). Its whole duration counts towards `scene_learn_s`; answers with the scene's status.",
-    openapi_extra=_UPLOAD_BODY,
+    openapi_extra=UPLOAD_BODY,
     responses=errors(400, 404, 408, 413, 415, 422, 503, 507),
 )
 async def learn_footage(
@@ -107,12 +107,7 @@ async def learn_footage(
         request,
         spool / f"scene-{uuid.uuid4().hex}{PARTIAL_SUFFIX}",
         settings.max_upload_bytes,
-        UploadPace(
-            idle_timeout_s=settings.upload_idle_timeout_s,
-            min_bytes_per_s=settings.upload_min_rate_kib_s * 1024,
-            grace_s=settings.upload_rate_grace_s,
-            max_duration_s=settings.upload_max_duration_s,
-        ),
+        upload_pace(settings),
     )
     path = upload.path
     try:
