@@ -126,6 +126,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=min(8, os.cpu_count() or 1),
         help="CPU threads of the motion descriptor (default: the CPU count, at most 8)",
     )
+    bb.add_argument(
+        "--motion-descriptor",
+        choices=["motion-grid-v1", "motion-grid-v2"],
+        default=defaults["motion_descriptor"].default,
+        help="motion and two_stream: the motion descriptor's version (v2 adds the motion-dynamics block)",
+    )
     bb.add_argument("--text-captions", type=Path, help="captions JSON {video: [caption per snippet]}")
     bb.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (auto: cuda when available)")
 
@@ -229,6 +235,7 @@ def run(args: argparse.Namespace) -> int:
         precision="fp32" if args.eager else args.precision,
         batch_size=args.batch_size,
         motion_threads=args.motion_threads,
+        motion_descriptor=args.motion_descriptor,
         appearance_size=args.appearance_size,
         appearance_frames=args.appearance_frames,
         appearance_pooling=args.appearance_pooling,

@@ -21,6 +21,13 @@ sampled-frame pair at 160x120, so sub-sampling frames or a different frame rate 
 train and serve with the same snippet geometry. For semantic anomalies use the `clip` backbone.
 
 The descriptor is deterministic and stateless: a snippet's vector depends only on its own frames.
+
+Versions (the identity's `weights`; a head is served only with the version it was trained on):
+
+- `motion-grid-v1`: the 336 numbers above.
+- `motion-grid-v2`: v1 followed by the motion-dynamics block of `model.backbones.dynamics` (68 numbers: how
+  erratically things move, pooled independently of where), 404 in all. Chosen for fights by source-grouped
+  cross-validation on surv-fight (MODEL_CARD.md, "Representation").
 """
 
 from __future__ import annotations
@@ -34,11 +41,13 @@ import cv2
 import numpy as np
 import torch
 
+from model.backbones import dynamics
 from model.backbones.base import Backbone, check_snippet_frames
 from model.backbones.identity import BackboneIdentity
 
 # Bump whenever anything below changes the numbers: the version is the identity's "weights".
 DESCRIPTOR_VERSION = "motion-grid-v1"
+DYNAMICS_VERSION = "motion-grid-v2"
 WORK_SIZE = (160, 120)  # (width, height) of the grey copy every statistic is computed on
 GRID = (4, 4)  # (columns, rows) of cells
 DIRECTION_BINS = 8
@@ -55,6 +64,11 @@ LAYOUT = {
     "change": slice(CELLS * (DIRECTION_BINS + SPEED_BINS), MOTION_DIM),
     "orientation": slice(MOTION_DIM, DIM),
 }
+# Every version: (architecture, dim).
+VERSIONS = {
+    DESCRIPTOR_VERSION: ("opencv-grid-4x4", DIM),
+    DYNAMICS_VERSION: ("opencv-grid-4x4+dynamics-240x180", DIM + dynamics.DIM),
+}
 
 
 def _cell_map() -> np.ndarray:
@@ -68,12 +82,16 @@ class MotionBackbone(Backbone):
     """`threads` > 1 describes groups of snippets in parallel (OpenCV and numpy release the GIL); the
     result is identical for any thread count, since every snippet is described on its own."""
 
-    def __init__(self, device: str | torch.device = "cpu", threads: int = 1) -> None:
+    def __init__(
+        self, device: str | torch.device = "cpu", threads: int = 1, version: str = DESCRIPTOR_VERSION
+    ) -> None:
+        if version not in VERSIONS:
+            raise ValueError(f"unknown motion descriptor {version!r}; expected one of {sorted(VERSIONS)}")
         self.device = torch.device(device)
         self.threads = max(1, int(threads))
-        self.identity = BackboneIdentity(
-            name="motion", architecture="opencv-grid-4x4", weights=DESCRIPTOR_VERSION, dim=DIM
-        )
+        self.version = version
+        architecture, dim = VERSIONS[version]
+        self.identity = BackboneIdentity(name="motion", architecture=architecture, weights=version, dim=dim)
         self._cells = _cell_map()
         self._cell_pixels = np.bincount(self._cells.ravel(), minlength=CELLS).astype(np.float32)
         # DIS instances are not thread-safe: one per worker thread.
@@ -97,12 +115,12 @@ class MotionBackbone(Backbone):
         s = check_snippet_frames(frames)[0]
         if isinstance(frames, torch.Tensor):
             frames = frames.detach().cpu().numpy()
-        features = self.describe(frames) if s else np.zeros((0, DIM), np.float32)
+        features = self.describe(frames) if s else np.zeros((0, self.identity.dim), np.float32)
         return torch.from_numpy(features).to(self.device)
 
     # -- the descriptor ----------------------------------------------------------------------------------
     def describe(self, frames: np.ndarray) -> np.ndarray:
-        """[S, F, H, W, 3] uint8 RGB -> [S, DIM] float32."""
+        """[S, F, H, W, 3] uint8 RGB -> [S, identity.dim] float32."""
         s = len(frames)
         if self._pool is None or s < 2:
             return self._describe(frames)
@@ -111,7 +129,10 @@ class MotionBackbone(Backbone):
         return np.concatenate(list(parts))
 
     def _describe(self, frames: np.ndarray) -> np.ndarray:
-        return self.describe_grey(self.preprocess(frames))
+        grid = self.describe_grey(self.preprocess(frames))
+        if self.version == DESCRIPTOR_VERSION:
+            return grid
+        return np.concatenate([grid, dynamics.describe(frames, self._flow())], axis=1)
 
     @staticmethod
     def preprocess(frames: np.ndarray) -> np.ndarray:

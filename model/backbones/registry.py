@@ -45,6 +45,11 @@ class BackboneConfig(BaseModel):
     )
     batch_size: int = Field(default=64, ge=1, description="frames per image-encoder forward pass")
     motion_threads: int = Field(default=1, ge=1, description="CPU threads of the motion descriptor")
+    motion_descriptor: Literal["motion-grid-v1", "motion-grid-v2"] = Field(
+        default="motion-grid-v1",
+        description="motion and two_stream: the motion descriptor's version (v2 adds the motion-dynamics "
+        "block; see model/backbones/motion.py)",
+    )
     appearance_size: int = Field(
         default=240,
         ge=32,
@@ -84,7 +89,7 @@ def config_for_identity(identity: BackboneIdentity, **overrides: Any) -> Backbon
         fields["clip_arch"] = identity.architecture
     elif identity.name in ("efficientnet_lite0", "two_stream"):
         from model.backbones.efficientnet import parse_architecture
-        from model.backbones.two_stream import appearance_architecture
+        from model.backbones.two_stream import appearance_architecture, motion_version
 
         arch = identity.architecture
         parsed = parse_architecture(
@@ -96,7 +101,11 @@ def config_for_identity(identity: BackboneIdentity, **overrides: Any) -> Backbon
             "appearance_pooling": parsed["pooling"],
             "appearance_layer": parsed["layer"],
         }
-    elif identity.name != "motion":
+        if identity.name == "two_stream":
+            fields["motion_descriptor"] = motion_version(identity)
+    elif identity.name == "motion":
+        fields["motion_descriptor"] = identity.weights
+    else:
         raise ValueError(f"no registered backbone produces {identity.key()}")
     return BackboneConfig(**(fields | overrides))
 
@@ -110,7 +119,7 @@ def load_backbone(config: BackboneConfig, device: str | torch.device = "cpu") ->
     if config.name == "motion":
         from model.backbones.motion import MotionBackbone
 
-        return MotionBackbone(device, threads=config.motion_threads)
+        return MotionBackbone(device, threads=config.motion_threads, version=config.motion_descriptor)
     if config.name in ("efficientnet_lite0", "two_stream"):
         from model.backbones.efficientnet import EfficientNetLite0Backbone
 
@@ -128,7 +137,8 @@ def load_backbone(config: BackboneConfig, device: str | torch.device = "cpu") ->
         from model.backbones.motion import MotionBackbone
         from model.backbones.two_stream import TwoStreamBackbone
 
-        return TwoStreamBackbone(appearance, MotionBackbone(device, threads=config.motion_threads))
+        motion = MotionBackbone(device, threads=config.motion_threads, version=config.motion_descriptor)
+        return TwoStreamBackbone(appearance, motion)
     from model.backbones.clip import ClipBackbone
 
     return ClipBackbone.from_config(config, device)

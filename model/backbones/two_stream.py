@@ -55,7 +55,9 @@ class TwoStreamBackbone(Backbone):
     def with_appearance(self, appearance: EfficientNetLite0Backbone) -> TwoStreamBackbone:
         """The same two streams with `appearance` (e.g. an accelerated runtime's) and a motion stream of its own,
         so closing either backbone leaves the other working."""
-        return TwoStreamBackbone(appearance, MotionBackbone(self.device, threads=self.motion.threads))
+        return TwoStreamBackbone(
+            appearance, MotionBackbone(self.device, threads=self.motion.threads, version=self.motion.version)
+        )
 
     @property
     def blocks(self) -> dict[str, slice]:
@@ -80,3 +82,8 @@ def appearance_architecture(identity: BackboneIdentity) -> str:
     """The appearance stream's architecture string inside a two-stream identity."""
     first = identity.architecture.split(SEPARATOR, 1)[0]
     return first.split(":", 1)[1] if ":" in first else first
+
+
+def motion_version(identity: BackboneIdentity) -> str:
+    """The motion stream's descriptor version inside a two-stream identity."""
+    return identity.weights.rsplit(SEPARATOR, 1)[-1]
