@@ -41,6 +41,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from bench.ped2_train import Ped2RunConfig
+from model.backbones.motion import DESCRIPTOR_VERSION, DYNAMICS_VERSION
 from model.checkpoint import combine_checkpoints, load_checkpoint
 from model.data.datasets import FeatureSet, VideoRecord
 from model.data.feature_store import FeatureStore
@@ -67,8 +68,22 @@ class Columns(FeatureSet):
 
 
 def columns(features: FeatureSet, keep: int | None) -> Columns:
-    dim = features.feature_dim if keep is None else keep
-    return Columns(features.records, features.category_names, dim, features.backbone, features.source, keep)
+    """`keep` = 656: the v1 features, with the v1 identity (what today's default's backbone gives)."""
+    if keep is None:
+        return Columns(*astuple_fields(features), None)
+    b = features.backbone
+    v1 = b.model_copy(
+        update={
+            "architecture": b.architecture.replace("+dynamics-240x180", ""),
+            "weights": b.weights.replace(DYNAMICS_VERSION, DESCRIPTOR_VERSION),
+            "dim": keep,
+        }
+    )
+    return Columns(features.records, features.category_names, keep, v1, features.source, keep)
+
+
+def astuple_fields(f: FeatureSet) -> tuple:
+    return (f.records, f.category_names, f.feature_dim, f.backbone, f.source)
 
 
 def fight_and_training(store: FeatureStore) -> tuple[FeatureSet, list[str], list[str]]:
@@ -162,7 +177,7 @@ def ship(args: argparse.Namespace, names: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, help="the CV report (JSON); required without --ship")
     parser.add_argument("--work", type=Path, default=Path("/tmp/fight-cv"))
     parser.add_argument("--seeds", default="42,43,44")
     parser.add_argument("--folds", type=int, default=5)
@@ -175,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     features, fight, ped2_train = fight_and_training(store)
     if args.ship:
         return ship(args, ped2_train + fight)
+    if args.out is None:
+        parser.error("--out is required without --ship")
     if not fight or len(ped2_train) != 18:
         raise SystemExit(
             f"the store needs surv-fight and Ped2's 18 training clips; has {len(fight)}, {len(ped2_train)}"
