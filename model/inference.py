@@ -71,11 +71,13 @@ DEFAULT_CHECKPOINT = WEIGHTS_DIR / "default.pt"
 SHIPPED_CHECKPOINTS = {
     "default": DEFAULT_CHECKPOINT,
     "ped2_motion": WEIGHTS_DIR / "ped2_motion.pt",
+    # Ped2 + surv-fight with the motion-grid-v2 descriptor, categories incl. Fighting (model card, "v3").
+    "v3": WEIGHTS_DIR / "v3.pt",
 }
 
 
 def resolve_checkpoint(path: str | Path | None) -> Path | None:
-    """A checkpoint path, or the name of a shipped model (`default`, `ped2_motion`); None = the default model
+    """A checkpoint path, or the name of a shipped model (`default`, `ped2_motion`, `v3`); None = the default model
     (None too when the package ships none). An existing file wins over a shipped name."""
     if path is None:
         return DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.is_file() else None

@@ -75,6 +75,7 @@ class BackboneConfig(BaseModel):
     )
 
 
+MOTION_DESCRIPTORS = ("motion-grid-v1", "motion-grid-v2")
 BackboneName = Literal["motion", "clip", "efficientnet_lite0", "two_stream"]
 
 
@@ -101,10 +102,12 @@ def config_for_identity(identity: BackboneIdentity, **overrides: Any) -> Backbon
             "appearance_pooling": parsed["pooling"],
             "appearance_layer": parsed["layer"],
         }
-        if identity.name == "two_stream":
+        if identity.name == "two_stream" and motion_version(identity) in MOTION_DESCRIPTORS:
             fields["motion_descriptor"] = motion_version(identity)
     elif identity.name == "motion":
-        fields["motion_descriptor"] = identity.weights
+        # An unknown version builds the current one, whose identity then differs: a backbone mismatch.
+        if identity.weights in MOTION_DESCRIPTORS:
+            fields["motion_descriptor"] = identity.weights
     else:
         raise ValueError(f"no registered backbone produces {identity.key()}")
     return BackboneConfig(**(fields | overrides))

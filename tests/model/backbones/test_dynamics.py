@@ -106,6 +106,7 @@ def test_identities_rebuild_their_own_descriptor_version() -> None:
 def test_unknown_versions_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown motion descriptor"):
         MotionBackbone(version="motion-grid-v9")
+    # A checkpoint of an unknown version rebuilds today's descriptor, whose identity differs (a mismatch the
+    # engine refuses: tests/model/test_inference.py).
     identity = BackboneIdentity(name="motion", architecture="x", weights="motion-grid-v9", dim=1)
-    with pytest.raises(ValueError):
-        config_for_identity(identity)
+    assert load_backbone(config_for_identity(identity)).identity != identity
