@@ -60,17 +60,17 @@ FIGHTING = "Fighting"
 class Columns(FeatureSet):
     """The first `keep` columns of a feature set (the v1 features inside v2's)."""
 
-    keep: int | None = None
+    keep: int = 0
 
     def load(self, record: VideoRecord, crop: int = 0) -> np.ndarray:
         x = np.load(record.crops[crop]).astype(np.float32, copy=False)
-        return x if self.keep is None else np.ascontiguousarray(x[:, : self.keep])
+        return np.ascontiguousarray(x[:, : self.keep])
 
 
-def columns(features: FeatureSet, keep: int | None) -> Columns:
-    """`keep` = 656: the v1 features, with the v1 identity (what today's default's backbone gives)."""
+def columns(features: FeatureSet, keep: int | None) -> FeatureSet:
+    """`keep` = 656: the v1 features, with the v1 identity (what today's default's backbone gives); None: all."""
     if keep is None:
-        return Columns(*astuple_fields(features), None)
+        return features
     b = features.backbone
     v1 = b.model_copy(
         update={
@@ -82,10 +82,6 @@ def columns(features: FeatureSet, keep: int | None) -> Columns:
     return Columns(features.records, features.category_names, keep, v1, features.source, keep)
 
 
-def astuple_fields(f: FeatureSet) -> tuple:
-    return (f.records, f.category_names, f.feature_dim, f.backbone, f.source)
-
-
 def fight_and_training(store: FeatureStore) -> tuple[FeatureSet, list[str], list[str]]:
     """(the store's features, surv-fight clip names, Ped2 training clip names)."""
     features = FeatureSet.from_store(store)
@@ -95,19 +91,28 @@ def fight_and_training(store: FeatureStore) -> tuple[FeatureSet, list[str], list
     return features, fight, ped2_train
 
 
-def _fold_job(args: tuple[str, str, int | None, int, list[str], list[str], str]) -> dict[str, Any]:
-    store_path, rep, keep, seed, train_names, held_names, out_dir = args
+def _train_run(
+    store_path: str, keep: int | None, seed: int, names: list[str], out_dir: str
+) -> tuple[FeatureSet, Path, int]:
+    """Train the default's config on `names` (one torch thread: runs go in parallel processes); returns the
+    features, the chosen checkpoint and the top-k divisor of the MIL video score."""
     torch.set_num_threads(1)
     features = columns(FeatureSet.from_store(FeatureStore.open(store_path)), keep)
     run = Ped2RunConfig.load(CONFIG)
     model_config, train_config = run.build(features, seed)
-    result = train(features.subset(train_names), out_dir, train_config, model_config, progress=False)
-    model = load_checkpoint(run.chosen(result)).model
+    result = train(features.subset(names), out_dir, train_config, model_config, progress=False)
+    return features, run.chosen(result), model_config.topk_divisor
+
+
+def _fold_job(args: tuple[str, str, int | None, int, list[str], list[str], str]) -> dict[str, Any]:
+    store_path, rep, keep, seed, train_names, held_names, out_dir = args
+    features, checkpoint, divisor = _train_run(store_path, keep, seed, train_names, out_dir)
+    model = load_checkpoint(checkpoint).model
     rows = []
     for record in features.subset(held_names).records:
         out = score_features(model, torch.from_numpy(features.load(record)))
         scores = out.scores
-        video = float(topk_mean(scores[None], model_config.topk_divisor)[0])
+        video = float(topk_mean(scores[None], divisor)[0])
         category = features.category_names[int(torch.argmax(out.category_weights))]
         rows.append({"name": record.name, "label": record.label, "video": video, "category": category})
     return {"rep": rep, "seed": seed, "rows": rows}
@@ -151,11 +156,7 @@ def metrics(rows: list[dict[str, Any]], sizes: dict[str, str]) -> dict[str, floa
 
 def _ship_job(args: tuple[str, int, list[str], str]) -> str:
     store_path, seed, names, out_dir = args
-    torch.set_num_threads(1)
-    features = FeatureSet.from_store(FeatureStore.open(store_path))
-    run = Ped2RunConfig.load(CONFIG)
-    model_config, train_config = run.build(features, seed)
-    return str(run.chosen(train(features.subset(names), out_dir, train_config, model_config, progress=False)))
+    return str(_train_run(store_path, None, seed, names, out_dir)[1])
 
 
 def ship(args: argparse.Namespace, names: list[str]) -> int:
@@ -197,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             f"the store needs surv-fight and Ped2's 18 training clips; has {len(fight)}, {len(ped2_train)}"
         )
     groups = features.groups()
-    labels = np.array([features.subset([n]).records[0].label for n in fight])
+    label_of = {r.name: r.label for r in features.records}
+    labels = np.array([label_of[n] for n in fight])
     seeds = [int(s) for s in args.seeds.split(",")]
     jobs, folds_of = [], {}
     for seed in seeds:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import exporters.appearance_onnx  # noqa: F401  (registers the ONNX Runtime backbone runtime, as the service has)
 from model.acceleration import AccelerationPolicy, check_backbone
-from model.backbones.registry import BackboneConfig, load_backbone
+from model.backbones.registry import MOTION_DESCRIPTORS, BackboneConfig, load_backbone
 from model.data.dataset_readers import READERS, dataset_manifest, default_root
 from model.data.manifest import SPLITS, DatasetManifest, ManifestError, check_mix, read_manifest
 from model.extraction import ExtractionReport, VideoInput, extract_to_store
@@ -128,7 +128,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     bb.add_argument(
         "--motion-descriptor",
-        choices=["motion-grid-v1", "motion-grid-v2"],
+        choices=MOTION_DESCRIPTORS,
         default=defaults["motion_descriptor"].default,
         help="motion and two_stream: the motion descriptor's version (v2 adds the motion-dynamics block)",
     )

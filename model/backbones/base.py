@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
+import cv2
 import numpy as np
 import torch
 
@@ -91,3 +92,16 @@ def check_snippet_frames(frames: np.ndarray | torch.Tensor) -> tuple[int, int, i
             f"got {frames.dtype} {list(shape)}"
         )
     return shape[0], shape[1], shape[2], shape[3]
+
+
+def grey_copies(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """[S, F, H, W, 3] uint8 RGB -> [S, F, size[1], size[0]] uint8 grey copies, `size` = (width, height), area
+    interpolation. One OpenCV call per frame: far faster than numpy on full frames."""
+    s, f = frames.shape[:2]
+    grey = np.stack(
+        [
+            cv2.resize(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), size, interpolation=cv2.INTER_AREA)
+            for frame in frames.reshape(s * f, *frames.shape[2:])
+        ]
+    )
+    return grey.reshape(s, f, size[1], size[0])

@@ -29,6 +29,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from model.backbones.base import grey_copies
+
 WORK_SIZE = (240, 180)  # (width, height)
 GRID = (4, 4)  # (columns, rows)
 CELLS = GRID[0] * GRID[1]
@@ -38,18 +40,6 @@ CELL_STATS = 10
 TOP_CELLS = 4
 GLOBAL_STATS = 8
 DIM = TOP_CELLS * CELL_STATS + 2 * CELL_STATS + GLOBAL_STATS
-
-
-def grey_frames(frames: np.ndarray) -> np.ndarray:
-    """[S, F, H, W, 3] uint8 RGB -> [S, F, 180, 240] uint8 grey copies at WORK_SIZE."""
-    s, f = frames.shape[:2]
-    grey = np.stack(
-        [
-            cv2.resize(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), WORK_SIZE, interpolation=cv2.INTER_AREA)
-            for frame in frames.reshape(s * f, *frames.shape[2:])
-        ]
-    )
-    return grey.reshape(s, f, WORK_SIZE[1], WORK_SIZE[0])
 
 
 def _per_cell(x: np.ndarray) -> np.ndarray:
@@ -134,7 +124,7 @@ def describe_flow(flow: np.ndarray) -> np.ndarray:
 
 def describe(frames: np.ndarray, dis: cv2.DISOpticalFlow) -> np.ndarray:
     """[S, F, H, W, 3] uint8 RGB -> [S, DIM] float32, with `dis` (one per thread: DIS is not thread-safe)."""
-    grey = grey_frames(frames)
+    grey = grey_copies(frames, WORK_SIZE)
     s, f, h, w = grey.shape
     if f < 2:
         return np.zeros((s, DIM), np.float32)

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from model.backbones import dynamics
-from model.backbones.base import Backbone, check_snippet_frames
+from model.backbones.base import Backbone, check_snippet_frames, grey_copies
 from model.backbones.identity import BackboneIdentity
 
 # Bump whenever anything below changes the numbers: the version is the identity's "weights".
@@ -137,15 +137,7 @@ class MotionBackbone(Backbone):
     @staticmethod
     def preprocess(frames: np.ndarray) -> np.ndarray:
         """[S, F, H, W, 3] uint8 RGB -> [S, F, 120, 160] uint8 grey copies at WORK_SIZE."""
-        s, f = frames.shape[:2]
-        # One small grey copy per frame; OpenCV's per-image calls are far faster than numpy on full frames.
-        grey = np.stack(
-            [
-                cv2.resize(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), WORK_SIZE, interpolation=cv2.INTER_AREA)
-                for frame in frames.reshape(s * f, *frames.shape[2:])
-            ]
-        )
-        return grey.reshape(s, f, WORK_SIZE[1], WORK_SIZE[0])
+        return grey_copies(frames, WORK_SIZE)
 
     def describe_grey(self, grey: np.ndarray) -> np.ndarray:
         """[S, F, 120, 160] uint8 grey (from `preprocess`) -> [S, DIM] float32."""

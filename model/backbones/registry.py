@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +19,11 @@ CHECKPOINT_ENV = "REFINEVAD_CLIP_CHECKPOINT"
 def _checkpoint_from_env() -> Path | None:
     value = os.environ.get(CHECKPOINT_ENV, "").strip()
     return Path(value) if value else None
+
+
+# The motion descriptor's versions (model.backbones.motion.VERSIONS).
+MotionDescriptor = Literal["motion-grid-v1", "motion-grid-v2"]
+MOTION_DESCRIPTORS: tuple[str, ...] = get_args(MotionDescriptor)
 
 
 class BackboneConfig(BaseModel):
@@ -45,7 +50,7 @@ class BackboneConfig(BaseModel):
     )
     batch_size: int = Field(default=64, ge=1, description="frames per image-encoder forward pass")
     motion_threads: int = Field(default=1, ge=1, description="CPU threads of the motion descriptor")
-    motion_descriptor: Literal["motion-grid-v1", "motion-grid-v2"] = Field(
+    motion_descriptor: MotionDescriptor = Field(
         default="motion-grid-v1",
         description="motion and two_stream: the motion descriptor's version (v2 adds the motion-dynamics "
         "block; see model/backbones/motion.py)",
@@ -75,7 +80,6 @@ class BackboneConfig(BaseModel):
     )
 
 
-MOTION_DESCRIPTORS = ("motion-grid-v1", "motion-grid-v2")
 BackboneName = Literal["motion", "clip", "efficientnet_lite0", "two_stream"]
 
 

@@ -34,6 +34,8 @@ import threading
 import cv2
 import numpy as np
 
+from model.backbones.base import grey_copies
+
 VERSION = "scene-grid-v2"
 WORK_SIZE = (240, 160)  # (width, height) of the grey copy
 GRID = (12, 8)  # (columns, rows) of regions, 20 x 20 px each
@@ -99,16 +101,9 @@ class SceneDescriptor:
             raise ValueError(
                 f"expected uint8 [S, F, H, W, 3] frames, got {frames.dtype} {list(frames.shape)}"
             )
-        s, f = frames.shape[:2]
-        if s == 0:
+        if len(frames) == 0:
             return np.zeros((0, REGIONS, DIM), np.float32)
-        grey = np.stack(
-            [
-                cv2.resize(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), WORK_SIZE, interpolation=cv2.INTER_AREA)
-                for frame in frames.reshape(s * f, *frames.shape[2:])
-            ]
-        ).reshape(s, f, WORK_SIZE[1], WORK_SIZE[0])
-        return self.describe_grey(grey)
+        return self.describe_grey(grey_copies(frames, WORK_SIZE))
 
     def describe_grey(self, grey: np.ndarray) -> np.ndarray:
         """`[S, F, 160, 240]` uint8 grey -> `[S, REGIONS, DIM]` float32. A snippet of one frame has no motion;

@@ -110,3 +110,10 @@ def test_unknown_versions_are_refused() -> None:
     # engine refuses: tests/model/test_inference.py).
     identity = BackboneIdentity(name="motion", architecture="x", weights="motion-grid-v9", dim=1)
     assert load_backbone(config_for_identity(identity)).identity != identity
+
+
+def test_the_config_offers_exactly_the_descriptor_versions() -> None:
+    from model.backbones.motion import VERSIONS
+    from model.backbones.registry import MOTION_DESCRIPTORS
+
+    assert set(MOTION_DESCRIPTORS) == set(VERSIONS)
