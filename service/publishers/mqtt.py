@@ -199,7 +199,8 @@ class MqttPublisher(Publisher):
         for topic, payload, qos, retain in batch:
             # QoS 1 messages wait in paho's bounded queue while the broker is away; QoS 0 ones are dropped.
             info = self.client.publish(topic, payload, qos=qos, retain=retain)
-            if info.rc == mqtt.MQTT_ERR_SUCCESS:
+            # NO_CONN on a QoS 1 message means paho kept it to send on reconnection, so it is not lost.
+            if info.rc == mqtt.MQTT_ERR_SUCCESS or (qos > 0 and info.rc == mqtt.MQTT_ERR_NO_CONN):
                 self.sent += 1
             else:
                 self.dropped += 1

@@ -149,9 +149,9 @@ def test_service_publishes_events_scores_and_availability(tmp_path, broker: Mosq
         assert payload == b"online"
         policy = {"enter_threshold": 0.0, "exit_threshold": 0.0, "min_duration_s": 0.0}
         with service.client() as client:
-            sid = client.post("/streams", json={"url": CLIP, "name": "loading bay", "events": policy}).json()[
-                "id"
-            ]
+            # Looped: the 18 s clip must not end (closing its event) while the broker is away.
+            body = {"url": CLIP, "name": "loading bay", "events": policy, "loop": True}
+            sid = client.post("/streams", json=body).json()["id"]
             events_topic, score_topic = f"refinevad/{sid}/events", f"refinevad/{sid}/score"
             subscriber.wait(lambda: subscriber.on(events_topic), 30, "an event start")
             start = json.loads(subscriber.on(events_topic)[0][0])
