@@ -42,25 +42,74 @@ class MemoryBank:
             raise ValueError(f"max_vectors must be >= 1, got {max_vectors}")
         self.dim = dim
         self.max_vectors = max_vectors
-        self.vectors = np.zeros((0, dim), np.float32)
-        self.priorities = np.zeros(0, np.uint64)
-        self.groups = np.zeros(0, np.int64)  # the snippet number of each vector
-        self.regions = np.zeros(0, np.int16)  # the region of each vector
+        # Capacity buffers grown by doubling (never past the bound plus one add), so adding a snippet copies only
+        # its own vectors: [:_n] is the bank.
+        self._vectors = np.zeros((0, dim), np.float32)
+        self._priorities = np.zeros(0, np.uint64)
+        self._groups = np.zeros(0, np.int64)  # the snippet number of each vector
+        self._regions = np.zeros(0, np.int16)  # the region of each vector
+        self._n = 0
         self.added = 0  # snippets ever added (the next snippet number)
         self._snippets = 0
         self._index: NearestNeighbors | None = None
         self._indexed = 0  # vectors[:_indexed] are in the index
 
     def __len__(self) -> int:
-        return len(self.vectors)
+        return self._n
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """`[N, d]` float32, a read-only view."""
+        return self._view(self._vectors)
+
+    @property
+    def priorities(self) -> np.ndarray:
+        return self._view(self._priorities)
+
+    @property
+    def groups(self) -> np.ndarray:
+        """`[N]` the snippet number of each vector."""
+        return self._view(self._groups)
+
+    @property
+    def regions(self) -> np.ndarray:
+        """`[N]` the region of each vector."""
+        return self._view(self._regions)
+
+    def _view(self, buffer: np.ndarray) -> np.ndarray:
+        view = buffer[: self._n]
+        view.flags.writeable = False
+        return view
 
     @property
     def nbytes(self) -> int:
-        return int(sum(a.nbytes for a in (self.vectors, self.priorities, self.groups, self.regions)))
+        """Bytes held, spare capacity included."""
+        return int(sum(a.nbytes for a in (self._vectors, self._priorities, self._groups, self._regions)))
 
     @property
     def snippets(self) -> int:
         return self._snippets
+
+    def _set(
+        self, vectors: np.ndarray, priorities: np.ndarray, groups: np.ndarray, regions: np.ndarray
+    ) -> None:
+        """Replace the contents (compact buffers of exactly these arrays)."""
+        self._vectors = np.ascontiguousarray(vectors, np.float32)
+        self._priorities = np.asarray(priorities, np.uint64).copy()
+        self._groups = np.asarray(groups, np.int64).copy()
+        self._regions = np.asarray(regions, np.int16).copy()
+        self._n = len(self._vectors)
+
+    def _reserve(self, needed: int, largest_add: int) -> None:
+        capacity = len(self._vectors)
+        if needed <= capacity:
+            return
+        grown = max(needed, min(2 * capacity, self.max_vectors + largest_add), 64)
+        for name in ("_vectors", "_priorities", "_groups", "_regions"):
+            old = getattr(self, name)
+            new = np.zeros((grown, *old.shape[1:]), old.dtype)
+            new[: self._n] = old[: self._n]
+            setattr(self, name, new)
 
     def add(self, vectors: np.ndarray, pinned: bool = False) -> None:
         """Append snippets' region vectors `[S, R, d]`; then drop the snippets of highest priority beyond
@@ -73,35 +122,43 @@ class MemoryBank:
         # Priority 0 is reserved for pinned snippets.
         priorities = np.zeros(s, np.uint64) if pinned else np.maximum(splitmix64(numbers), np.uint64(1))
         self.added += s
-        self.vectors = np.concatenate([self.vectors, vectors.reshape(s * r, self.dim)])
-        self.priorities = np.concatenate([self.priorities, np.repeat(priorities, r)])
-        self.groups = np.concatenate([self.groups, np.repeat(numbers, r)])
-        self.regions = np.concatenate([self.regions, np.tile(np.arange(r, dtype=np.int16), s)])
+        n, end = self._n, self._n + s * r
+        self._reserve(end, s * r)
+        self._vectors[n:end] = vectors.reshape(s * r, self.dim)
+        self._priorities[n:end] = np.repeat(priorities, r)
+        self._groups[n:end] = np.repeat(numbers, r)
+        self._regions[n:end] = np.tile(np.arange(r, dtype=np.int16), s)
+        self._n = end
         self._snippets += s
-        if len(self.vectors) > self.max_vectors:
+        if self._n > self.max_vectors:
             # Whole snippets go, those of highest (priority, number) first; every snippet has R vectors.
-            numbers, first = np.unique(self.groups, return_index=True)
-            order = np.lexsort((numbers, self.priorities[first]))
+            groups, priorities = self.groups, self.priorities
+            numbers, first = np.unique(groups, return_index=True)
+            order = np.lexsort((numbers, priorities[first]))
             # Trimmed REBUILD_FRACTION below the bound: a trim moves every vector (the index is rebuilt), and
             # trimming back to the bound exactly would rebuild it for every snippet a full bank adapts to.
             room = self.max_vectors // r  # whole snippets within the bound
             whole = numbers[order[: max(1, room - int(REBUILD_FRACTION * room))]]
-            keep = np.flatnonzero(np.isin(self.groups, whole))
+            keep = np.flatnonzero(np.isin(groups, whole))
             self._snippets = len(whole)
-            self.vectors, self.priorities = self.vectors[keep], self.priorities[keep]
-            self.groups, self.regions = self.groups[keep], self.regions[keep]
+            # Compacted in place: the buffers keep their capacity.
+            m = len(keep)
+            for buffer in (self._vectors, self._priorities, self._groups, self._regions):
+                buffer[:m] = buffer[keep]
+            self._n = m
             self._index = None  # positions moved
             self._indexed = 0
 
     def _refresh(self) -> None:
         recent = len(self.vectors) - self._indexed
         if self._index is None or recent > max(REBUILD_MIN, REBUILD_FRACTION * self._indexed):
+            # A copy: the index must not see the buffer change under it.
             self._index = (
-                NearestNeighbors(n_neighbors=1, algorithm="kd_tree").fit(self.vectors)
-                if len(self.vectors)
+                NearestNeighbors(n_neighbors=1, algorithm="kd_tree").fit(self.vectors.copy())
+                if self._n
                 else None
             )
-            self._indexed = len(self.vectors)
+            self._indexed = self._n
 
     def distances(self, queries: np.ndarray, k: int = 1) -> np.ndarray:
         """`[m, d]` -> `[m]` mean Euclidean distance to the k nearest bank vectors. Raises `ValueError` when the
@@ -135,11 +192,7 @@ class MemoryBank:
     def from_state(cls, state: dict[str, np.ndarray], max_vectors: int) -> MemoryBank:
         vectors = np.asarray(state["vectors"], np.float32)
         bank = cls(vectors.shape[1], max_vectors)
-        bank.vectors, bank.priorities = vectors, np.asarray(state["priorities"], np.uint64)
-        bank.groups, bank.regions = (
-            np.asarray(state["groups"], np.int64),
-            np.asarray(state["regions"], np.int16),
-        )
+        bank._set(vectors, state["priorities"], state["groups"], state["regions"])
         bank.added = int(state["added"])
         bank._snippets = len(np.unique(bank.groups))
         return bank

@@ -20,7 +20,24 @@ def test_bottom_k_bound_and_uniform_sample() -> None:
     kept = np.unique(bank.groups)
     # A uniform sample of all 200 snippets, not the first or the last ones.
     assert kept.min() < 100 < kept.max()
-    assert bank.nbytes == sum(a.nbytes for a in (bank.vectors, bank.priorities, bank.groups, bank.regions))
+    used = sum(a.nbytes for a in (bank.vectors, bank.priorities, bank.groups, bank.regions))
+    # Spare capacity is counted, and bounded by the bound plus one add (64 vectors at least).
+    per_vector = used // len(bank)
+    assert used <= bank.nbytes <= max(64, 40 + 16) * per_vector
+
+
+def test_adding_a_snippet_copies_only_its_vectors() -> None:
+    bank = MemoryBank(3, max_vectors=100_000)
+    bank.add(snippets(1000, seed=1))
+    bank.add(snippets(1, seed=9))  # the first growth doubles the capacity
+    buffer = bank._vectors
+    for i in range(20):
+        bank.add(snippets(1, seed=10 + i))
+    # No reallocation while there is room: the bank is not copied per snippet.
+    assert bank._vectors is buffer and len(bank) == 4084 and bank.snippets == 1021
+    np.testing.assert_array_equal(bank.vectors[-4:], snippets(1, seed=29)[0])
+    with pytest.raises(ValueError):
+        bank.vectors[0, 0] = 1.0  # a read-only view
 
 
 def test_same_input_order_gives_the_same_bank() -> None:
