@@ -57,24 +57,12 @@ class MemoryBank:
     def __len__(self) -> int:
         return self._n
 
-    @property
-    def vectors(self) -> np.ndarray:
-        """`[N, d]` float32, a read-only view."""
-        return self._view(self._vectors)
-
-    @property
-    def priorities(self) -> np.ndarray:
-        return self._view(self._priorities)
-
-    @property
-    def groups(self) -> np.ndarray:
-        """`[N]` the snippet number of each vector."""
-        return self._view(self._groups)
-
-    @property
-    def regions(self) -> np.ndarray:
-        """`[N]` the region of each vector."""
-        return self._view(self._regions)
+    vectors = property(lambda self: self._view(self._vectors), doc="`[N, d]` float32, a read-only view")
+    priorities = property(
+        lambda self: self._view(self._priorities), doc="`[N]` bottom-k priority of each vector"
+    )
+    groups = property(lambda self: self._view(self._groups), doc="`[N]` the snippet number of each vector")
+    regions = property(lambda self: self._view(self._regions), doc="`[N]` the region of each vector")
 
     def _view(self, buffer: np.ndarray) -> np.ndarray:
         view = buffer[: self._n]
