@@ -8,6 +8,11 @@ whole video) and live streams (fed one snippet at a time).
 A degraded snippet (damaged or lost frames) is no evidence either way: broken video must not pass for an anomaly
 or for calm. It never opens an event, and inside an open event it neither extends nor closes it and does not
 count towards its scores or categories.
+
+An open event can be carried to another detector (a live stream handed to another worker): `snapshot()` gives its
+part up to the last high snippet as plain numbers, and `resume(snapshot, shift_s)` opens it in a new detector whose
+media clock is `shift_s` ahead; the event closes there as if it had been seen whole, its mean and categories
+counting the carried snippets.
 """
 
 from __future__ import annotations
@@ -55,6 +60,23 @@ class _Open:
     category_sum: np.ndarray | None = None
     # The sum up to the last high snippet: the low snippets after it close the event but are not part of it.
     high_category_sum: np.ndarray | None = None
+    # Carried from another detector (`resume`): snippets, score sum and peak of the part seen there.
+    carried_count: int = 0
+    carried_sum: float = 0.0
+    carried_peak: float = float("-inf")
+
+
+class OpenEventSnapshot(BaseModel):
+    """An open event's part up to its last high snippet, in the media clock of the detector that saw it."""
+
+    start_s: float
+    start_snippet: int
+    last_high_end_s: float
+    last_high_snippet: int
+    count: int = Field(ge=1, description="snippets in the event up to its last high one")
+    score_sum: float
+    peak_score: float
+    category_sum: list[float] | None = None
 
 
 class EventDetector:
@@ -102,6 +124,42 @@ class EventDetector:
             return False, self._close()
         return False, None
 
+    def snapshot(self) -> OpenEventSnapshot | None:
+        """The open event up to its last high snippet (None when none is open)."""
+        current = self._open
+        if current is None:
+            return None
+        n = current.high_count
+        high = current.scores[:n]
+        return OpenEventSnapshot(
+            start_s=current.start_s,
+            start_snippet=current.start_snippet,
+            last_high_end_s=current.last_high_end_s,
+            last_high_snippet=current.last_high_snippet,
+            count=current.carried_count + n,
+            score_sum=current.carried_sum + float(np.sum(high)),
+            peak_score=max(current.carried_peak, max(high, default=float("-inf"))),
+            category_sum=None if current.high_category_sum is None else current.high_category_sum.tolist(),
+        )
+
+    def resume(self, snapshot: OpenEventSnapshot, shift_s: float = 0.0) -> None:
+        """Open `snapshot`'s event here; this detector's media time is `shift_s` ahead of the one that saw it.
+        Raises `ValueError` while an event is open."""
+        if self._open is not None:
+            raise ValueError("an event is open already")
+        categories = None if snapshot.category_sum is None else np.asarray(snapshot.category_sum, np.float64)
+        self._open = _Open(
+            snapshot.start_s + shift_s,
+            snapshot.start_snippet,
+            snapshot.last_high_end_s + shift_s,
+            snapshot.last_high_snippet,
+            category_sum=categories,
+            high_category_sum=categories,
+            carried_count=snapshot.count,
+            carried_sum=snapshot.score_sum,
+            carried_peak=snapshot.peak_score,
+        )
+
     def finish(self) -> Event | None:
         """Close an event still open at the end of the input."""
         return self._close() if self._open is not None else None
@@ -116,8 +174,8 @@ class EventDetector:
     def _close(self) -> Event | None:
         current, self._open = self._open, None
         assert current is not None
-        n = current.high_count
-        scores = np.asarray(current.scores[:n])
+        high = current.scores[: current.high_count]
+        n = current.carried_count + len(high)
         duration = current.last_high_end_s - current.start_s
         self._cooldown_until = current.last_high_end_s + self.policy.cooldown_s
         if duration < self.policy.min_duration_s:
@@ -133,8 +191,8 @@ class EventDetector:
             end_s=current.last_high_end_s,
             start_snippet=current.start_snippet,
             end_snippet=current.last_high_snippet + 1,
-            peak_score=float(scores.max()),
-            mean_score=float(scores.mean()),
+            peak_score=max(current.carried_peak, max(high, default=float("-inf"))),
+            mean_score=(current.carried_sum + float(np.sum(high))) / n,
             dominant_category=dominant,
             categories=distribution,
         )

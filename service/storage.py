@@ -351,6 +351,8 @@ def _event_columns() -> list[sa.Column]:
         sa.Column("end_reason", sa.Text),
         # events_live_v3: the stream's name at the time of the event, readable after the stream is removed.
         sa.Column("source_name", sa.Text),
+        # events_live_v4: an open event's state up to its last high snippet, so another worker can continue it.
+        sa.Column("handover_json", sa.Text),
     ]
 
 
@@ -385,10 +387,11 @@ def _jobs_v1(op: Operations) -> None:
 _LIVE_EVENT_COLUMNS = ("started_at", "ended_at", "status")
 _LIVE_EVENT_COLUMNS_V2 = ("end_reason",)
 _LIVE_EVENT_COLUMNS_V3 = ("source_name",)
+_LIVE_EVENT_COLUMNS_V4 = ("handover_json",)
 
 
 def _events_v1(op: Operations) -> None:
-    later = (*_LIVE_EVENT_COLUMNS, *_LIVE_EVENT_COLUMNS_V2, *_LIVE_EVENT_COLUMNS_V3)
+    later = (*_LIVE_EVENT_COLUMNS, *_LIVE_EVENT_COLUMNS_V2, *_LIVE_EVENT_COLUMNS_V3, *_LIVE_EVENT_COLUMNS_V4)
     op.create_table(
         "events",
         *(column for column in _event_columns() if column.name not in later),
@@ -405,16 +408,13 @@ def _events_live_v1(op: Operations) -> None:
     op.create_index("events_by_started", "events", ["started_at"])
 
 
-def _events_live_v2(op: Operations) -> None:
-    for column in _event_columns():
-        if column.name in _LIVE_EVENT_COLUMNS_V2:
-            op.add_column("events", column)
+def _add_event_columns(names: tuple[str, ...]) -> MigrationStep:
+    def step(op: Operations) -> None:
+        for column in _event_columns():
+            if column.name in names:
+                op.add_column("events", column)
 
-
-def _events_live_v3(op: Operations) -> None:
-    for column in _event_columns():
-        if column.name in _LIVE_EVENT_COLUMNS_V3:
-            op.add_column("events", column)
+    return step
 
 
 def _jobs_v2(op: Operations) -> None:
@@ -448,8 +448,9 @@ JOBS_MIGRATIONS: tuple[tuple[str, Sequence[MigrationStep]], ...] = (
 EVENTS_MIGRATIONS: tuple[tuple[str, Sequence[MigrationStep]], ...] = (
     ("events_v1", (_events_v1,)),
     ("events_live_v1", (_events_live_v1,)),
-    ("events_live_v2", (_events_live_v2,)),
-    ("events_live_v3", (_events_live_v3,)),
+    ("events_live_v2", (_add_event_columns(_LIVE_EVENT_COLUMNS_V2),)),
+    ("events_live_v3", (_add_event_columns(_LIVE_EVENT_COLUMNS_V3),)),
+    ("events_live_v4", (_add_event_columns(_LIVE_EVENT_COLUMNS_V4),)),
 )
 
 

@@ -96,6 +96,9 @@ class EventMedia(Publisher):
         self._rings_lock = threading.Lock()
         self._queue: queue.Queue[Outgoing | None] = queue.Queue(maxsize=1000)
         self._recordings: dict[int, _Recording] = {}
+        # Events opened on this worker, until they end: a continued one (handover) has its media times in its
+        # first worker's clock, which indexes nothing in this worker's rings.
+        self._opened_here: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="event-media", daemon=True)
         self._next_retention = 0.0
@@ -201,6 +204,7 @@ class EventMedia(Publisher):
             return  # no frame was ever read: nothing to show
         event_id = notice.event_id
         if notice.type == "start":
+            self._opened_here.add(event_id)
             self.store.create(event_id, stream_id)
             self._snapshot(event_id, ring, notice)
             fps = float(ring.fps)
@@ -214,8 +218,10 @@ class EventMedia(Publisher):
                 self._append(recording)
                 self._finish(recording)
         elif notice.type == "update":
-            self._snapshot(event_id, ring, notice)
+            if event_id in self._opened_here:
+                self._snapshot(event_id, ring, notice)
         else:
+            self._opened_here.discard(event_id)
             recording = self._recordings.get(event_id)
             if recording is not None and notice.end_s is not None:
                 recording.stop_index = round((notice.end_s + self.policy.post_roll_s) * recording.fps)

@@ -10,6 +10,15 @@ An event never outlives its source's scores: when the stream stops (end of a rep
 stalls or loses its source, its open event is closed at once at its last scored high snippet, and a snippet that
 follows a gap (frames dropped, an outage) longer than the policy's `min_gap_s` first closes the event it would
 otherwise be bridged into. Events left open by a crash are marked `interrupted` at the next start-up.
+
+Handover (cluster mode): while an announced event is open, each high snippet stores the event's state up to it
+(`handover_json`: the detector's snapshot and the wall clock of that snippet's end). A worker that takes over the
+stream from a lost or stopped worker continues the event under the same id (`take_over`) when that state is at most
+`HANDOVER_MAX_S` old: the snippets not scored during the handover are not a gap in the scene (the camera went on;
+the service did not see it), so the next final score decides: high, the event goes on; low, it closes at its last
+high snippet before the handover. Older or stateless open events are marked `interrupted`. A continued event's
+media times stay in the clock of the worker that opened it (`start_s` and `end_s` of one event are comparable); its
+clip is the one the first worker recorded (marked failed, as it was cut), and its snapshot is not replaced.
 """
 
 from __future__ import annotations
@@ -24,13 +33,15 @@ from typing import Any, Literal
 import numpy as np
 import sqlalchemy as sa
 
-from model.events import Event, EventDetector, EventPolicy
+from model.events import Event, EventDetector, EventPolicy, OpenEventSnapshot
 from service.live.messages import EndReason, EventNotice
 from service.storage import EVENTS, Database, EventStore
 
 logger = logging.getLogger(__name__)
 
 SOURCE_KIND = "stream"
+# An open event whose last stored high snippet is older than this when its stream is taken over is not continued.
+HANDOVER_MAX_S = 30.0
 EventStatus = Literal["open", "closed", "interrupted"]
 
 
@@ -127,6 +138,50 @@ class LiveEventStore:
                 )
             )
 
+    def save_handover(
+        self, event_id: int, snapshot: OpenEventSnapshot, last_high_at: float, peak_s: float
+    ) -> None:
+        """Store an open event's state at its newest high snippet (ended at wall clock `last_high_at`; `peak_s`:
+        media time of the peak snippet's start)."""
+        state = {"snapshot": snapshot.model_dump(), "last_high_at": last_high_at, "peak_s": peak_s}
+        with self.db.transaction() as conn:
+            conn.execute(
+                sa.update(EVENTS)
+                .where(EVENTS.c.id == event_id, EVENTS.c.status == "open")
+                .values(handover_json=json.dumps(state))
+            )
+
+    def take_over(
+        self, stream_ids: Sequence[str], now: float | None = None
+    ) -> tuple[dict[str, dict[str, Any]], int]:
+        """Open events of `stream_ids` left by their previous worker: those with a stored state at most
+        `HANDOVER_MAX_S` old stay open and are returned (stream id -> event row, with `handover` parsed); every
+        other one is marked interrupted. Returns (those continued, how many were marked interrupted)."""
+        now = time.time() if now is None else now
+        where = [
+            EVENTS.c.source_kind == SOURCE_KIND,
+            EVENTS.c.status == "open",
+            EVENTS.c.source_id.in_(list(stream_ids)),
+        ]
+        rows = self.db.query(sa.select(EVENTS).where(*where).order_by(EVENTS.c.id))
+        continued: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            data = dict(row._mapping)
+            state = json.loads(data["handover_json"]) if data["handover_json"] else None
+            # One open event per stream at most; should there be more, the newest is the one continued.
+            if state is not None and now - float(state["last_high_at"]) <= HANDOVER_MAX_S:
+                event = _event_row(row)
+                event["handover"] = state
+                continued[str(data["source_id"])] = event
+        keep = [event["id"] for event in continued.values()]
+        with self.db.transaction() as conn:
+            cur = conn.execute(
+                sa.update(EVENTS)
+                .where(*where, EVENTS.c.id.not_in(keep))
+                .values(status="interrupted", ended_at=now, end_reason="service_interrupted")
+            )
+        return continued, cur.rowcount
+
     def mark_interrupted(self, stream_ids: Sequence[str] | None = None) -> int:
         """Events a crash left open (of `stream_ids`, or of every stream); they keep their start, with no end,
         and `end_reason` service_interrupted."""
@@ -182,6 +237,7 @@ class LiveEventStore:
 def _event_row(row: Any) -> dict[str, Any]:
     data = dict(row._mapping)
     data["categories"] = json.loads(data.pop("categories_json") or "{}")
+    data.pop("handover_json", None)  # the service's own state, not part of the event
     return data
 
 
@@ -195,7 +251,9 @@ class StreamEvents:
         policy: EventPolicy,
         category_names: list[str],
         store: LiveEventStore,
+        handover: dict[str, Any] | None = None,
     ) -> None:
+        """`handover`: an open event row from `LiveEventStore.take_over`, continued from the first final score."""
         self.stream_id = stream_id
         self.stream_name = stream_name
         self.policy = policy
@@ -212,6 +270,9 @@ class StreamEvents:
         self._last_captured_at = 0.0
         # Snippets up to this index belong to a stretch already closed by `finish` (their final scores come late).
         self._closed_through = -1
+        self._handover = handover
+        # A continued event's media clock is this much behind this detector's (0 for events opened here).
+        self._clock_shift = 0.0
 
     @property
     def active(self) -> bool:
@@ -236,6 +297,10 @@ class StreamEvents:
         if index <= self._closed_through:
             return []
         notices: list[EventNotice] = []
+        if self._handover is not None:
+            handover, self._handover = self._handover, None
+            if (notice := self._continue(handover, start_s, end_s, captured_at)) is not None:
+                notices.append(notice)
         if self.detector.active and self._last_end_s is not None:
             gap_s = max(0.0, start_s - self._last_end_s) + outage_s
             # No scores for longer than the exit rules wait: the event ended there, whatever comes after.
@@ -254,7 +319,7 @@ class StreamEvents:
                 None,
             )
         elif self.detector.active and not degraded and score > self._peak:
-            self._peak, self._peak_s, new_peak = score, start_s, True
+            self._peak, self._peak_s, new_peak = score, start_s + self._clock_shift, True
         # Announce only on a high snippet: the detector measures an event up to its last high snippet, so a
         # duration counted through the low tail could announce an event the detector then drops as too short.
         if (
@@ -288,7 +353,34 @@ class StreamEvents:
             notices.append(self._close(closed, captured_at - (end_s - closed.end_s), "scores_below_exit"))
         elif was_active and not self.detector.active:
             self._event_id = None  # too short: discarded by the policy, never announced
+        elif (
+            self._event_id is not None
+            and not degraded
+            and score >= self.policy.exit_threshold
+            and (snapshot := self.detector.snapshot()) is not None
+        ):
+            self.store.save_handover(self._event_id, snapshot, captured_at, self._peak_s)
         return notices
+
+    def _continue(
+        self, handover: dict[str, Any], start_s: float, end_s: float, captured_at: float
+    ) -> EventNotice | None:
+        """Take up the event another worker left open, before the first final score here is fed."""
+        state = handover["handover"]
+        snapshot = OpenEventSnapshot.model_validate(state["snapshot"])
+        last_high_at = float(state["last_high_at"])
+        # wall clock = media time + offset in each worker's clock: this worker's media time = the first's + shift
+        shift = (last_high_at - snapshot.last_high_end_s) - (captured_at - end_s)
+        self.detector.resume(snapshot, shift)
+        self._event_id, self._clock_shift = int(handover["id"]), -shift
+        self._start_s, self._started_at = float(handover["start_s"]), float(handover["started_at"])
+        self._peak, self._peak_s = float(handover["peak_score"]), float(state["peak_s"])
+        self._last_end_s, self._last_captured_at = snapshot.last_high_end_s + shift, last_high_at
+        logger.info("stream %s: continues event %d from its previous worker", self.stream_id, self._event_id)
+        if captured_at - (end_s - start_s) - last_high_at > HANDOVER_MAX_S:
+            return self._finish("gap")  # no scores for too long: it ended before the handover
+        self._last_end_s = None  # the handover itself is no gap in the scene
+        return None
 
     def finish(self, reason: EndReason, through_index: int | None = None) -> EventNotice | None:
         """The stream stopped, stalled or lost its source: close an open event at its last scored high snippet.
@@ -312,9 +404,10 @@ class StreamEvents:
 
     def _close(self, closed: Event, ended_at: float, reason: EndReason) -> EventNotice:
         assert self._event_id is not None
+        shift, self._clock_shift = self._clock_shift, 0.0
         self.store.close(
             self._event_id,
-            end_s=closed.end_s,
+            end_s=closed.end_s + shift,
             ended_at=ended_at,
             peak=closed.peak_score,
             mean=closed.mean_score,
@@ -325,8 +418,8 @@ class StreamEvents:
         notice = EventNotice(
             type="end",
             event_id=self._event_id,
-            start_s=closed.start_s,
-            end_s=closed.end_s,
+            start_s=closed.start_s + shift,
+            end_s=closed.end_s + shift,
             started_at=self._started_at,
             ended_at=ended_at,
             peak_score=closed.peak_score,

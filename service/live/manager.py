@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -149,19 +150,23 @@ class LiveStreamManager:
         self._resume_task: asyncio.Task | None = None
         # `sync` runs from pushes, a periodic re-read and the start-up: one at a time, or a stream could start twice.
         self._sync_lock = threading.Lock()
+        # Open events taken over from the streams' previous worker, until their streams launch here.
+        self._handovers: dict[str, dict[str, Any]] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     async def start(self) -> None:
         log_masking.install()
         self.hub.bind(asyncio.get_running_loop())
         records = self._owned() if self._owned is not None else self.store.all()
-        interrupted = self.event_store.mark_interrupted(
-            None if self._owned is None else [record.id for record in records]
-        )
-        if interrupted:
-            logger.warning(
-                "%d live events were open when the service last stopped; marked interrupted", interrupted
-            )
+        if self._owned is None:
+            interrupted = self.event_store.mark_interrupted()
+            if interrupted:
+                logger.warning(
+                    "%d live events were open when the service last stopped; marked interrupted", interrupted
+                )
+        else:
+            # A cluster worker (re)starting takes its streams over from whichever worker ran them.
+            self._take_over_events([record.id for record in records])
         self.dispatcher.start()
         self.scheduler.start()
         for record in records:
@@ -276,7 +281,14 @@ class LiveStreamManager:
             first_snippet=self._first_snippet(record.id),
             on_frames=self.media.frame_sink(record.id) if self.media is not None else None,
         )
-        stream = LiveStream(record.id, record.name, reader, self._policy(record.events), record.created_at)
+        stream = LiveStream(
+            record.id,
+            record.name,
+            reader,
+            self._policy(record.events),
+            record.created_at,
+            handover=self._handovers.pop(record.id, None),
+        )
         self.scheduler.add(stream)
         reader.start()
 
@@ -294,8 +306,8 @@ class LiveStreamManager:
         logger.info("stream %s (%s) removed", stream_id, record.name)
         return True
 
-    def _stop_stream(self, stream_id: str) -> None:
-        stream = self.scheduler.remove(stream_id)
+    def _stop_stream(self, stream_id: str, moved: bool = False) -> None:
+        stream = self.scheduler.remove(stream_id, moved=moved)
         if stream is not None:
             stream.reader.stop()
         self.dispatcher.publish(StreamRemoved(stream_id))
@@ -315,7 +327,8 @@ class LiveStreamManager:
         stopped = [sid for sid in self._records if sid not in wanted]
         for stream_id in stopped:
             self._records.pop(stream_id, None)
-            self._stop_stream(stream_id)
+            # Still registered: moved to another worker, which continues its open event (`take_over`).
+            self._stop_stream(stream_id, moved=self.store.get(stream_id) is not None)
             if self.scenes is not None:
                 # Saved for whichever worker runs it next.
                 self.scenes.release(stream_id)
@@ -334,17 +347,25 @@ class LiveStreamManager:
     def _adopt(self, stream_ids: list[str]) -> None:
         """Streams this manager starts running while the service runs (new, or moved here from a lost cluster
         worker): what their previous runner left unfinished is closed as a restart would close it."""
-        interrupted = self.event_store.mark_interrupted(stream_ids)
-        if interrupted:
-            logger.warning(
-                "%d live events left open by the streams' previous worker: marked interrupted", interrupted
-            )
+        self._take_over_events(stream_ids)
         if self.media is not None:
             failed = self.media.store.fail_recording(stream_ids)
             if failed:
                 logger.warning(
                     "%d event clips left recording by the streams' previous worker: marked failed", failed
                 )
+
+    def _take_over_events(self, stream_ids: list[str]) -> None:
+        """Open events the streams' previous worker left: recent ones are continued here (`LiveEventStore.
+        take_over`), the others marked interrupted."""
+        continued, interrupted = self.event_store.take_over(stream_ids)
+        self._handovers.update(continued)
+        if continued:
+            logger.info("continuing %d open live events from the streams' previous worker", len(continued))
+        if interrupted:
+            logger.warning(
+                "%d live events left open by the streams' previous worker: marked interrupted", interrupted
+            )
 
     def latest_jpeg(self, stream_id: str) -> bytes | None:
         """JPEG of the stream's newest frame, or None when none was read yet (or event media are off)."""

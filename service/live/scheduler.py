@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,6 +75,9 @@ class LiveStream:
     previous_scene_score: float | None = None  # the scene score of `previous`, for its final message
     rate_processed: RateMeter = field(default_factory=RateMeter)
     published_state: tuple[str, str | None] | None = None
+    # An open event taken over from the stream's previous worker (`LiveEventStore.take_over`), continued here.
+    handover: dict[str, Any] | None = None
+    moved: bool = False  # removed because another worker runs it now
 
 
 class LiveScheduler:
@@ -109,10 +113,13 @@ class LiveScheduler:
             self._streams[stream.id] = stream
         self.wake()
 
-    def remove(self, stream_id: str) -> LiveStream | None:
+    def remove(self, stream_id: str, moved: bool = False) -> LiveStream | None:
+        """Stop scheduling a stream. `moved`: it runs on another worker next, which continues its open event, so
+        the event is left open (its handover state is stored) rather than closed."""
         with self._lock:
             stream = self._streams.pop(stream_id, None)
             if stream is not None:
+                stream.moved = moved
                 self._removed.append(stream)
         self.wake()
         return stream
@@ -191,7 +198,8 @@ class LiveScheduler:
             # Closing the stream's event may fail (database busy); its window slot is freed whatever happens,
             # and the other removed streams are still handled.
             try:
-                self._finish_events(stream, "stream_removed")
+                if not stream.moved:
+                    self._finish_events(stream, "stream_removed")
             except Exception:
                 self.metrics.errors.inc()
                 logger.exception("stream %s: closing its open event on removal failed", stream.id)
@@ -277,7 +285,9 @@ class LiveScheduler:
                     stream.policy,
                     engine.category_names,
                     self.event_store,
+                    handover=stream.handover,
                 )
+                stream.handover = None
             items.append((stream, snippet))
         return items
 

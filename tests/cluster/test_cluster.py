@@ -202,14 +202,16 @@ def test_a_dead_node_loses_no_stream_snippet_event_or_job(
                 got = [m["index"] for m in next_snippets(ws, len(stored), timeout=30, status="final")]
             assert got == stored, sid
 
-        # Events: none lost, none stored twice; the one the dead worker left open is marked interrupted.
+        # Events: none lost, none stored twice; the one the dead worker left open is continued by the survivor
+        # under its id and start (open still, or closed by the survivor's scores), not interrupted.
         events_after = _stream_events(url)
         after_by_id = {row[0]: row for row in events_after}
         assert all(row[0] in after_by_id for row in events_before)
         assert len({(row[1], row[2]) for row in events_after}) == len(events_after)
-        for row in events_before:
-            if row[1] in victims and row[3] == "open":
-                assert after_by_id[row[0]][3] == "interrupted"
+        continued = [row for row in events_before if row[1] in victims and row[3] == "open"]
+        for row in continued:
+            assert after_by_id[row[0]][2:] in ((row[2], "open"), (row[2], "closed")), after_by_id[row[0]]
+        report("open_events_continued_by_handover", len(continued))
         for sid in ids:
             assert sum(1 for row in events_after if row[1] == sid and row[3] == "open") <= 1
 
@@ -232,6 +234,13 @@ def test_a_dead_node_loses_no_stream_snippet_event_or_job(
         assert placed[survivor]["node"] == stack.ray.node_id_of(stack.head)
         counts = [list(_assigned(url).values()).count(w) for w in (0, 1)]
         assert counts == [3, 3], counts
+        # Moving back hands the open events over too: none was closed by the move or marked interrupted.
+        with psycopg.connect(url) as conn:
+            ended_by_moves = conn.execute(
+                "SELECT id, status, end_reason FROM events WHERE source_kind = 'stream' "
+                "AND (status = 'interrupted' OR end_reason = 'stream_removed')"
+            ).fetchall()
+        assert ended_by_moves == []
         # Nothing stored before the kill was lost or changed, no stream's numbering has a gap, nothing twice.
         time.sleep(2)
         assert (

@@ -72,3 +72,36 @@ def test_degraded_snippets_never_open_an_event_and_are_no_evidence_inside_one() 
     # peak) and the broken 5 (its 0.1 is no calm); the clean low snippet 6 closes it at its last good high one.
     assert [(e.start_snippet, e.end_snippet, e.peak_score) for e in events] == [(3, 4, 0.9)]
     assert detect_events(s, a, b, None, NAMES, policy, np.ones(7, bool)) == []
+
+
+def test_an_event_carried_to_another_detector_closes_as_if_seen_whole() -> None:
+    rng = np.random.default_rng(0)
+    scores = [0.1, 0.8, 0.9, 0.6, 0.7, 0.95, 0.3, 0.2, 0.1]
+    cats = rng.dirichlet([1.0, 1.0], size=len(scores))
+    policy = EventPolicy(enter_threshold=0.5, exit_threshold=0.4, min_gap_s=1.0)
+    whole = EventDetector(policy, NAMES)
+    for i, s in enumerate(scores):
+        _, closed = whole.update(i, float(i), i + 1.0, s, cats[i])
+        if closed is not None:
+            expected = closed
+    # The first detector sees snippets 0-3 and, with a low tail, stops; the second's clock runs 100 s ahead.
+    first = EventDetector(policy, NAMES)
+    for i in range(4):
+        first.update(i, float(i), i + 1.0, scores[i], cats[i])
+    first.update(99, 3.5, 3.6, 0.3, cats[0])  # a low snippet after the last high one is not carried
+    snapshot = first.snapshot()
+    assert snapshot is not None and snapshot.count == 3 and snapshot.last_high_end_s == 4.0
+    second = EventDetector(policy, NAMES)
+    second.resume(snapshot, shift_s=100.0)
+    with pytest.raises(ValueError):
+        second.resume(snapshot)
+    for i in range(4, len(scores)):
+        _, closed = second.update(i, i + 100.0, i + 101.0, scores[i], cats[i])
+        if closed is not None:
+            carried = closed
+    assert (carried.start_s, carried.end_s) == (expected.start_s + 100.0, expected.end_s + 100.0)
+    assert carried.peak_score == expected.peak_score
+    assert carried.mean_score == pytest.approx(expected.mean_score)
+    assert carried.categories == pytest.approx(expected.categories)
+    assert carried.dominant_category == expected.dominant_category
+    assert EventDetector(policy, NAMES).snapshot() is None

@@ -155,3 +155,62 @@ def test_a_database_from_before_end_reasons_is_migrated(tmp_path) -> None:
     assert by_start[0.0]["status"] == "closed" and by_start[0.0]["end_reason"] is None
     assert by_start[5.0]["status"] == "interrupted" and by_start[5.0]["end_reason"] == "service_interrupted"
     LiveEventStore(store.db)  # a second start applies nothing again
+
+
+def _handover_pair(tmp_path, first_scores: list[float]):
+    """A first worker opens an event and is lost; returns (store, policy, wall clock of its last snippet's end)."""
+    store = LiveEventStore(Database(tmp_path / "db.sqlite"))
+    policy = EventPolicy(enter_threshold=0.5, exit_threshold=0.4, min_gap_s=2.0)
+    first = StreamEvents("s", "cam", policy, ["A", "B"], store)
+    base = time.time() - len(first_scores) - 5.0
+    for i, score in enumerate(first_scores):
+        first.update(i, float(i), float(i + 1), base + i + 1, score, np.array([0.2, 0.8]))
+    return store, policy, base + len(first_scores)
+
+
+def test_a_handed_over_event_continues_under_its_id_in_its_first_clock(tmp_path) -> None:
+    store, policy, last_at = _handover_pair(tmp_path, [0.1, 0.9, 0.7])
+    [opened] = store.query(EventFilter(status="open"))[0]
+    continued, interrupted = store.take_over(["s"])
+    assert interrupted == 0 and continued["s"]["id"] == opened["id"]
+    # The second worker's clock starts at 0, 5 s later (the handover): its snippets continue the event.
+    second = StreamEvents("s", "cam", policy, ["A", "B"], store, handover=continued["s"])
+    notices = []
+    for k, score in enumerate([0.95, 0.8, 0.1, 0.1, 0.1]):
+        notices += second.update(
+            10 + k, float(k), float(k + 1), last_at + 5 + k + 1, score, np.array([0.6, 0.4])
+        )
+    assert [n.type for n in notices] == ["update", "end"]
+    end = notices[-1]
+    assert end.event_id == opened["id"] and end.end_reason == "scores_below_exit"
+    # Media times in the first worker's clock: it began at 1 s, its last high snippet ended 5 + 2 s after 3 s.
+    assert end.start_s == pytest.approx(1.0) and end.end_s == pytest.approx(10.0)
+    assert end.ended_at == pytest.approx(last_at + 7.0)
+    assert end.peak_score == pytest.approx(0.95) and notices[0].peak_s == pytest.approx(8.0)
+    # Mean and categories count both workers' high snippets: 0.9, 0.7 (A 0.2) then 0.95, 0.8 (A 0.6).
+    row = store.get(opened["id"])
+    assert row["status"] == "closed" and row["mean_score"] == pytest.approx((0.9 + 0.7 + 0.95 + 0.8) / 4)
+    assert row["categories"]["A"] == pytest.approx(0.4) and "handover_json" not in row
+    assert store.query(EventFilter())[1] == 1  # one event, not two
+
+
+def test_a_handed_over_event_with_low_scores_ends_at_its_last_high_snippet(tmp_path) -> None:
+    store, policy, last_at = _handover_pair(tmp_path, [0.9, 0.8])
+    continued, _ = store.take_over(["s"])
+    second = StreamEvents("s", "cam", policy, ["A", "B"], store, handover=continued["s"])
+    notices = []
+    for k in range(3):
+        notices += second.update(
+            10 + k, float(k), float(k + 1), last_at + 4 + k + 1, 0.1, np.array([0.5, 0.5])
+        )
+    [end] = notices
+    assert end.end_s == pytest.approx(2.0) and end.ended_at == pytest.approx(last_at)
+
+
+def test_stale_or_stateless_open_events_are_marked_interrupted_on_take_over(tmp_path) -> None:
+    store, _, last_at = _handover_pair(tmp_path, [0.9, 0.8])
+    continued, interrupted = store.take_over(["s"], now=last_at + 31.0)  # older than HANDOVER_MAX_S
+    assert continued == {} and interrupted == 1
+    assert store.query(EventFilter())[0][0]["status"] == "interrupted"
+    stateless = store.open("t", 0.0, time.time(), 0.9)  # e.g. left by a release that stored no state
+    assert store.take_over(["t"]) == ({}, 1) and store.get(stateless)["status"] == "interrupted"
