@@ -1,8 +1,9 @@
 """Source-grouped cross-validation of RefineVAD on surv-fight, with Ped2's training clips in every fold.
 
 `python -m bench.fight_cv --store STORE --out REPORT.json [--seeds 42,43,44] [--folds 5]`
-`python -m bench.fight_cv --store STORE --ship CHECKPOINT [--seeds 42,43,44]`: train the config on every
-training clip (Ped2's 18 and all of surv-fight) once per seed and write their seed ensemble (the `v3` model).
+`python -m bench.fight_cv --store STORE --ship CHECKPOINT [--ship-representation motion-v2] [--seeds 42,43]`:
+train the config on every training clip (Ped2's 18 and all of surv-fight) once per seed on one representation's
+columns and write their seed ensemble (the `v3` model).
 
 STORE holds both datasets' snippet features (`refinevad extract --dataset surv-fight ped2 --backbone two_stream
 --motion-descriptor motion-grid-v2 --out STORE`). surv-fight's clips are split into folds by `source` (the
@@ -12,8 +13,10 @@ public video a clip was cut from: a camera is never on both sides), stratified b
 video-level labels only, and scores the held-out clips. Ped2's test clips are never read.
 
 Representations compared side by side in one run, as column ranges of the same features: `v1` = the first 656
-columns (EfficientNet-Lite0 + `motion-grid-v1`: today's default's features, exactly) and `v2` = all 724
-(`motion-grid-v2` adds the motion-dynamics block).
+columns (EfficientNet-Lite0 + `motion-grid-v1`: today's default's features, exactly), `v2` = all 724
+(`motion-grid-v2` adds the motion-dynamics block), `motion-v2` = columns 320-723 (exactly what the motion
+backbone alone gives with `motion-grid-v2`) and `dynamics` = the 68-number block alone (no backbone gives it; a
+CV reference only).
 
 Per representation, seed and over seeds (mean +- std): clip AUC of the MIL video score (top-k mean), accuracy
 at the event threshold (0.5), the same AUC within each frame size with >= 20 clips, the share of fight clips
@@ -41,7 +44,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from bench.ped2_train import Ped2RunConfig
+from model.backbones.identity import BackboneIdentity
 from model.backbones.motion import DESCRIPTOR_VERSION, DYNAMICS_VERSION
+from model.backbones.motion import VERSIONS as MOTION_VERSIONS
 from model.checkpoint import combine_checkpoints, load_checkpoint
 from model.data.datasets import FeatureSet, VideoRecord
 from model.data.feature_store import FeatureStore
@@ -51,35 +56,54 @@ from model.training import train
 
 log = logging.getLogger("bench.fight_cv")
 CONFIG = Path(__file__).parents[1] / "model" / "weights" / "ped2_two_stream.json"
-REPRESENTATIONS = {"v1": 656, "v2": None}  # columns kept (None = all)
+APPEARANCE_DIM, V1_DIM = 320, 656  # two-stream v2 columns: appearance, motion-grid-v1, the dynamics block
+# Column ranges of the two-stream v2 features compared side by side.
+REPRESENTATIONS = {
+    "v1": (0, V1_DIM),  # today's default's features, exactly
+    "v2": (0, None),  # all 724
+    "motion-v2": (APPEARANCE_DIM, None),  # what the motion backbone alone gives with motion-grid-v2
+    "dynamics": (V1_DIM, None),  # the 68-number dynamics block alone (no backbone gives it: CV only)
+}
 THRESHOLD = 0.5
 FIGHTING = "Fighting"
 
 
 @dataclass(frozen=True)
 class Columns(FeatureSet):
-    """The first `keep` columns of a feature set (the v1 features inside v2's)."""
+    """Columns `start:stop` of a feature set (the v1 features inside v2's, or one stream)."""
 
-    keep: int = 0
+    start: int = 0
+    stop: int | None = None
 
     def load(self, record: VideoRecord, crop: int = 0) -> np.ndarray:
         x = np.load(record.crops[crop]).astype(np.float32, copy=False)
-        return np.ascontiguousarray(x[:, : self.keep])
+        return np.ascontiguousarray(x[:, self.start : self.stop])
 
 
-def columns(features: FeatureSet, keep: int | None) -> FeatureSet:
-    """`keep` = 656: the v1 features, with the v1 identity (what today's default's backbone gives); None: all."""
-    if keep is None:
+def columns(features: FeatureSet, rep: str) -> FeatureSet:
+    """The representation `rep`'s columns, with the identity of the backbone that gives exactly them."""
+    start, stop = REPRESENTATIONS[rep]
+    if (start, stop) == (0, None):
         return features
     b = features.backbone
-    v1 = b.model_copy(
-        update={
-            "architecture": b.architecture.replace("+dynamics-240x180", ""),
-            "weights": b.weights.replace(DYNAMICS_VERSION, DESCRIPTOR_VERSION),
-            "dim": keep,
-        }
-    )
-    return Columns(features.records, features.category_names, keep, v1, features.source, keep)
+    dim = (stop or b.dim) - start
+    if rep == "v1":
+        identity = b.model_copy(
+            update={
+                "architecture": b.architecture.replace("+dynamics-240x180", ""),
+                "weights": b.weights.replace(DYNAMICS_VERSION, DESCRIPTOR_VERSION),
+                "dim": dim,
+            }
+        )
+    elif rep == "motion-v2":
+        architecture, motion_dim = MOTION_VERSIONS[DYNAMICS_VERSION]
+        assert motion_dim == dim
+        identity = BackboneIdentity(
+            name="motion", architecture=architecture, weights=DYNAMICS_VERSION, dim=dim
+        )
+    else:
+        identity = b.model_copy(update={"architecture": f"{b.architecture}[{start}:{stop}]", "dim": dim})
+    return Columns(features.records, features.category_names, dim, identity, features.source, start, stop)
 
 
 def fight_and_training(store: FeatureStore) -> tuple[FeatureSet, list[str], list[str]]:
@@ -92,21 +116,21 @@ def fight_and_training(store: FeatureStore) -> tuple[FeatureSet, list[str], list
 
 
 def _train_run(
-    store_path: str, keep: int | None, seed: int, names: list[str], out_dir: str
+    store_path: str, rep: str, seed: int, names: list[str], out_dir: str
 ) -> tuple[FeatureSet, Path, int]:
     """Train the default's config on `names` (one torch thread: runs go in parallel processes); returns the
     features, the chosen checkpoint and the top-k divisor of the MIL video score."""
     torch.set_num_threads(1)
-    features = columns(FeatureSet.from_store(FeatureStore.open(store_path)), keep)
+    features = columns(FeatureSet.from_store(FeatureStore.open(store_path)), rep)
     run = Ped2RunConfig.load(CONFIG)
     model_config, train_config = run.build(features, seed)
     result = train(features.subset(names), out_dir, train_config, model_config, progress=False)
     return features, run.chosen(result), model_config.topk_divisor
 
 
-def _fold_job(args: tuple[str, str, int | None, int, list[str], list[str], str]) -> dict[str, Any]:
-    store_path, rep, keep, seed, train_names, held_names, out_dir = args
-    features, checkpoint, divisor = _train_run(store_path, keep, seed, train_names, out_dir)
+def _fold_job(args: tuple[str, str, int, list[str], list[str], str]) -> dict[str, Any]:
+    store_path, rep, seed, train_names, held_names, out_dir = args
+    features, checkpoint, divisor = _train_run(store_path, rep, seed, train_names, out_dir)
     model = load_checkpoint(checkpoint).model
     rows = []
     for record in features.subset(held_names).records:
@@ -154,21 +178,28 @@ def metrics(rows: list[dict[str, Any]], sizes: dict[str, str]) -> dict[str, floa
     }
 
 
-def _ship_job(args: tuple[str, int, list[str], str]) -> str:
-    store_path, seed, names, out_dir = args
-    return str(_train_run(store_path, None, seed, names, out_dir)[1])
+def _ship_job(args: tuple[str, str, int, list[str], str]) -> str:
+    store_path, rep, seed, names, out_dir = args
+    return str(_train_run(store_path, rep, seed, names, out_dir)[1])
 
 
 def ship(args: argparse.Namespace, names: list[str]) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
-    jobs = [(str(args.store), seed, names, str(args.work / "ship" / f"seed{seed}")) for seed in seeds]
+    rep = args.ship_representation
+    jobs = [(str(args.store), rep, seed, names, str(args.work / "ship" / f"seed{seed}")) for seed in seeds]
     with ProcessPoolExecutor(args.jobs) as pool:
         members = list(pool.map(_ship_job, jobs))
+    features = {
+        "v1": "two-stream features (motion-grid-v1)",
+        "v2": "two-stream features with the motion-grid-v2 descriptor",
+        "motion-v2": "motion-grid-v2 features (the motion backbone alone: no appearance network)",
+        "dynamics": "the motion-dynamics block alone",
+    }[rep]
     description = (
-        "v3: RefineVAD (the default's config, model/weights/ped2_two_stream.json) on two-stream features with "
-        "the motion-grid-v2 descriptor, trained on UCSD Ped2's 18 weak training clips and the 238 surv-fight "
-        "clips (video-level labels only); categories Biking, Fighting, Skateboarding, Vehicle; seed ensemble "
-        f"of seeds {seeds}. Figures: MODEL_CARD.md, 'v3'."
+        f"v3: RefineVAD (the default's config, model/weights/ped2_two_stream.json) on {features}, trained on "
+        "UCSD Ped2's 18 weak training clips and the 238 surv-fight clips (video-level labels only); categories "
+        f"Biking, Fighting, Skateboarding, Vehicle; seed ensemble of seeds {seeds}. Chosen over the other "
+        "representations by bench.fight_cv. Figures: MODEL_CARD.md, 'v3'."
     )
     combine_checkpoints(members, args.ship, {"description": description})
     log.info("wrote %s (ensemble of %s)", args.ship, members)
@@ -185,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--representations", default=",".join(REPRESENTATIONS))
     parser.add_argument("--ship", type=Path, help="train on every clip and write the seed ensemble here")
+    parser.add_argument("--ship-representation", default="v2", choices=sorted(REPRESENTATIONS))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = FeatureStore.open(args.store)
@@ -213,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             for k, held in enumerate(folds):
                 train_names = ped2_train + [n for n in fight if n not in set(held)]
                 out = args.work / rep / f"seed{seed}" / f"fold{k}"
-                jobs.append((str(args.store), rep, REPRESENTATIONS[rep], seed, train_names, held, str(out)))
+                jobs.append((str(args.store), rep, seed, train_names, held, str(out)))
     log.info("%d training runs (%d folds x %d seeds x representations)", len(jobs), args.folds, len(seeds))
     results: dict[tuple[str, int], list[dict[str, Any]]] = {}
     with ProcessPoolExecutor(args.jobs) as pool:

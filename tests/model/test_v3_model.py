@@ -1,4 +1,5 @@
-"""The shipped `v3` model (model/weights/v3.pt): Ped2 + surv-fight on `motion-grid-v2` features, with Fighting.
+"""The shipped `v3` model (model/weights/v3.pt): Ped2 + surv-fight on the motion backbone's `motion-grid-v2`
+features, with Fighting.
 
 It loads with the backbone its identity records (the v2 motion descriptor), is marked trained, and on real
 surveillance fights scores a fight clip above an ordinary clip of the same camera and names it Fighting. The
@@ -22,7 +23,8 @@ from tests.shared_data import SURV_FIGHT_ROOT
 def test_v3_loads_with_its_own_descriptor_and_the_fighting_category() -> None:
     loaded = load_checkpoint(SHIPPED_CHECKPOINTS["v3"])
     assert loaded.trained
-    assert loaded.backbone.name == "two_stream" and loaded.backbone.weights.endswith(DYNAMICS_VERSION)
+    # Chosen by bench.fight_cv: the motion backbone alone with motion-grid-v2 (no appearance network).
+    assert loaded.backbone.name == "motion" and loaded.backbone.weights == DYNAMICS_VERSION
     backbone = load_backbone(config_for_identity(loaded.backbone), "cpu")
     assert backbone.identity == loaded.backbone
     backbone.close()
