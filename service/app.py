@@ -158,6 +158,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         exempt=frozenset({"/analyze"}),
         exempt_suffixes=("/scene/footage",),
         idle_timeout_s=settings.upload_idle_timeout_s,
+        max_duration_s=settings.json_body_max_s,
     )
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     return app

@@ -2,8 +2,10 @@
 
 FastAPI reads a JSON body whole into memory before validating it, so without this a client could make the
 process hold any amount of data. A declared Content-Length over the limit is refused at once, without reading a
-byte; a body without one (chunked) is read only up to the limit, and a body that stalls is cut off (408). Upload routes (`POST /analyze`) stream to disk
-under their own, much larger limit and are not touched.
+byte; a body without one (chunked) is read only up to the limit, and a body that stalls (no byte for the idle
+timeout) or is still arriving `max_duration_s` after its first byte (a slow drip) is cut off (408). Under `refinevad
+serve` both are kept by the connection's `BodyClock`, so they hold while the event loop or this task is busy. Upload
+routes (`POST /analyze`) stream to disk under their own, much larger limit and are not touched.
 
 `UploadPace` holds the pace rules an upload body must keep (used by `service.uploads` and enforced at the
 connection by `service.http_protocol.BodyClock`).
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -72,9 +75,13 @@ class BodyLimitMiddleware:
         exempt: frozenset[str] = frozenset(),
         idle_timeout_s: float = 30.0,
         exempt_suffixes: tuple[str, ...] = (),
+        max_duration_s: float = 60.0,
     ) -> None:
         """`exempt` paths and paths ending in `exempt_suffixes` are upload routes with limits of their own."""
         self.app = app
+        self.pace = UploadPace(
+            idle_timeout_s=idle_timeout_s, min_bytes_per_s=0.0, grace_s=0.0, max_duration_s=max_duration_s
+        )
         self.exempt_suffixes = exempt_suffixes
         self.max_bytes = max_bytes
         self.exempt = exempt
@@ -96,18 +103,28 @@ class BodyLimitMiddleware:
         # Read the body here, up to the limit, and hand the app what was read.
         messages: list[Message] = []
         size = 0
+        # Imported here: service.http_protocol imports this module for UploadPace.
+        from service.http_protocol import body_clock
+
+        clock = body_clock(scope)
+        if clock is not None:
+            clock.enforce(self.pace)  # wakes the receive below when a limit breaks
+        started = time.monotonic()
         while True:
             try:
                 # The body is read before any key is checked: a client that stops sending must not hold on.
-                message = await asyncio.wait_for(receive(), self.idle_timeout_s)
-            except TimeoutError:
-                response = error_response(
-                    408,
-                    "request_timeout",
-                    f"the request body stalled: no data for {self.idle_timeout_s:g} s",
-                    headers={"Connection": "close"},
+                wait = min(
+                    self.idle_timeout_s, max(0.0, started + self.pace.max_duration_s - time.monotonic())
                 )
-                await response(scope, receive, send)
+                message = await asyncio.wait_for(receive(), wait)
+            except TimeoutError:
+                late = time.monotonic() - started >= self.pace.max_duration_s
+                await self._timeout(scope, receive, send, "deadline" if late else "idle")
+                return
+            if clock is not None and clock.broken is not None:
+                await self._timeout(
+                    scope, receive, send, "deadline" if clock.broken[0] == "upload_deadline" else "idle"
+                )
                 return
             messages.append(message)
             if message["type"] != "http.request":
@@ -123,6 +140,15 @@ class BodyLimitMiddleware:
             return messages.pop(0) if messages else await receive()
 
         await self.app(scope, replay, send)
+
+    async def _timeout(self, scope: Scope, receive: Receive, send: Send, reason: str) -> None:
+        message = (
+            f"the request body took longer than the limit of {self.pace.max_duration_s:g} s"
+            if reason == "deadline"
+            else f"the request body stalled: no data for {self.idle_timeout_s:g} s"
+        )
+        response = error_response(408, "request_timeout", message, headers={"Connection": "close"})
+        await response(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(

@@ -191,6 +191,12 @@ class ServiceSettings(BaseSettings):
         description="a connection that does not send a full request head in time is closed",
     )
     max_json_kb: int = Field(default=64, ge=1, le=65536, description="largest JSON request body")
+    json_body_max_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="a JSON (non-upload) request body still arriving after this long from its first byte is cut "
+        "off (408), however it drips",
+    )
     sync_max_seconds: float = Field(
         default=30.0, ge=0, description="videos up to this duration are answered synchronously"
     )

@@ -32,6 +32,8 @@ ENV = {
     "REFINEVAD_UPLOAD_MIN_RATE_KIB_S": "1",
     "REFINEVAD_UPLOAD_RATE_GRACE_S": "3",
     "REFINEVAD_UPLOAD_MAX_DURATION_S": "8",
+    # A JSON body must be complete within 4 s of its first byte.
+    "REFINEVAD_JSON_BODY_MAX_S": "4",
     # One loopback address only: the streams these tests create never reach or look up any other host. What
     # the default (empty) list refuses is checked without connecting in test_allow_list_decisions.
     "REFINEVAD_ALLOWED_HOSTS": "127.0.0.2",
@@ -214,6 +216,32 @@ def test_a_stalled_upload_is_cut_off(server: ServerProcess, report) -> None:
         reply = read_reply(sock)
         report("stalled_json_cut_after_s", time.perf_counter() - started)
     assert status_of(reply) == 408 and b'"request_timeout"' in reply
+
+
+def test_a_dripping_json_body_is_cut_off_at_its_deadline(server: ServerProcess, report) -> None:
+    """A byte every 0.5 s never trips the 2 s idle limit; the 4 s total deadline still cuts it off."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /streams HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+        )
+        started = time.perf_counter()
+        sock.settimeout(0.5)
+        reply = b""
+        while time.perf_counter() - started < 20 and not reply:
+            try:
+                sock.sendall(b" ")
+                reply = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+        sock.settimeout(10)
+        with contextlib.suppress(OSError):
+            reply += read_reply(sock)
+        waited = time.perf_counter() - started
+    report("json_drip_cut_after_s", waited)
+    assert status_of(reply) == 408 and b"took longer than the limit of 4 s" in reply, reply[:300]
+    assert 3.5 < waited < 10
 
 
 def _drip(server: ServerProcess, piece: bytes, every_s: float, out: list) -> None:
