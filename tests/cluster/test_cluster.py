@@ -237,8 +237,9 @@ def test_a_dead_node_loses_no_stream_snippet_event_or_job(
         # Moving back hands the open events over too: none was closed by the move or marked interrupted.
         with psycopg.connect(url) as conn:
             ended_by_moves = conn.execute(
-                "SELECT id, status, end_reason FROM events WHERE source_kind = 'stream' "
-                "AND (status = 'interrupted' OR end_reason = 'stream_removed')"
+                "SELECT id, status, end_reason FROM events WHERE source_kind = 'stream' AND source_id = ANY(%s) "
+                "AND (status = 'interrupted' OR end_reason = 'stream_removed')",
+                (list(ids),),
             ).fetchall()
         assert ended_by_moves == []
         # Nothing stored before the kill was lost or changed, no stream's numbering has a gap, nothing twice.
