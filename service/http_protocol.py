@@ -226,12 +226,17 @@ class _Watchdog:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def add(self, clock: BodyClock) -> None:
+    def start(self) -> None:
+        """Start the thread (once per process)."""
         with self._lock:
-            self._clocks.add(clock)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="upload-pace-watchdog", daemon=True)
                 self._thread.start()
+
+    def add(self, clock: BodyClock) -> None:
+        self.start()
+        with self._lock:
+            self._clocks.add(clock)
 
     def discard(self, clock: BodyClock) -> None:
         with self._lock:
@@ -260,6 +265,9 @@ def body_clock(scope: Mapping[str, Any]) -> BodyClock | None:
 class HeadTimeoutProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, head_timeout_s: float = DEFAULT_HEAD_TIMEOUT_S, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # With the first connection, not the first paced body (every JSON body is): the process's thread count
+        # stays flat while it serves.
+        _WATCHDOG.start()
         self.head_timeout_s = head_timeout_s
         self._head_timer: asyncio.TimerHandle | None = None
         # The clock of the request whose body is being parsed now.
