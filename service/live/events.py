@@ -122,10 +122,11 @@ class LiveEventStore:
         categories: dict[str, float],
         reason: EndReason,
     ) -> None:
+        # Only an open event: one another worker has closed or marked interrupted meanwhile keeps its ending.
         with self.db.transaction() as conn:
             conn.execute(
                 sa.update(EVENTS)
-                .where(EVENTS.c.id == event_id)
+                .where(EVENTS.c.id == event_id, EVENTS.c.status == "open")
                 .values(
                     end_s=end_s,
                     ended_at=ended_at,

@@ -327,6 +327,8 @@ class LiveStreamManager:
         stopped = [sid for sid in self._records if sid not in wanted]
         for stream_id in stopped:
             self._records.pop(stream_id, None)
+            # Not launched here after all: the worker it goes to takes its open event over itself.
+            self._handovers.pop(stream_id, None)
             # Still registered: moved to another worker, which continues its open event (`take_over`).
             self._stop_stream(stream_id, moved=self.store.get(stream_id) is not None)
             if self.scenes is not None:
@@ -345,8 +347,9 @@ class LiveStreamManager:
         return started, stopped
 
     def _adopt(self, stream_ids: list[str]) -> None:
-        """Streams this manager starts running while the service runs (new, or moved here from a lost cluster
-        worker): what their previous runner left unfinished is closed as a restart would close it."""
+        """Streams this manager starts running while the service runs (new, or moved here from another cluster
+        worker): their recent open events are continued here, older ones marked interrupted, and clips left
+        recording marked failed."""
         self._take_over_events(stream_ids)
         if self.media is not None:
             failed = self.media.store.fail_recording(stream_ids)
