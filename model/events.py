@@ -129,16 +129,15 @@ class EventDetector:
         current = self._open
         if current is None:
             return None
-        n = current.high_count
-        high = current.scores[:n]
+        count, score_sum, peak = self._high_part(current)
         return OpenEventSnapshot(
             start_s=current.start_s,
             start_snippet=current.start_snippet,
             last_high_end_s=current.last_high_end_s,
             last_high_snippet=current.last_high_snippet,
-            count=current.carried_count + n,
-            score_sum=current.carried_sum + float(np.sum(high)),
-            peak_score=max(current.carried_peak, max(high, default=float("-inf"))),
+            count=count,
+            score_sum=score_sum,
+            peak_score=peak,
             category_sum=None if current.high_category_sum is None else current.high_category_sum.tolist(),
         )
 
@@ -165,6 +164,16 @@ class EventDetector:
         return self._close() if self._open is not None else None
 
     @staticmethod
+    def _high_part(current: _Open) -> tuple[int, float, float]:
+        """(snippets, score sum, peak) of the event up to its last high snippet, carried ones included."""
+        high = current.scores[: current.high_count]
+        return (
+            current.carried_count + len(high),
+            current.carried_sum + float(np.sum(high)),
+            max(current.carried_peak, max(high, default=float("-inf"))),
+        )
+
+    @staticmethod
     def _add(current: _Open, score: float, categories: np.ndarray | None) -> None:
         current.scores.append(float(score))
         if categories is not None:
@@ -174,8 +183,7 @@ class EventDetector:
     def _close(self) -> Event | None:
         current, self._open = self._open, None
         assert current is not None
-        high = current.scores[: current.high_count]
-        n = current.carried_count + len(high)
+        n, score_sum, peak = self._high_part(current)
         duration = current.last_high_end_s - current.start_s
         self._cooldown_until = current.last_high_end_s + self.policy.cooldown_s
         if duration < self.policy.min_duration_s:
@@ -191,8 +199,8 @@ class EventDetector:
             end_s=current.last_high_end_s,
             start_snippet=current.start_snippet,
             end_snippet=current.last_high_snippet + 1,
-            peak_score=max(current.carried_peak, max(high, default=float("-inf"))),
-            mean_score=(current.carried_sum + float(np.sum(high))) / n,
+            peak_score=peak,
+            mean_score=score_sum / n,
             dominant_category=dominant,
             categories=distribution,
         )

@@ -11,7 +11,7 @@ stalls or loses its source, its open event is closed at once at its last scored 
 follows a gap (frames dropped, an outage) longer than the policy's `min_gap_s` first closes the event it would
 otherwise be bridged into. Events left open by a crash are marked `interrupted` at the next start-up.
 
-Handover (cluster mode): while an announced event is open, each high snippet stores the event's state up to it
+Handover (cluster mode, `store_handover`): while an announced event is open, each high snippet stores the event's state up to it
 (`handover_json`: the detector's snapshot and the wall clock of that snippet's end). A worker that takes over the
 stream from a lost or stopped worker continues the event under the same id (`take_over`) when that state is at most
 `HANDOVER_MAX_S` old: the snippets not scored during the handover are not a gap in the scene (the camera went on;
@@ -167,33 +167,34 @@ class LiveEventStore:
         rows = self.db.query(sa.select(EVENTS).where(*where).order_by(EVENTS.c.id))
         continued: dict[str, dict[str, Any]] = {}
         for row in rows:
-            data = dict(row._mapping)
-            state = json.loads(data["handover_json"]) if data["handover_json"] else None
+            state = json.loads(row.handover_json) if row.handover_json else None
             # One open event per stream at most; should there be more, the newest is the one continued.
             if state is not None and now - float(state["last_high_at"]) <= HANDOVER_MAX_S:
-                event = _event_row(row)
-                event["handover"] = state
-                continued[str(data["source_id"])] = event
+                continued[str(row.source_id)] = _event_row(row) | {"handover": state}
         keep = [event["id"] for event in continued.values()]
-        with self.db.transaction() as conn:
-            cur = conn.execute(
-                sa.update(EVENTS)
-                .where(*where, EVENTS.c.id.not_in(keep))
-                .values(status="interrupted", ended_at=now, end_reason="service_interrupted")
-            )
-        return continued, cur.rowcount
+        return continued, self.mark_interrupted(stream_ids, keep=keep, now=now)
 
-    def mark_interrupted(self, stream_ids: Sequence[str] | None = None) -> int:
-        """Events a crash left open (of `stream_ids`, or of every stream); they keep their start, with no end,
-        and `end_reason` service_interrupted."""
-        where = [EVENTS.c.source_kind == SOURCE_KIND, EVENTS.c.status == "open"]
+    def mark_interrupted(
+        self, stream_ids: Sequence[str] | None = None, keep: Sequence[int] = (), now: float | None = None
+    ) -> int:
+        """Events a crash left open (of `stream_ids`, or of every stream; `keep`: ids left open); they keep their
+        start, with no end, and `end_reason` service_interrupted. Returns how many."""
+        where = [
+            EVENTS.c.source_kind == SOURCE_KIND,
+            EVENTS.c.status == "open",
+            EVENTS.c.id.not_in(list(keep)),
+        ]
         if stream_ids is not None:
             where.append(EVENTS.c.source_id.in_(list(stream_ids)))
         with self.db.transaction() as conn:
             cur = conn.execute(
                 sa.update(EVENTS)
                 .where(*where)
-                .values(status="interrupted", ended_at=time.time(), end_reason="service_interrupted")
+                .values(
+                    status="interrupted",
+                    ended_at=time.time() if now is None else now,
+                    end_reason="service_interrupted",
+                )
             )
             return cur.rowcount
 
@@ -253,8 +254,11 @@ class StreamEvents:
         category_names: list[str],
         store: LiveEventStore,
         handover: dict[str, Any] | None = None,
+        store_handover: bool = True,
     ) -> None:
-        """`handover`: an open event row from `LiveEventStore.take_over`, continued from the first final score."""
+        """`handover`: an open event row from `LiveEventStore.take_over`, continued from the first final score.
+        `store_handover`: store an open event's state at each high snippet (a database write), for a worker that
+        may take the stream over (cluster mode); a single service marks what a restart finds open interrupted."""
         self.stream_id = stream_id
         self.stream_name = stream_name
         self.policy = policy
@@ -272,6 +276,7 @@ class StreamEvents:
         # Snippets up to this index belong to a stretch already closed by `finish` (their final scores come late).
         self._closed_through = -1
         self._handover = handover
+        self._store_handover = store_handover
         # A continued event's media clock is this much behind this detector's (0 for events opened here).
         self._clock_shift = 0.0
 
@@ -355,7 +360,8 @@ class StreamEvents:
         elif was_active and not self.detector.active:
             self._event_id = None  # too short: discarded by the policy, never announced
         elif (
-            self._event_id is not None
+            self._store_handover
+            and self._event_id is not None
             and not degraded
             and score >= self.policy.exit_threshold
             and (snapshot := self.detector.snapshot()) is not None

@@ -142,7 +142,13 @@ class LiveStreamManager:
                 SceneStore(db), scene_settings(settings.scene_learn_s, settings.scene_max_mb)
             )
         self.scheduler = LiveScheduler(
-            model, self.dispatcher, self.event_store, self.metrics, settings.live_window, self.scenes
+            model,
+            self.dispatcher,
+            self.event_store,
+            self.metrics,
+            settings.live_window,
+            self.scenes,
+            store_handover=owned is not None,
         )
         self._records: dict[str, StreamRecord] = {}
         self._adding = 0  # registrations being stored (counted against the stream limit)

@@ -89,9 +89,12 @@ class LiveScheduler:
         metrics: LiveMetrics,
         window: int,
         scenes: SceneRegistry | None = None,
+        store_handover: bool = False,
     ) -> None:
-        """`scenes`: the cameras' scene models (None: scene models off)."""
+        """`scenes`: the cameras' scene models (None: scene models off). `store_handover`: streams' open events
+        keep the state another worker continues them from (cluster mode; `StreamEvents`)."""
         self.model = model
+        self.store_handover = store_handover
         self.scenes = scenes
         self.dispatcher = dispatcher
         self.event_store = event_store
@@ -286,6 +289,7 @@ class LiveScheduler:
                     engine.category_names,
                     self.event_store,
                     handover=stream.handover,
+                    store_handover=self.store_handover,
                 )
                 stream.handover = None
             items.append((stream, snippet))
