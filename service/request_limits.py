@@ -113,13 +113,14 @@ class BodyLimitMiddleware:
         while True:
             try:
                 # The body is read before any key is checked: a client that stops sending must not hold on.
-                wait = min(
-                    self.idle_timeout_s, max(0.0, started + self.pace.max_duration_s - time.monotonic())
-                )
-                message = await asyncio.wait_for(receive(), wait)
+                left = max(0.0, started + self.pace.max_duration_s - time.monotonic())
+                message = await asyncio.wait_for(receive(), min(self.idle_timeout_s, left))
             except TimeoutError:
-                late = time.monotonic() - started >= self.pace.max_duration_s
-                await self._timeout(scope, receive, send, "deadline" if late else "idle")
+                # Which limit the wait stood for, not a re-read clock: asyncio fires timers up to its clock
+                # resolution early, so "now - started" can fall a hair short of the deadline it ran out on.
+                await self._timeout(
+                    scope, receive, send, "deadline" if left < self.idle_timeout_s else "idle"
+                )
                 return
             if clock is not None and clock.broken is not None:
                 await self._timeout(
