@@ -116,6 +116,8 @@ async def delete_event(event_id: EventId, ctx: ServiceContext = Depends(get_cont
     if row.get("status") == "open":
         raise ApiError(409, "event_open", f"event {event_id} is still open; delete it once it has ended")
     await asyncio.to_thread(live.event_store.delete, event_id)
+    if live.scenes is not None:
+        await asyncio.to_thread(live.scenes.event_regions.delete, event_id)
     if live.media is not None:
         await asyncio.to_thread(live.media.store.delete, event_id)
     return Response(status_code=204)

@@ -168,7 +168,9 @@ async def event_feedback(
         scenes = getattr(ctx.live, "scenes", None)
         if scenes is not None:
             end = row["end_s"] if row["end_s"] is not None else row["start_s"]
-            learned = await asyncio.to_thread(scenes.learn_false_alarm, row["source_id"], row["start_s"], end)
+            learned = await asyncio.to_thread(
+                scenes.learn_false_alarm, row["source_id"], row["start_s"], end, event_id
+            )
     stored = await asyncio.to_thread(
         feedback_store(ctx.db).put, event_id, feedback.verdict, feedback.category, learned
     )

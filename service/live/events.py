@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -255,10 +255,14 @@ class StreamEvents:
         store: LiveEventStore,
         handover: dict[str, Any] | None = None,
         store_handover: bool = True,
+        on_close: Callable[[int, float, float], None] | None = None,
     ) -> None:
         """`handover`: an open event row from `LiveEventStore.take_over`, continued from the first final score.
         `store_handover`: store an open event's state at each high snippet (a database write), for a worker that
-        may take the stream over (cluster mode); a single service marks what a restart finds open interrupted."""
+        may take the stream over (cluster mode); a single service marks what a restart finds open interrupted.
+        `on_close(event_id, start_s, end_s)`: called once an event is stored closed, with its span in this
+        detector's media seconds (a continued event's stored times are in its first worker's clock); an error
+        there is logged, the event stays closed."""
         self.stream_id = stream_id
         self.stream_name = stream_name
         self.policy = policy
@@ -277,6 +281,7 @@ class StreamEvents:
         self._closed_through = -1
         self._handover = handover
         self._store_handover = store_handover
+        self._on_close = on_close
         # A continued event's media clock is this much behind this detector's (0 for events opened here).
         self._clock_shift = 0.0
 
@@ -422,6 +427,11 @@ class StreamEvents:
             categories=closed.categories,
             reason=reason,
         )
+        if self._on_close is not None:
+            try:
+                self._on_close(self._event_id, closed.start_s, closed.end_s)
+            except Exception:
+                logger.exception("stream %s: after closing event %d", self.stream_id, self._event_id)
         notice = EventNotice(
             type="end",
             event_id=self._event_id,

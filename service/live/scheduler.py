@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -290,6 +291,7 @@ class LiveScheduler:
                     self.event_store,
                     handover=stream.handover,
                     store_handover=self.store_handover,
+                    on_close=None if self.scenes is None else partial(self.scenes.keep_event, stream.id),
                 )
                 stream.handover = None
             items.append((stream, snippet))

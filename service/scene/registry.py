@@ -19,12 +19,14 @@ import numpy as np
 
 from model.scene import SceneModel, SceneSettings, SceneStatus
 from model.scene.descriptor import DIM
-from service.scene.store import SceneStore
+from service.scene.store import EventRegionStore, SceneStore
 
 logger = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 30.0
 RECENT_SNIPPETS = 600  # 16 min at 10 fps with 16-frame snippets; 4.1 MB per camera
+# A closed event keeps at most this many of its snippets' descriptors (evenly spaced): 1.8 MB.
+EVENT_SNIPPETS = 256
 # A region vector (descriptor + position, float32) and its priority, snippet number and region.
 VECTOR_BYTES = 4 * (DIM + 2) + 8 + 8 + 2
 
@@ -47,6 +49,7 @@ class SceneRegistry:
 
     def __init__(self, store: SceneStore, settings: SceneSettings) -> None:
         self.store = store
+        self.event_regions = EventRegionStore(store.db)
         self.settings = settings
         self._cameras: dict[str, _Camera] = {}
         self._lock = threading.RLock()
@@ -122,14 +125,37 @@ class SceneRegistry:
             camera.dirty = True
             self._save(stream_id, camera)
 
-    def learn_false_alarm(self, stream_id: str, start_s: float, end_s: float) -> int:
-        """Learn the held snippets of `[start_s, end_s]` (media seconds) as normal, pinned; returns how many
-        (0 when the footage is no longer held: older than `RECENT_SNIPPETS` or from before a restart)."""
+    def _held(self, camera: _Camera, start_s: float, end_s: float) -> list[np.ndarray]:
+        return [r for a, b, r in camera.recent if b >= start_s and a <= end_s]
+
+    def keep_event(self, stream_id: str, event_id: int, start_s: float, end_s: float) -> int:
+        """A live event closed: store the descriptors of its held snippets `[start_s, end_s]` (this worker's
+        media seconds) with the event, so a false alarm given later, after a restart or on another worker, can
+        still be learned. At most `EVENT_SNIPPETS`, evenly spaced; returns how many were stored."""
         with self._lock:
+            camera = self._camera(stream_id, create=False)
+            held = [] if camera is None else self._held(camera, start_s, end_s)
+        if not held:
+            return 0
+        if len(held) > EVENT_SNIPPETS:
+            held = [held[i] for i in np.linspace(0, len(held) - 1, EVENT_SNIPPETS).round().astype(int)]
+        self.event_regions.put(event_id, stream_id, np.stack(held))
+        return len(held)
+
+    def learn_false_alarm(
+        self, stream_id: str, start_s: float, end_s: float, event_id: int | None = None
+    ) -> int:
+        """Learn an event's snippets as normal, pinned; returns how many. They are those stored with the event
+        (`keep_event`), else the held snippets of `[start_s, end_s]` (media seconds); 0 when neither has any."""
+        stored = None if event_id is None else self.event_regions.get(event_id)
+        with self._lock:
+            if stored is not None and len(stored):
+                self.mark_normal(stream_id, stored)
+                return len(stored)
             camera = self._camera(stream_id, create=False)
             if camera is None:
                 return 0
-            held = [r for a, b, r in camera.recent if b >= start_s and a <= end_s]
+            held = self._held(camera, start_s, end_s)
             if held:
                 self.mark_normal(stream_id, np.stack(held))
             return len(held)
@@ -138,6 +164,7 @@ class SceneRegistry:
         """Forget the camera's scene (it was moved): returns whether there was one."""
         with self._lock:
             had = self._cameras.pop(stream_id, None) is not None
+            self.event_regions.delete_for_stream(stream_id)
             return self.store.delete(stream_id) or had
 
     def score(self, stream_id: str, regions: np.ndarray) -> np.ndarray | None:

@@ -3,8 +3,10 @@ worker runs the stream reads the same one (the database is the state every repli
 
 from __future__ import annotations
 
+import io
 import time
 
+import numpy as np
 import sqlalchemy as sa
 from alembic.operations import Operations
 
@@ -55,6 +57,61 @@ class SceneStore:
     def states(self) -> dict[str, str]:
         """Every stored camera's scene state, for metrics."""
         return {row[0]: row[1] for row in self.db.query(sa.select(SCENES.c.stream_id, SCENES.c.state))}
+
+
+def _event_region_columns() -> list[sa.Column]:
+    return [
+        sa.Column("event_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+        sa.Column("stream_id", sa.Text, nullable=False, index=True),
+        sa.Column("snippets", sa.Integer, nullable=False),
+        sa.Column("data", sa.LargeBinary, nullable=False),
+        sa.Column("created_at", sa.Double, nullable=False),
+    ]
+
+
+EVENT_REGIONS = sa.Table("event_scene_regions", sa.MetaData(), *_event_region_columns())
+
+
+def _event_scene_regions_v1(op: Operations) -> None:
+    op.create_table("event_scene_regions", *_event_region_columns())
+
+
+EVENT_REGION_MIGRATIONS = (("event_scene_regions_v1", (_event_scene_regions_v1,)),)
+
+
+class EventRegionStore:
+    """A closed live event's scene descriptors (`[S, R, d]` float32, `np.save` format), by event id: what an
+    operator's later false alarm teaches the camera, whichever worker or restart it comes after."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        apply_migrations(db, EVENT_REGION_MIGRATIONS)
+
+    def put(self, event_id: int, stream_id: str, regions: np.ndarray) -> None:
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(regions, dtype=np.float32), allow_pickle=False)
+        row = {
+            "event_id": event_id,
+            "stream_id": stream_id,
+            "snippets": len(regions),
+            "data": buffer.getvalue(),
+            "created_at": time.time(),
+        }
+        with self.db.transaction() as conn:
+            conn.execute(sa.delete(EVENT_REGIONS).where(EVENT_REGIONS.c.event_id == event_id))
+            conn.execute(sa.insert(EVENT_REGIONS).values(**row))
+
+    def get(self, event_id: int) -> np.ndarray | None:
+        rows = self.db.query(sa.select(EVENT_REGIONS.c.data).where(EVENT_REGIONS.c.event_id == event_id))
+        return np.load(io.BytesIO(bytes(rows[0][0])), allow_pickle=False) if rows else None
+
+    def delete(self, event_id: int) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(sa.delete(EVENT_REGIONS).where(EVENT_REGIONS.c.event_id == event_id))
+
+    def delete_for_stream(self, stream_id: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(sa.delete(EVENT_REGIONS).where(EVENT_REGIONS.c.stream_id == stream_id))
 
 
 def _feedback_columns() -> list[sa.Column]:

@@ -102,3 +102,42 @@ def test_a_camera_learns_its_normal_and_keeps_it(tmp_path: Path, footage: dict[s
             assert client.get(f"/streams/{sid}/scene").json()["state"] in ("none", "learning")
     finally:
         service.stop()
+
+
+def test_a_false_alarm_is_learned_after_a_restart(tmp_path: Path) -> None:
+    """The event's descriptors are stored with it when it closes: a verdict given after a restart (when the
+    service no longer holds the footage) still teaches the camera."""
+    service = ServiceProcess(tmp_path / "data", tmp_path / "service.log", scene_learn_s=3).start()
+    always = {"enter_threshold": 0.0, "exit_threshold": 0.0, "min_duration_s": 0.0}
+    try:
+        with service.client() as client:
+            # The clip plays once: its event ends with the footage.
+            sid = client.post("/streams", json={"url": NORMAL, "name": "walkway", "events": always}).json()[
+                "id"
+            ]
+            event = _wait(
+                lambda: next(
+                    iter(client.get("/events", params={"stream": sid, "status": "closed"}).json()["items"]),
+                    None,
+                ),
+                90,
+                "the event to close with the footage",
+            )
+            before = client.get(f"/streams/{sid}/scene").json()["pinned_snippets"]
+        service.stop()
+        service.start()
+        with service.client() as client:
+            verdict = client.post(f"/events/{event['id']}/feedback", json={"verdict": "false_alarm"})
+            assert verdict.status_code == 200, verdict.text
+            learned = verdict.json()["learned_snippets"]
+            assert learned >= 1
+            status = client.get(f"/streams/{sid}/scene").json()
+            assert status["pinned_snippets"] == before + learned
+            # Deleting the event deletes what it kept with it.
+            assert client.delete(f"/events/{event['id']}").status_code == 204
+            assert (
+                client.post(f"/events/{event['id']}/feedback", json={"verdict": "false_alarm"}).status_code
+                == 404
+            )
+    finally:
+        service.stop()
