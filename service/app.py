@@ -88,7 +88,7 @@ def build_context(settings: ServiceSettings, metrics: ServiceMetrics) -> Service
         ctx.live = ClusterStreams(settings, db, model, metrics, workers)
     else:
         ctx.live = LiveStreamManager(settings, db, model, metrics)
-        ctx.jobs.scenes = ctx.live.scenes
+    ctx.jobs.scenes = ctx.live.scenes
     ctx.components.append(ctx.live)
     return ctx
 

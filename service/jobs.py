@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from model.inference import AnalysisCancelled, AnalysisResult
+from model.scene import SceneModel
 from model.video.source import VideoDecodeError
 from service.event_media.file_snapshots import event_snapshots
 from service.metrics import ServiceMetrics
@@ -66,6 +67,7 @@ class Analyzer(Protocol):
         frame_scores: bool,
         should_stop: Callable[[], bool],
         camera: str | None = None,
+        scene: SceneModel | None = None,
     ) -> AnalysisResult: ...
 
 
@@ -331,14 +333,16 @@ class JobManager:
         started = time.perf_counter()
         status, error, error_code, result = "failed", None, "analysis_failed", None
         try:
+            # A copy of the camera's scene model: the live scheduler keeps adapting it meanwhile.
+            scene = None if not job.camera or self.scenes is None else self.scenes.snapshot(job.camera)
             result = self.analyzer(
                 upload,
                 job_id=job_id,
                 progress=lambda fraction: self._on_progress(running, fraction),
                 frame_scores=job.frame_scores,
                 should_stop=running.cancel.is_set,
-                # Only when asked for: a cluster's remote analyzer predates scene models.
-                **({"camera": job.camera} if job.camera else {}),
+                camera=job.camera,
+                scene=scene,
             )
         except AnalysisCancelled:
             pass  # the cancel flag says why
@@ -433,11 +437,8 @@ class JobManager:
         frame_scores: bool,
         should_stop: Callable[[], bool],
         camera: str | None = None,
+        scene: SceneModel | None = None,
     ) -> AnalysisResult:
-        scene = None
-        if camera is not None and self.scenes is not None:
-            # A copy: the live scheduler keeps adapting the camera's model meanwhile.
-            scene = self.scenes.snapshot(camera)
         return self.model.engine().analyze(
             path,
             progress=progress,

@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from service.cluster.messages import MessageLog, StoredMessage
+from service.cluster.scenes import OPERATIONS
 from service.live.hub import LiveHub
 from service.live.manager import LiveStreamManager
 from service.live.store import StreamRecord
@@ -204,6 +205,16 @@ class LiveWorker:
     def latest_jpeg(self, stream_id: str) -> bytes | None:
         """JPEG of the stream's newest frame here, or None (no frame yet, or event media off)."""
         return self.manager.latest_jpeg(stream_id)
+
+    def scene(self, operation: str, stream_id: str, *args: Any) -> Any:
+        """A `SceneRegistry` operation (`service.cluster.scenes.OPERATIONS`) on the scene model this worker holds
+        for the stream; "snapshot" answers the model's bytes. Called by API replicas in the `scenes` group."""
+        scenes = self.manager.scenes
+        if scenes is None or operation not in OPERATIONS:
+            raise ValueError(f"no scene operation {operation!r} here")
+        if operation == "snapshot":
+            return scenes.snapshot(stream_id).to_bytes()
+        return getattr(scenes, operation)(stream_id, *args)
 
     def info(self) -> dict[str, Any]:
         import os

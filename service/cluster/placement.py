@@ -32,6 +32,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from service.cluster.live_worker import LiveWorker
 from service.cluster.runtime import LIVE_WORKER_GPUS, NAMESPACE, READS_GROUP, gpu_share
+from service.cluster.scenes import SCENES_GROUP
 from service.live.events import SOURCE_KIND
 from service.live.store import STREAMS, move_stream
 from service.settings import ServiceSettings
@@ -153,7 +154,7 @@ class LiveWorkers:
         self.count = settings.cluster_live_workers
         self.gpus = gpu_share(settings.cluster_live_gpus, LIVE_WORKER_GPUS)
         # Set on the class: Ray takes concurrency groups there only, not in `.options()`.
-        self._actor = ray.remote(concurrency_groups={READS_GROUP: 2})(LiveWorker)
+        self._actor = ray.remote(concurrency_groups={READS_GROUP: 2, SCENES_GROUP: 2})(LiveWorker)
         self._handles: list[Any | None] = [None] * self.count
         self.states: list[str] = []  # empty until the first refresh
         self.nodes: list[str | None] = [None] * self.count

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 import ray
 
 from model.inference import AnalysisCancelled, AnalysisResult
+from model.scene import SceneModel
 from service.metrics import ServiceMetrics
 from service.model_service import ModelService
+from service.scene.registry import scene_settings
 from service.settings import ServiceSettings
 from service.storage import Database, JobStore, StorageError
 
@@ -112,11 +114,23 @@ def _process_model(settings: ServiceSettings) -> tuple[ModelService, JobStore]:
 
 
 def analyze_on_cluster(
-    settings: ServiceSettings, job_id: str, data: bytes, suffix: str, frame_scores: bool
+    settings: ServiceSettings,
+    job_id: str,
+    data: bytes,
+    suffix: str,
+    frame_scores: bool,
+    camera: str | None = None,
+    scene: bytes | None = None,
 ) -> str:
     """The body of a job's Ray task: the upload's bytes to a local file, the engine, the result as JSON.
-    Progress goes to the shared store, where the replica that owns the job reads it."""
+    Progress goes to the shared store, where the replica that owns the job reads it. `scene`: the camera's
+    scene model (`SceneModel.to_bytes()`) to score with, for `?camera=`."""
     model, jobs = _process_model(settings)
+    scene_model = (
+        None
+        if scene is None
+        else SceneModel.from_bytes(scene, scene_settings(settings.scene_learn_s, settings.scene_max_mb))
+    )
     last = [0.0]
 
     def progress(fraction: float) -> None:
@@ -135,7 +149,13 @@ def analyze_on_cluster(
     with tempfile.NamedTemporaryFile(dir=folder, prefix=f"{job_id}-", suffix=suffix) as handle:
         handle.write(data)
         handle.flush()
-        result = model.engine().analyze(Path(handle.name), progress=progress, frame_scores=frame_scores)
+        result = model.engine().analyze(
+            Path(handle.name),
+            progress=progress,
+            frame_scores=frame_scores,
+            camera=scene_model,
+            camera_id=camera,
+        )
     logger.info(
         "job %s analysed on node %s (pid %d)", job_id, ray.get_runtime_context().get_node_id(), os.getpid()
     )
@@ -163,8 +183,18 @@ class RemoteAnalyzer:
         progress: Callable[[float], None],
         frame_scores: bool,
         should_stop: Callable[[], bool],
+        camera: str | None = None,
+        scene: SceneModel | None = None,
     ) -> AnalysisResult:
-        ref = self._task.remote(self.settings, job_id, path.read_bytes(), path.suffix, frame_scores)
+        ref = self._task.remote(
+            self.settings,
+            job_id,
+            path.read_bytes(),
+            path.suffix,
+            frame_scores,
+            camera,
+            None if scene is None else scene.to_bytes(),
+        )
         while True:
             done, _ = ray.wait([ref], timeout=_POLL_S)
             if done:

@@ -22,9 +22,11 @@ from typing import Any
 import ray
 from prometheus_client import Counter, Gauge
 
+from model.scene import SceneStatus
 from service.cluster.messages import MessageLog
 from service.cluster.placement import NOT_PLACED, LiveWorkers, rebalance
 from service.cluster.runtime import READS_GROUP
+from service.cluster.scenes import RoutedScenes
 from service.live.hub import LiveHub
 from service.live.manager import LiveStreamManager
 from service.live.metrics import PIPELINE_FAMILIES
@@ -101,6 +103,9 @@ class ClusterStreams(LiveStreamManager):
             log, settings.live_client_queue, settings.live_replay, self.metrics.clients_dropped.inc
         )
         self.workers = workers
+        if self.scenes is not None:
+            # Scene operations go to the worker holding the camera's scene in memory.
+            self.scenes = RoutedScenes(self.scenes.store, self.scenes.settings, self._scene_worker)
         self.worker_states: list[str] = []  # as last read from Ray, by worker index
         self._unplaced_since: dict[int, float] = {}
         self._tasks: list[asyncio.Task] = []
@@ -142,6 +147,17 @@ class ClusterStreams(LiveStreamManager):
             except Exception:
                 logger.exception("checking the live workers failed; continuing")
             await asyncio.sleep(_WATCH_INTERVAL_S)
+
+    def _scene_worker(self, stream_id: str) -> Any | None:
+        """The actor handle of the live worker the stream is assigned to, if it is up."""
+        record = self.store.get(stream_id)
+        if record is None or record.worker is None or record.worker not in self._reachable():
+            return None
+        return self.workers.handle(record.worker)
+
+    def _scene_status(self, stream_id: str) -> SceneStatus | None:
+        # A listing shows the saved state: a call per stream to the workers would make it slow.
+        return None if not isinstance(self.scenes, RoutedScenes) else self.scenes.stored_status(stream_id)
 
     def _serving(self) -> list[int]:
         return [index for index, state in enumerate(self.worker_states) if state == "ALIVE"]
@@ -324,11 +340,11 @@ class ClusterStreams(LiveStreamManager):
             return None
 
     def _view_of(self, record: StreamRecord, running: dict[str, Any] | None) -> StreamView:
+        if running is not None:
+            return StreamView(**{**running, "clients": self.hub.subscriber_count(record.id)})
         base = self.view_of(record)
-        if running is None:
-            base.note = f"starting on live worker {record.worker}"
-            return base
-        return StreamView(**{**running, "clients": base.clients})
+        base.note = f"starting on live worker {record.worker}"
+        return base
 
     def view(self, stream_id: str) -> StreamView | None:
         record = self.store.get(stream_id)

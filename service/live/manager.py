@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from model.events import EventPolicy
+from model.scene import SceneStatus
 from model.video.pyav_camera import parse_ffmpeg_options
 from model.video.snippets import SnippetSpec
 from service.event_media.recorder import EventMedia, MediaPolicy
@@ -336,10 +337,13 @@ class LiveStreamManager:
             # Not launched here after all: the worker it goes to takes its open event over itself.
             self._handovers.pop(stream_id, None)
             # Still registered: moved to another worker, which continues its open event (`take_over`).
-            self._stop_stream(stream_id, moved=self.store.get(stream_id) is not None)
+            moved = self.store.get(stream_id) is not None
+            self._stop_stream(stream_id, moved=moved)
             if self.scenes is not None:
-                # Saved for whichever worker runs it next.
-                self.scenes.release(stream_id)
+                if moved:
+                    self.scenes.release(stream_id)  # saved for whichever worker runs it next
+                else:
+                    self.scenes.forget(stream_id)  # removed (through any replica), as `remove` does here
         if started:
             self._adopt(started)
         for stream_id in started:
@@ -388,6 +392,10 @@ class LiveStreamManager:
         record = self._records.get(stream_id)
         return None if record is None else self.view_of(record)
 
+    def _scene_status(self, stream_id: str) -> SceneStatus | None:
+        """The stream's scene status for its view (None: scene models off)."""
+        return None if self.scenes is None else self.scenes.status(stream_id)
+
     def view_of(self, record: StreamRecord) -> StreamView:
         """A registered stream's view: its reader's and scheduler's figures here, or `connecting`."""
         stream_id = record.id
@@ -401,8 +409,7 @@ class LiveStreamManager:
             "clients": self.hub.subscriber_count(stream_id),
             "events": EventPolicyView(**policy.model_dump()),
         }
-        if self.scenes is not None:
-            scene = self.scenes.status(stream_id)
+        if (scene := self._scene_status(stream_id)) is not None:
             base |= {"scene_state": scene.state, "scene_progress": round(scene.progress, 3)}
         if running is None:
             return StreamView(

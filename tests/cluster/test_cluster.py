@@ -16,6 +16,7 @@ from websockets.sync.client import connect
 
 from tests.cluster import failover_probe as probe
 from tests.cluster.conftest import ClusterStack
+from tests.footage import encode_ped2_clip
 from tests.ray_cluster import listening_addresses, peer_addresses
 from tests.reliability.conftest import wait_for
 from tests.service.conftest import (
@@ -41,7 +42,9 @@ def open_live(server: ServerProcess, stream_id: str, since: int | None = None):
     )
 
 
-def test_registrations_are_shared_and_any_replica_serves_any_stream(stack: ClusterStack) -> None:
+def test_registrations_are_shared_and_any_replica_serves_any_stream(
+    stack: ClusterStack, tmp_path: Path
+) -> None:
     a, b = stack.replicas
     with a.client() as ca, b.client() as cb:
         created = ca.post("/streams", json={"url": stack.camera.url, "name": "gate", "events": ALWAYS})
@@ -54,6 +57,26 @@ def test_registrations_are_shared_and_any_replica_serves_any_stream(stack: Clust
             finals = next_snippets(ws, 2, timeout=90, status="final")
         assert [m["index"] for m in finals] == [finals[0]["index"], finals[0]["index"] + 1]
         wait_for(lambda: cb.get(f"/streams/{sid}").json()["state"] == "live", 30, "live state via b")
+
+        # The camera's scene model lives on its worker: both replicas read and change that copy, not their own.
+        learning = cb.get(f"/streams/{sid}/scene").json()
+        assert learning["state"] == "learning" and learning["snippets_learned"] >= 1, learning
+        footage = encode_ped2_clip(tmp_path / "normal.mp4", "training/frames/02", max_frames=48)
+        learned = ca.post(
+            f"/streams/{sid}/scene/footage", files={"file": ("normal.mp4", footage.read_bytes())}
+        )
+        assert learned.status_code == 200, learned.text
+        assert learned.json()["footage_s"] >= learning["footage_s"] + 4.8
+        assert cb.get(f"/streams/{sid}/scene").json()["footage_s"] >= learned.json()["footage_s"]
+        # `?camera=` analysis on the cluster scores the file with that scene (as a Ray task).
+        job = upload_video(cb, footage, camera=sid)
+        assert job.status_code in (200, 202), job.text
+        done = job.json() if job.status_code == 200 else wait_final(cb, job.json()["id"], 120)
+        assert done["status"] == "succeeded", done
+        assert done["result"]["camera"] == sid
+        assert all(s["scene_score"] is None for s in done["result"]["snippets"])  # still learning
+        assert cb.delete(f"/streams/{sid}/scene").status_code == 204
+        assert ca.get(f"/streams/{sid}/scene").json()["footage_s"] < learned.json()["footage_s"]
 
         # The event's snapshot, recorded on a live worker, is served by the other replica from the shared store;
         # so is the stream's newest frame, asked of its worker.
