@@ -83,8 +83,10 @@ class RayNode:
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+            # `ray start --block` rarely exits on SIGTERM before its children do (a 20 s wait ran out on every
+            # node, 40 s per test module): a short grace for its logs, then the kill that ends it anyway.
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(20)
+                self.proc.wait(3)
         self.kill()
 
     def tail(self, chars: int = 3000) -> str:
