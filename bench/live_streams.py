@@ -137,14 +137,16 @@ def _latency_listener(ws_url: str, stop: threading.Event, out: list[float]) -> N
                 out.append(time.time() - message["captured_at"])
 
 
-def bench_capacity(steps: list[int], warmup_s: float, measure_s: float) -> dict:
+def bench_capacity(steps: list[int], warmup_s: float, measure_s: float, model: str | None = None) -> dict:
+    """`model`: the service's `model_checkpoint` (a shipped name such as `v3`, or a path); None: the default."""
     from tests.rtsp_server import RtspServerProcess
     from tests.service.live.service_process import API_KEY, ServiceProcess
 
     results = []
     latency_at_one: dict | None = None
+    settings = {} if model is None else {"model_checkpoint": model}
     with tempfile.TemporaryDirectory() as tmp, RtspServerProcess() as camera:
-        service = ServiceProcess(Path(tmp) / "data", Path(tmp) / "service.log").start()
+        service = ServiceProcess(Path(tmp) / "data", Path(tmp) / "service.log", **settings).start()
         try:
             with service.client() as client:
                 ids: list[str] = []
@@ -363,6 +365,12 @@ def main(argv: list[str] | None = None) -> int:
         "--checkpoint", type=Path, default=None, help="trained head (default: the shipped model)"
     )
     parser.add_argument("--steps", default="1,2,4,6,8,12,16,24")
+    parser.add_argument(
+        "--capacity-models",
+        default="default",
+        help="comma-separated models the capacity part serves, one after the other (`default`, `v3`, a path); "
+        "with several, the ratio of sustained streams to the first's is printed",
+    )
     parser.add_argument("--warmup-s", type=float, default=8.0)
     parser.add_argument(
         "--measure-s", type=float, default=24.0, help="window per step (s); longer = less slack"
@@ -376,7 +384,18 @@ def main(argv: list[str] | None = None) -> int:
         log.info("auc %s", report["auc"])
     if "capacity" in parts:
         steps = [int(s) for s in args.steps.split(",")]
-        report["capacity"] = bench_capacity(steps, args.warmup_s, args.measure_s)
+        models = [m.strip() for m in args.capacity_models.split(",") if m.strip()]
+        by_model = {
+            name: bench_capacity(steps, args.warmup_s, args.measure_s, None if name == "default" else name)
+            for name in models
+        }
+        report["capacity"] = by_model[models[0]] if len(models) == 1 else by_model
+        if len(models) > 1:
+            first = by_model[models[0]]["max_sustained_streams"]
+            for name in models[1:]:
+                mine = by_model[name]["max_sustained_streams"]
+                ratio = f"{mine / first:.2f}x" if first else "n/a"
+                print(f"live capacity: {name} {mine} streams vs {models[0]} {first} ({ratio})")
     try:
         import os
 
