@@ -1,6 +1,7 @@
 """Fusion of the RefineVAD head's score with a camera's scene score into the `score` events use.
 
-Rule (`FUSION_RULE`, chosen by cross-validation, see the model card's "Scene model" section):
+Rule (`FUSION_RULE`; `python -m bench.fusion_cv` compares the candidates on cameras the head never saw, grouped by
+source: the model card's "Fusion of the head's and the scene's scores"):
 
 - no scene model yet (`scene_score` null): the head's score, as before scene models existed;
 - the head's scene-familiarity check says the view is unlike the head's training footage: the scene score alone
