@@ -81,7 +81,10 @@ def main() -> None:
     print(f"video: {result.video.width}x{result.video.height}, {result.frames} frames, {duration:.1f} s")
     print(f"plain analyze: median {statistics.median(plain):.3f} s, min {min(plain):.3f} s")
     print(f"with scene model: median {statistics.median(scene):.3f} s, min {min(scene):.3f} s")
-    print(f"  of which region descriptors {describe_s:.3f} s, bank search and fusion the rest")
+    print(
+        f"  of which waiting for region descriptors after the backbone {describe_s:.3f} s (they are made beside "
+        "it), bank search and fusion the rest"
+    )
     print(
         f"ratio scene / plain: median {statistics.median(scene) / statistics.median(plain):.3f}, "
         f"min {min(scene) / min(plain):.3f} (load average {load:.1f})"

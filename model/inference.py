@@ -21,6 +21,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -406,6 +407,18 @@ class AnalysisEngine:
         self.acceleration: AccelerationReport | None = None
         self.scene: SceneFamiliarity | None = None
         self.scene_descriptor = SceneDescriptor()
+        self._describers: ThreadPoolExecutor | None = None
+        self._describers_lock = threading.Lock()
+
+    def describe_regions_async(self, frames: np.ndarray) -> Future[np.ndarray]:
+        """Region descriptors `[S, R, d]` of uint8 snippets `[S, F, H, W, 3]` for a scene model
+        (`SceneDescriptor.describe`), computed on one of the engine's two scene threads so that they are made while
+        the backbone encodes the same batch: OpenCV's flow and NumPy release the GIL, and the backbone may be on a
+        GPU. The future raises what `describe` raises."""
+        with self._describers_lock:
+            if self._describers is None:
+                self._describers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scene-describe")
+        return self._describers.submit(self.scene_descriptor.describe, frames)
 
     @property
     def withholds_unfamiliar(self) -> bool:
@@ -648,13 +661,15 @@ class AnalysisEngine:
                         raise VideoDecodeError(
                             f"video has more than the limit of {self.config.max_frames} frames"
                         )
+                    described = self.describe_regions_async(batch.frames) if describe_scene else None
                     t0 = time.perf_counter()
                     with torch.inference_mode():
                         features.append(self.backbone.encode_snippets(batch.frames))
                     timings["backbone_s"] += time.perf_counter() - t0
-                    if describe_scene:
+                    if described is not None:
+                        # What the scene descriptor added: the wait for it once the backbone was done.
                         t0 = time.perf_counter()
-                        regions.append(self.scene_descriptor.describe(batch.frames))
+                        regions.append(described.result())
                         timings["scene_s"] += time.perf_counter() - t0
                     for name, parts in placement.items():
                         parts.append(getattr(batch, name))

@@ -316,10 +316,13 @@ class LiveScheduler:
         for indices in shapes.values():
             try:
                 batch = _stacked([snippets[i].frames for i in indices], engine.device)
-                features[indices] = engine.backbone.encode_snippets(batch).to(features.dtype)
+                described = None
                 if regions is not None:
-                    host = batch.numpy() if isinstance(batch, torch.Tensor) else batch
-                    regions[indices] = descriptor.describe(host)
+                    host = batch.cpu().numpy() if isinstance(batch, torch.Tensor) else batch
+                    described = engine.describe_regions_async(host)  # made while the backbone runs
+                features[indices] = engine.backbone.encode_snippets(batch).to(features.dtype)
+                if described is not None:
+                    regions[indices] = described.result()
             except Exception:
                 # Isolate the culprit: encode this group one snippet at a time.
                 logger.exception(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
 import torch
 
@@ -34,6 +35,21 @@ def test_features_equal_a_plain_decode_loop(tmp_path, engine: AnalysisEngine) ->
     assert set(timings) == {"decode_s", "backbone_s"}
     assert regions is None  # region descriptors only when a scene model asks for them
     assert not _prefetch_threads()
+
+
+def test_region_descriptors_made_beside_the_backbone_equal_a_plain_describe(tmp_path, engine) -> None:
+    video = encode_ped2_clip(tmp_path / "clip.mp4", max_frames=100)
+    encoded = engine.encode(video, describe_scene=True)
+    with open_source(video) as source:
+        batches = list(iter_snippet_batches(source, engine.spec, 8))
+    expected = np.concatenate([engine.scene_descriptor.describe(b.frames) for b in batches])
+    assert encoded.regions is not None and encoded.regions.shape == expected.shape
+    # OpenCV's flow may differ in the last bit between calls (model.scene.descriptor).
+    np.testing.assert_allclose(encoded.regions, expected, rtol=1e-4, atol=1e-5)
+    assert "scene_s" in encoded.timings
+    # A describe that fails raises from its future, so from encode as before.
+    with pytest.raises(ValueError, match="uint8"):
+        engine.describe_regions_async(np.zeros((1, 2, 8, 8, 3), np.float32)).result()
 
 
 def test_cancel_and_errors_stop_the_decode_thread(tmp_path, engine: AnalysisEngine) -> None:
