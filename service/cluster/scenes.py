@@ -39,6 +39,8 @@ class RoutedScenes(SceneRegistry):
     ) -> None:
         super().__init__(store, settings)
         self._worker_of = worker_of
+        # Stored statuses by stream, with the save they were read from: a bank is read again only once re-saved.
+        self._stored_status: dict[str, tuple[float, SceneStatus]] = {}
 
     def _ask(self, operation: str, stream_id: str, *args: Any) -> tuple[bool, Any]:
         """(True, the worker's answer), or (False, None) when no worker holds the stream."""
@@ -68,7 +70,15 @@ class RoutedScenes(SceneRegistry):
 
     def stored_status(self, stream_id: str) -> SceneStatus:
         """The status of the scene as last saved (what stream listings show, without a call per stream)."""
-        return self._stored(stream_id, lambda: super(RoutedScenes, self).status(stream_id))
+        saved_at = self.store.updated_at(stream_id)
+        if saved_at is None:
+            self._stored_status.pop(stream_id, None)
+        elif (cached := self._stored_status.get(stream_id)) is not None and cached[0] == saved_at:
+            return cached[1]
+        status = self._stored(stream_id, lambda: super(RoutedScenes, self).status(stream_id))
+        if saved_at is not None:
+            self._stored_status[stream_id] = (saved_at, status)
+        return status
 
     def snapshot(self, stream_id: str) -> SceneModel:
         asked, answer = self._ask("snapshot", stream_id)

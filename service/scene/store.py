@@ -43,6 +43,11 @@ class SceneStore:
         rows = self.db.query(sa.select(SCENES.c.data).where(SCENES.c.stream_id == stream_id))
         return bytes(rows[0][0]) if rows else None
 
+    def updated_at(self, stream_id: str) -> float | None:
+        """When the camera's scene was last saved (epoch seconds), without reading it; None when it has none."""
+        rows = self.db.query(sa.select(SCENES.c.updated_at).where(SCENES.c.stream_id == stream_id))
+        return float(rows[0][0]) if rows else None
+
     def save(self, stream_id: str, state: str, data: bytes) -> None:
         with self.db.transaction() as conn:
             conn.execute(sa.delete(SCENES).where(SCENES.c.stream_id == stream_id))
