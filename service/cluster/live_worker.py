@@ -212,9 +212,15 @@ class LiveWorker:
         scenes = self.manager.scenes
         if scenes is None or operation not in OPERATIONS:
             raise ValueError(f"no scene operation {operation!r} here")
-        if operation == "snapshot":
-            return scenes.snapshot(stream_id).to_bytes()
-        return getattr(scenes, operation)(stream_id, *args)
+        try:
+            if operation == "snapshot":
+                return scenes.snapshot(stream_id).to_bytes()
+            return getattr(scenes, operation)(stream_id, *args)
+        finally:
+            if not self.manager.exists(stream_id):
+                # Not (or no longer) run here: saved and dropped, so a later return of the stream loads the
+                # newest copy instead of this one.
+                scenes.release(stream_id)
 
     def info(self) -> dict[str, Any]:
         import os
