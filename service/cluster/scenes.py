@@ -42,14 +42,18 @@ class RoutedScenes(SceneRegistry):
         # Stored statuses by stream, with the save they were read from: a bank is read again only once re-saved.
         self._stored_status: dict[str, tuple[float, SceneStatus]] = {}
 
-    def _ask(self, operation: str, stream_id: str, *args: Any) -> tuple[bool, Any]:
-        """(True, the worker's answer), or (False, None) when no worker holds the stream."""
+    def _routed(self, operation: str, stream_id: str, args: tuple, stored: Callable[[], Any]) -> Any:
+        """The stream's worker's answer to `operation`, or `stored()` on the database copy (not kept here) when
+        no worker holds the stream."""
         worker = self._worker_of(stream_id)
         if worker is None:
-            return False, None
+            try:
+                return stored()
+            finally:
+                super().release(stream_id)  # saved if changed; never kept, so never stale
         ref = worker.scene.options(concurrency_group=SCENES_GROUP).remote(operation, stream_id, *args)
         try:
-            return True, ray.get(ref, timeout=_TIMEOUT_S.get(operation, _WRITE_TIMEOUT_S))
+            return ray.get(ref, timeout=_TIMEOUT_S.get(operation, _WRITE_TIMEOUT_S))
         except (ray.exceptions.RayError, TimeoutError) as exc:
             logger.warning("stream %s: scene %s on its live worker failed (%s)", stream_id, operation, exc)
             raise ApiError(
@@ -58,15 +62,8 @@ class RoutedScenes(SceneRegistry):
                 f"the live worker running stream {stream_id!r} did not answer; try again",
             ) from None
 
-    def _stored(self, stream_id: str, operation: Callable[[], Any]) -> Any:
-        try:
-            return operation()
-        finally:
-            super().release(stream_id)  # saved if changed; never kept, so never stale
-
     def status(self, stream_id: str) -> SceneStatus:
-        asked, answer = self._ask("status", stream_id)
-        return answer if asked else self.stored_status(stream_id)
+        return self._routed("status", stream_id, (), lambda: self.stored_status(stream_id))
 
     def stored_status(self, stream_id: str) -> SceneStatus:
         """The status of the scene as last saved (what stream listings show, without a call per stream)."""
@@ -75,34 +72,37 @@ class RoutedScenes(SceneRegistry):
             self._stored_status.pop(stream_id, None)
         elif (cached := self._stored_status.get(stream_id)) is not None and cached[0] == saved_at:
             return cached[1]
-        status = self._stored(stream_id, lambda: super(RoutedScenes, self).status(stream_id))
+        try:
+            status = super().status(stream_id)
+        finally:
+            super().release(stream_id)
         if saved_at is not None:
             self._stored_status[stream_id] = (saved_at, status)
         return status
 
     def snapshot(self, stream_id: str) -> SceneModel:
-        asked, answer = self._ask("snapshot", stream_id)
-        if asked:
-            return SceneModel.from_bytes(answer, self.settings)
-        return self._stored(stream_id, lambda: super(RoutedScenes, self).snapshot(stream_id))
+        answer = self._routed(
+            "snapshot", stream_id, (), lambda: super(RoutedScenes, self).snapshot(stream_id)
+        )
+        return answer if isinstance(answer, SceneModel) else SceneModel.from_bytes(answer, self.settings)
 
     def learn(self, stream_id: str, regions: np.ndarray, seconds: float, save: bool = True) -> SceneStatus:
-        asked, answer = self._ask("learn", stream_id, regions, seconds)
-        if asked:
-            return answer
-        return self._stored(stream_id, lambda: super(RoutedScenes, self).learn(stream_id, regions, seconds))
+        return self._routed(
+            "learn",
+            stream_id,
+            (regions, seconds),
+            lambda: super(RoutedScenes, self).learn(stream_id, regions, seconds),
+        )
 
     def forget(self, stream_id: str) -> bool:
-        asked, answer = self._ask("forget", stream_id)
-        return answer if asked else super().forget(stream_id)
+        return self._routed("forget", stream_id, (), lambda: super(RoutedScenes, self).forget(stream_id))
 
     def learn_false_alarm(
         self, stream_id: str, start_s: float, end_s: float, event_id: int | None = None
     ) -> int:
-        asked, answer = self._ask("learn_false_alarm", stream_id, start_s, end_s, event_id)
-        if asked:
-            return answer
-        return self._stored(
+        return self._routed(
+            "learn_false_alarm",
             stream_id,
+            (start_s, end_s, event_id),
             lambda: super(RoutedScenes, self).learn_false_alarm(stream_id, start_s, end_s, event_id),
         )

@@ -103,9 +103,13 @@ class ClusterStreams(LiveStreamManager):
             log, settings.live_client_queue, settings.live_replay, self.metrics.clients_dropped.inc
         )
         self.workers = workers
-        if self.scenes is not None:
-            # Scene operations go to the worker holding the camera's scene in memory.
-            self.scenes = RoutedScenes(self.scenes.store, self.scenes.settings, self._scene_worker)
+        # Scene operations go to the worker holding the camera's scene in memory.
+        self.routed_scenes = (
+            None
+            if self.scenes is None
+            else RoutedScenes(self.scenes.store, self.scenes.settings, self._scene_worker)
+        )
+        self.scenes = self.routed_scenes
         self.worker_states: list[str] = []  # as last read from Ray, by worker index
         self._unplaced_since: dict[int, float] = {}
         self._tasks: list[asyncio.Task] = []
@@ -157,7 +161,7 @@ class ClusterStreams(LiveStreamManager):
 
     def _scene_status(self, stream_id: str) -> SceneStatus | None:
         # A listing shows the saved state: a call per stream to the workers would make it slow.
-        return None if not isinstance(self.scenes, RoutedScenes) else self.scenes.stored_status(stream_id)
+        return None if self.routed_scenes is None else self.routed_scenes.stored_status(stream_id)
 
     def _serving(self) -> list[int]:
         return [index for index, state in enumerate(self.worker_states) if state == "ALIVE"]
