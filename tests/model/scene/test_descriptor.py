@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from model.scene import SceneDescriptor
-from model.scene.descriptor import DIM, GRID, REGIONS, SPEED_DIM, WORK_SIZE
+from model.scene.descriptor import (
+    DIM,
+    GRID,
+    ORIENTATION_BINS,
+    REGIONS,
+    SPEED_DIM,
+    WORK_SIZE,
+    _region_histograms,
+    _region_means,
+    _regions,
+)
 
 
 def moving_square(speed_px: float, frames: int = 16, size: tuple[int, int] = (360, 240)) -> np.ndarray:
@@ -79,3 +90,34 @@ def test_bad_input_is_refused() -> None:
     with pytest.raises(ValueError, match="grey"):
         d.describe_grey(np.zeros((1, 16, 120, 160), np.uint8))
     assert d.describe_grey(np.zeros((1, 4, WORK_SIZE[1], WORK_SIZE[0]), np.uint8)).shape == (1, REGIONS, DIM)
+
+
+def test_region_statistics_equal_their_per_region_definition() -> None:
+    rng = np.random.default_rng(3)
+    bins = rng.integers(0, 8, (2, 3, WORK_SIZE[1], WORK_SIZE[0]))
+    weights = rng.random((2, 3, WORK_SIZE[1], WORK_SIZE[0]), dtype=np.float32)
+    by_region, w = _regions(bins), _regions(weights)  # [2, 3, R, pixels]
+    expected = np.stack([(w * (by_region == b)).mean(axis=-1) for b in range(8)], axis=-1)
+    np.testing.assert_allclose(_region_histograms(bins, weights, 8), expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(_region_means(weights), w.mean(axis=-1), rtol=1e-5)
+
+
+def test_orientation_bins_at_exact_edges_match_the_modulo_definition() -> None:
+    # Integer gradients put many pixels exactly on bin edges (0, 45, 90 degrees ...): the fast unsigned fold must
+    # bin them as np.mod(angle, pi) does.
+    rng = np.random.default_rng(5)
+    grey = rng.integers(0, 4, (1, 4, WORK_SIZE[1], WORK_SIZE[0]), dtype=np.uint8) * 60
+    g = grey.astype(np.float32)
+    gx, gy = np.zeros_like(g), np.zeros_like(g)
+    gx[..., :, 1:-1] = g[..., :, 2:] - g[..., :, :-2]
+    gy[..., 1:-1, :] = g[..., 2:, :] - g[..., :-2, :]
+    w = g.shape[-1]
+    magnitude, angle = cv2.cartToPolar(gx.reshape(-1, w), gy.reshape(-1, w))
+    angle = angle.reshape(g.shape)
+    bins = np.minimum(
+        (np.mod(angle, np.pi) * (ORIENTATION_BINS / np.pi)).astype(np.int64), ORIENTATION_BINS - 1
+    )
+    hist = _region_histograms(bins, magnitude.reshape(g.shape) / 255.0, ORIENTATION_BINS)
+    expected = np.sqrt(hist.mean(axis=1))
+    appearance = SceneDescriptor._appearance(grey)
+    np.testing.assert_allclose(appearance, expected, rtol=1e-6, atol=1e-7)
