@@ -40,6 +40,7 @@ VERSION = "scene-grid-v2"
 WORK_SIZE = (240, 160)  # (width, height) of the grey copy
 GRID = (12, 8)  # (columns, rows) of regions, 20 x 20 px each
 REGIONS = GRID[0] * GRID[1]
+REGION_SIZE = (WORK_SIZE[0] // GRID[0], WORK_SIZE[1] // GRID[1])  # (width, height) of a region, px
 FLOW_GAP = 3  # frames between the two frames of a flow pair
 MOVING_SPEED = 0.5  # px per frame at WORK_SIZE
 SPEED_QUANTILES = (0.5, 0.9, 0.99)
@@ -59,7 +60,7 @@ def region_positions() -> np.ndarray:
 def _regions(x: np.ndarray) -> np.ndarray:
     """`[..., 160, 240]` -> `[..., REGIONS, 400]`: each region's pixels, row-major over regions."""
     cols, rows = GRID
-    h, w = WORK_SIZE[1] // rows, WORK_SIZE[0] // cols
+    w, h = REGION_SIZE
     lead = x.shape[:-2]
     x = x.reshape(*lead, rows, h, cols, w)
     x = np.moveaxis(x, -3, -2)  # [..., rows, cols, h, w]
@@ -70,7 +71,7 @@ def _region_means(x: np.ndarray) -> np.ndarray:
     """`[..., 160, 240]` -> `[..., REGIONS]` float32 mean of each region, row-major over regions (summed in
     place over the image's own layout: no copy per region as `_regions` makes)."""
     cols, rows = GRID
-    h, w = WORK_SIZE[1] // rows, WORK_SIZE[0] // cols
+    w, h = REGION_SIZE
     lead = x.shape[:-2]
     sums = x.reshape(*lead, rows, h, cols, w).sum(axis=(-3, -1), dtype=np.float32)
     return sums.reshape(*lead, REGIONS) / np.float32(h * w)
@@ -78,10 +79,9 @@ def _region_means(x: np.ndarray) -> np.ndarray:
 
 def _region_map() -> np.ndarray:
     """`[160, 240]` int32: the region of each pixel of the grey copy, row-major over regions."""
-    cols, rows = GRID
-    y = np.arange(WORK_SIZE[1]) // (WORK_SIZE[1] // rows)
-    x = np.arange(WORK_SIZE[0]) // (WORK_SIZE[0] // cols)
-    return (y[:, None] * cols + x[None, :]).astype(np.int32)
+    x = np.arange(WORK_SIZE[0]) // REGION_SIZE[0]
+    y = np.arange(WORK_SIZE[1]) // REGION_SIZE[1]
+    return (y[:, None] * GRID[0] + x[None, :]).astype(np.int32)
 
 
 _REGION_MAP = _region_map()
@@ -95,7 +95,7 @@ def _region_histograms(bins: np.ndarray, weights: np.ndarray, nbins: int) -> np.
     frame = np.arange(cells, dtype=np.int64).reshape(*lead, 1, 1)
     index = (frame * REGIONS + _REGION_MAP) * nbins + bins
     sums = np.bincount(index.ravel(), weights=weights.ravel(), minlength=cells * REGIONS * nbins)
-    return (sums / (_REGION_MAP.size // REGIONS)).reshape(*lead, REGIONS, nbins)
+    return (sums / (REGION_SIZE[0] * REGION_SIZE[1])).reshape(*lead, REGIONS, nbins)
 
 
 class SceneDescriptor:
@@ -201,6 +201,7 @@ class SceneDescriptor:
         magnitude = magnitude.reshape(g.shape) / 255.0
         # Unsigned orientation: angles in [pi, 2 pi) less pi, which is exact in float32 (Sterbenz) and gives
         # the same bins as np.mod(angle, pi) at a third of its cost; integer gradients land on bin edges often.
+        # The second fold catches an angle rounded up to 2 pi, which np.mod sends to bin 0.
         pi = np.float32(np.pi)
         angle = angle.reshape(g.shape)
         angle = np.where(angle >= pi, angle - pi, angle)
