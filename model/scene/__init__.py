@@ -7,14 +7,23 @@ RefineVAD head's score. The service persists scene models and calls these three 
 
 from model.scene.descriptor import SceneDescriptor
 from model.scene.fusion import FUSION_RULE, fuse
-from model.scene.scene_model import SceneModel, SceneSettings, SceneState, SceneStatus
+from model.scene.scene_model import (
+    NoveltySmoother,
+    SceneModel,
+    SceneSettings,
+    SceneState,
+    SceneStatus,
+    smooth_novelty,
+)
 
 __all__ = [
     "FUSION_RULE",
+    "NoveltySmoother",
     "SceneDescriptor",
     "SceneModel",
     "SceneSettings",
     "SceneState",
     "SceneStatus",
     "fuse",
+    "smooth_novelty",
 ]

@@ -33,7 +33,7 @@ import torch
 
 from model.events import EventPolicy
 from model.inference import AnalysisEngine
-from model.scene import fuse
+from model.scene import NoveltySmoother, fuse
 from model.scene_familiarity import SceneCheck
 from service.live.events import LiveEventStore, StreamEvents
 from service.live.messages import EndReason, EventNotice, GapInfo, SnippetMessage, StateMessage
@@ -73,7 +73,8 @@ class LiveStream:
     last_latency_s: float | None = None
     last_score: float | None = None
     last_scene: SceneCheck | None = None
-    previous_scene_score: float | None = None  # the scene score of `previous`, for its final message
+    previous_scene_score: float | None = None  # the final scene score of `previous`, for its final message
+    scene_smoother: NoveltySmoother | None = None  # the stream's run of scene novelties (SceneModel.score)
     rate_processed: RateMeter = field(default_factory=RateMeter)
     published_state: tuple[str, str | None] | None = None
     # An open event taken over from the stream's previous worker (`LiveEventStore.take_over`), continued here.
@@ -393,8 +394,15 @@ class LiveScheduler:
                 check = previous_check = None
                 scene_score = None
                 if self.scenes is not None and regions is not None:
-                    scored = self.scenes.score(stream.id, regions[b : b + 1])
-                    scene_score = None if scored is None else float(scored[0])
+                    if stream.scene_smoother is None:
+                        stream.scene_smoother = NoveltySmoother(self.scenes.settings.smoothing_radius)
+                    # The newest snippet's provisional scene score, and the previous one's final (smoothed with
+                    # this one, as offline), which replaces its provisional one below.
+                    scene_score, previous_final = self.scenes.live_scores(
+                        stream.id, regions[b], stream.scene_smoother
+                    )
+                    if previous_final is not None:
+                        stream.previous_scene_score = previous_final
                 if scene is not None:
                     check = scene.verdict(float(distances[b]), min(int(counts[b]), scene.window))
                     if not np.isnan(previous_distances[b]):

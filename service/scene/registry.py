@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from model.scene import SceneModel, SceneSettings, SceneStatus
+from model.scene import NoveltySmoother, SceneModel, SceneSettings, SceneStatus
 from model.scene.descriptor import DIM
 from service.scene.store import EventRegionStore, SceneStore
 
@@ -167,11 +167,25 @@ class SceneRegistry:
             self.event_regions.delete_for_stream(stream_id)
             return self.store.delete(stream_id) or had
 
-    def score(self, stream_id: str, regions: np.ndarray) -> np.ndarray | None:
-        """`[S, R, d]` -> scene scores `[S]`, or None while the camera is learning or has no scene."""
+    def live_scores(
+        self, stream_id: str, regions: np.ndarray, smoother: NoveltySmoother
+    ) -> tuple[float | None, float | None]:
+        """A live snippet's descriptors `[R, d]` -> (its provisional scene score, the previous snippet's final
+        one), smoothed over the stream's run of snippets by `smoother` (the stream's own, so live gives the
+        offline scores: `SceneModel.score`); None while the camera is learning or has no scene."""
         with self._lock:
             camera = self._camera(stream_id, create=False)
-            return None if camera is None else camera.model.score(regions)
+            model = None if camera is None else camera.model
+            calibrated = model is not None and model.state == "calibrated"
+            novelty = float(model.novelty(regions[None])[0]) if calibrated else None
+            provisional, final = smoother.push(novelty)
+            if not calibrated:
+                return None, None
+
+            def scored(n: float | None) -> float | None:
+                return None if n is None else float(model.score_novelty(np.array([n]))[0])
+
+            return scored(provisional), scored(final)
 
     def observe(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.scene import SceneDescriptor, SceneModel, SceneSettings
+from model.scene import NoveltySmoother, SceneDescriptor, SceneModel, SceneSettings, smooth_novelty
 from model.scene.descriptor import DIM, REGIONS
 
 W, H, F = 180, 120, 16
@@ -109,3 +109,50 @@ def test_another_descriptor_version_is_refused(
 def test_wrong_descriptor_shape_is_refused(calibrated: SceneModel) -> None:
     with pytest.raises(ValueError, match=rf"\[S, {REGIONS}, {DIM}\]"):
         calibrated.score(np.zeros((2, REGIONS, DIM + 1), np.float32))
+
+
+def test_smoothing_is_the_mean_over_existing_neighbours() -> None:
+    n = np.array([1.0, 4.0, 2.0, 8.0])
+    np.testing.assert_allclose(smooth_novelty(n, 1), [2.5, 7 / 3, 14 / 3, 5.0])
+    np.testing.assert_array_equal(smooth_novelty(n, 0), n)
+    np.testing.assert_array_equal(smooth_novelty(n[:1], 1), n[:1])
+
+
+def test_scores_are_the_smoothed_novelty(calibrated: SceneModel) -> None:
+    query = footage(12, seed=6)
+    n = calibrated.novelty(query)
+    expected = calibrated.score_novelty(smooth_novelty(n, 1))
+    np.testing.assert_allclose(calibrated.score(query), expected, rtol=1e-6)
+    plain = SceneModel.from_bytes(
+        calibrated.to_bytes(), calibrated.settings.model_copy(update={"smoothing_radius": 0})
+    )
+    np.testing.assert_allclose(plain.score(query), calibrated.score_novelty(n), rtol=1e-6)
+
+
+@pytest.mark.parametrize("radius", [0, 1])
+def test_live_smoothing_gives_offline_finals_and_causal_provisionals(radius: int) -> None:
+    n = np.random.default_rng(7).random(9)
+    smoother = NoveltySmoother(radius)
+    provisional, finals = [], []
+    for value in n:
+        p, f = smoother.push(float(value))
+        provisional.append(p)
+        finals.append(f)
+    offline = smooth_novelty(n, radius)
+    if radius:
+        assert finals[0] is None
+        np.testing.assert_allclose(finals[1:], offline[:-1])
+        # the newest snippet's provisional value is its offline one when it is the last
+        np.testing.assert_allclose(provisional[-1], offline[-1])
+        np.testing.assert_allclose(provisional, [n[0], *((n[1:] + n[:-1]) / 2)])
+    else:
+        assert finals == [None] * len(n)
+        np.testing.assert_allclose(provisional, n)
+    # no novelty ends the run: the snippet before gets a run's last value, and the next run starts afresh
+    provisional_end, final_end = smoother.push(None)
+    assert provisional_end is None
+    assert final_end == (pytest.approx(offline[-1]) if radius else None)
+    assert smoother.push(None) == (None, None)
+    assert smoother.push(0.5) == (0.5, None)
+    with pytest.raises(ValueError, match="radius"):
+        NoveltySmoother(2)

@@ -11,6 +11,7 @@ import torch
 
 from model.events import EventPolicy
 from model.inference import AnalysisEngine, EngineConfig
+from model.scene import SceneSettings
 from model.scene_familiarity import SceneCalibration, SceneFamiliarity
 from model.scoring import live_window_scores
 from service.live.events import LiveEventStore, StreamEvents
@@ -21,6 +22,8 @@ from service.live.window import FeatureWindows
 from service.metrics import ServiceMetrics
 from service.publishers.base import EventChanged, Outgoing, Publisher, SnippetsScored, StateChanged
 from service.publishers.dispatcher import Dispatcher
+from service.scene.registry import SceneRegistry
+from service.scene.store import SceneStore
 from service.storage import Database, StorageBusy
 
 WINDOW = 4
@@ -310,3 +313,34 @@ def test_live_window_scores_are_what_the_scheduler_sends(tmp_path, engine: Analy
     names = engine.category_names
     for message, expected in zip(sent, weights.tolist(), strict=True):
         assert [message["categories"][n] for n in names] == pytest.approx(expected, abs=1e-5)
+
+
+def test_live_scene_scores_are_the_offline_ones(tmp_path, engine: AnalysisEngine) -> None:
+    """A calibrated camera's scene scores, smoothed over neighbouring snippets: each final one equals what
+    `SceneModel.score` gives the same snippets offline, and the newest provisional one a file's last snippet's."""
+    db = Database(tmp_path / "db.sqlite")
+    scenes = SceneRegistry(SceneStore(db), SceneSettings(learn_s=1.0))
+    rng = np.random.default_rng(3)
+    describe = engine.scene_descriptor.describe
+    normal = describe(np.stack([_snippet(engine, i, rng).frames for i in range(12)]))
+    assert scenes.learn("s", normal, 12.0).state == "calibrated"
+    hub, store = Recorder(), LiveEventStore(db)
+    scheduler = LiveScheduler(
+        None, _dispatcher(hub), store, LiveMetrics(ServiceMetrics()), WINDOW, scenes=scenes
+    )  # type: ignore[arg-type]
+    scheduler._windows = FeatureWindows(WINDOW, engine.backbone.dim, engine.device)
+    stream = _stream(scheduler, engine, store)
+    snippets = [_snippet(engine, i, rng) for i in range(5)]
+    for snippet in snippets:
+        scheduler._process(engine, [(stream, snippet)])
+    model = scenes.model("s")
+    assert model is not None and model.settings.smoothing_radius == 1
+    offline = model.score(describe(np.stack([s.frames for s in snippets])))
+    finals = {m["index"]: m["scene_score"] for m in hub.sent if m["status"] == "final"}
+    provisional = {m["index"]: m["scene_score"] for m in hub.sent if m["status"] == "provisional"}
+    assert sorted(finals) == [0, 1, 2, 3]
+    np.testing.assert_allclose([finals[i] for i in range(4)], offline[:4], rtol=1e-4)
+    np.testing.assert_allclose(provisional[4], offline[4], rtol=1e-4)
+    # Smoothing is what makes them differ from the snippets' own scores.
+    own = model.score_novelty(model.novelty(describe(np.stack([s.frames for s in snippets]))))
+    assert not np.allclose(offline, own)
