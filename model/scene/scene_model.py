@@ -153,9 +153,6 @@ class NoveltySmoother:
         self.radius = radius
         self._recent: list[float] = []  # the run's last two novelties, oldest first
 
-    def reset(self) -> None:
-        self._recent = []
-
     def push(self, novelty: float | None) -> tuple[float | None, float | None]:
         """-> (provisional value of the newest, final value of the one before it); Nones where there is none."""
         if novelty is None:
@@ -163,7 +160,6 @@ class NoveltySmoother:
             before, self._recent = self._recent, []
             return None, (float(np.mean(before)) if before and self.radius else None)
         if self.radius == 0:
-            self._recent = [float(novelty)]
             return float(novelty), None
         before = self._recent
         final = float(np.mean([*before[-2:], novelty])) if before else None

@@ -49,11 +49,15 @@ def _dispatcher(recorder: Recorder) -> Dispatcher:
 
 
 def _scheduler(
-    hub: Recorder, store: LiveEventStore, engine: AnalysisEngine, metrics: LiveMetrics | None = None
+    hub: Recorder,
+    store: LiveEventStore,
+    engine: AnalysisEngine,
+    metrics: LiveMetrics | None = None,
+    scenes: SceneRegistry | None = None,
 ):
     """A scheduler whose thread never runs: tests drive its cycle's steps themselves."""
     metrics = metrics or LiveMetrics(ServiceMetrics())
-    scheduler = LiveScheduler(None, _dispatcher(hub), store, metrics, WINDOW)  # type: ignore[arg-type]
+    scheduler = LiveScheduler(None, _dispatcher(hub), store, metrics, WINDOW, scenes)  # type: ignore[arg-type]
     scheduler._windows = FeatureWindows(WINDOW, engine.backbone.dim, engine.device)
     return scheduler
 
@@ -325,22 +329,20 @@ def test_live_scene_scores_are_the_offline_ones(tmp_path, engine: AnalysisEngine
     normal = describe(np.stack([_snippet(engine, i, rng).frames for i in range(12)]))
     assert scenes.learn("s", normal, 12.0).state == "calibrated"
     hub, store = Recorder(), LiveEventStore(db)
-    scheduler = LiveScheduler(
-        None, _dispatcher(hub), store, LiveMetrics(ServiceMetrics()), WINDOW, scenes=scenes
-    )  # type: ignore[arg-type]
-    scheduler._windows = FeatureWindows(WINDOW, engine.backbone.dim, engine.device)
+    scheduler = _scheduler(hub, store, engine, scenes=scenes)
     stream = _stream(scheduler, engine, store)
     snippets = [_snippet(engine, i, rng) for i in range(5)]
     for snippet in snippets:
         scheduler._process(engine, [(stream, snippet)])
     model = scenes.model("s")
     assert model is not None and model.settings.smoothing_radius == 1
-    offline = model.score(describe(np.stack([s.frames for s in snippets])))
+    regions = describe(np.stack([s.frames for s in snippets]))
+    offline = model.score(regions)
     finals = {m["index"]: m["scene_score"] for m in hub.sent if m["status"] == "final"}
     provisional = {m["index"]: m["scene_score"] for m in hub.sent if m["status"] == "provisional"}
     assert sorted(finals) == [0, 1, 2, 3]
     np.testing.assert_allclose([finals[i] for i in range(4)], offline[:4], rtol=1e-4)
     np.testing.assert_allclose(provisional[4], offline[4], rtol=1e-4)
     # Smoothing is what makes them differ from the snippets' own scores.
-    own = model.score_novelty(model.novelty(describe(np.stack([s.frames for s in snippets]))))
+    own = model.score_novelty(model.novelty(regions))
     assert not np.allclose(offline, own)
